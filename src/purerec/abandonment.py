@@ -1,0 +1,45 @@
+"""Session-exit rules: when a simulated user leaves. Each rule is one pure function.
+
+* ``temper`` (default; KuaiSim's temper with the fairness-aware abandonment of the DSRM-HRL
+  authors' sibling work): temper starts at ``temper_start`` and each step
+      temper += clip(mean_reward - temper_offset, -2, 0)
+      temper -= fair_penalty            if |2 p_u - 1| >= fair_threshold
+  with p_u the share of popular items among all items shown to the user this session
+  (this step's slate included). The user leaves when temper < 1.
+* ``tag_repeat`` (DORL / EasyRL4Rec KuaiEnv): at a step t > 0 the user leaves if some tag of a
+  newly recommended item already occurs more than ``tag_threshold`` times among the last
+  ``tag_window`` recommended items.
+* ``none``: only truncation.
+Truncation at ``max_len`` is not an exit rule: it is ``truncated`` in ``purerec.env.step``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+TEMPER_CLIP_LOW = -2.0
+TEMPER_CLIP_HIGH = 0.0
+
+
+def temper_update(temper: jax.Array, mean_reward: jax.Array, n_shown: jax.Array, n_popular: jax.Array,
+                  offset: jax.Array, fair_threshold: jax.Array, fair_penalty: jax.Array):
+    """New temper and whether the user leaves (temper < 1)."""
+    p_u = n_popular / jnp.maximum(n_shown, 1)
+    unbalanced = jnp.abs(2.0 * p_u - 1.0) >= fair_threshold
+    temper = temper + jnp.clip(mean_reward - offset, TEMPER_CLIP_LOW, TEMPER_CLIP_HIGH)
+    temper = temper - jnp.where(unbalanced, fair_penalty, 0.0)
+    return temper, temper < 1.0
+
+
+def tag_repeat_exit(t: jax.Array, hist_items: jax.Array, slate: jax.Array, item_tags: jax.Array,
+                    window: int, threshold: jax.Array) -> jax.Array:
+    """True if a tag of the new slate occurs more than ``threshold`` times in the last ``window`` items.
+
+    ``hist_items`` holds the item history before this step, most recent last, -1 = empty.
+    """
+    recent = hist_items[-window:]
+    valid = recent >= 0
+    counts = jnp.sum(item_tags[jnp.maximum(recent, 0)] & valid[:, None], axis=0)
+    new_tags = jnp.any(item_tags[slate], axis=0)
+    return (t > 0) & jnp.any(new_tags & (counts > threshold))

@@ -1,0 +1,299 @@
+"""Typed configuration: dataclasses loaded from TOML, overridable from the command line.
+
+Every section is a frozen dataclass with a ``validate`` method; ``load_config`` validates the
+whole tree once, at the edge, so nothing downstream re-checks values. Errors name the field
+(``section.field``), the value given and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+EXIT_RULES = ("temper", "tag_repeat", "none")
+AD_FORMS = ("exposure", "item")
+WORLD_SOURCES = ("synthetic", "kuairec", "kuairand")
+PRESETS = ("kuairec", "kuairand")
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the field and the fix."""
+
+    def __init__(self, field_name: str, value: Any, allowed: str):
+        self.field = field_name
+        super().__init__(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(name, value, allowed)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Where the static world comes from and, for the synthetic generator, its calibration.
+
+    Sizes default to KuaiRec (train = big matrix 7,176 x 10,728; test = small matrix
+    1,411 x 3,327, a subset). ``envs/kuairand.toml`` sets the KuaiRand-Pure sizes.
+    """
+
+    source: str = "synthetic"
+    preset: str = "kuairec"
+    data_dir: str = ""
+    seed: int = 0
+    n_users: int = 7176
+    n_items: int = 10728
+    n_test_users: int = 1411
+    n_test_items: int = 3327
+    n_tags: int = 31
+    tag_zipf: float = 0.1
+    tag_cutoff: float = 7.0
+    mean_tags_per_item: float = 1.18
+    max_tags_per_item: int = 4
+    true_dim: int = 16
+    emb_dim: int = 32
+    log_density: float = 0.163
+    log_rounds: int = 4
+    log_pop_bias: float = 1.0
+    log_personalisation: float = 0.2
+    item_bias_std: float = 0.15
+    user_bias_std: float = 0.5
+    pref_scale: float = 1.2
+    score_offset: float = -0.6
+    tag_pref_weight: float = 0.7
+    popular_frac: float = 0.2
+    cache_dir: str = ""
+
+    def validate(self, p: str = "world") -> None:
+        _check(self.source in WORLD_SOURCES, f"{p}.source", self.source, f"one of {WORLD_SOURCES}")
+        _check(self.preset in PRESETS, f"{p}.preset", self.preset, f"one of {PRESETS}")
+        if self.source != "synthetic":
+            _check(bool(self.data_dir), f"{p}.data_dir", self.data_dir,
+                   f"a directory holding the {self.source} CSV files (required when source != 'synthetic')")
+            _check(os.path.isdir(self.data_dir), f"{p}.data_dir", self.data_dir,
+                   "an existing directory; download the dataset there or use source = 'synthetic'")
+        for name in ("n_users", "n_items", "n_test_users", "n_test_items"):
+            _check(getattr(self, name) >= 2, f"{p}.{name}", getattr(self, name), "an integer >= 2")
+        _check(1 <= self.n_tags <= 1024, f"{p}.n_tags", self.n_tags, "an integer in [1, 1024]")
+        _check(1.0 <= self.mean_tags_per_item <= self.max_tags_per_item, f"{p}.mean_tags_per_item",
+               self.mean_tags_per_item, "in [1, max_tags_per_item]")
+        _check(1 <= self.max_tags_per_item <= self.n_tags, f"{p}.max_tags_per_item",
+               self.max_tags_per_item, "in [1, n_tags]")
+        _check(self.tag_cutoff > 0, f"{p}.tag_cutoff", self.tag_cutoff, "> 0")
+        _check(self.tag_zipf >= 0, f"{p}.tag_zipf", self.tag_zipf, ">= 0")
+        _check(1 <= self.true_dim <= 256, f"{p}.true_dim", self.true_dim, "an integer in [1, 256]")
+        _check(1 <= self.emb_dim <= 256, f"{p}.emb_dim", self.emb_dim, "an integer in [1, 256]")
+        _check(0.0 < self.log_density < 1.0, f"{p}.log_density", self.log_density, "in (0, 1)")
+        _check(1 <= self.log_rounds <= 64, f"{p}.log_rounds", self.log_rounds, "an integer in [1, 64]")
+        for name in ("log_pop_bias", "log_personalisation", "item_bias_std", "user_bias_std",
+                     "pref_scale", "tag_pref_weight"):
+            _check(getattr(self, name) >= 0, f"{p}.{name}", getattr(self, name), ">= 0")
+        _check(self.tag_pref_weight <= 1.0, f"{p}.tag_pref_weight", self.tag_pref_weight, "in [0, 1]")
+        _check(0.0 < self.popular_frac < 1.0, f"{p}.popular_frac", self.popular_frac, "in (0, 1)")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Popularity contamination of observed feedback (see ``purerec.feedback``)."""
+
+    conformity: float = 0.8
+    noise_std: float = 0.05
+
+    def validate(self, p: str = "feedback") -> None:
+        _check(0.0 <= self.conformity <= 1.0, f"{p}.conformity", self.conformity, "in [0, 1]")
+        _check(self.noise_std >= 0.0, f"{p}.noise_std", self.noise_std, ">= 0 (a standard deviation)")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Session dynamics: slate, observation window and exit rules (see ``purerec.abandonment``)."""
+
+    slate_size: int = 10
+    obs_window: int = 20
+    max_len: int = 30
+    exit_rule: str = "temper"
+    temper_init: float = 0.0
+    temper_offset: float = 2.0
+    fair_threshold: float = 0.3
+    fair_penalty: float = 1.0
+    tag_window: int = 10
+    tag_threshold: int = 1
+
+    def validate(self, n_items: int | None = None, p: str = "env") -> None:
+        hi = n_items if n_items is not None else "n_items"
+        _check(self.slate_size >= 1 and (n_items is None or self.slate_size <= n_items),
+               f"{p}.slate_size", self.slate_size, f"an integer in [1, {hi}] (the test world's item count)")
+        _check(1 <= self.obs_window <= 1000, f"{p}.obs_window", self.obs_window, "an integer in [1, 1000]")
+        _check(1 <= self.max_len <= 10000, f"{p}.max_len", self.max_len, "an integer in [1, 10000]")
+        _check(self.exit_rule in EXIT_RULES, f"{p}.exit_rule", self.exit_rule, f"one of {EXIT_RULES}")
+        _check(self.temper_init >= 0, f"{p}.temper_init", self.temper_init,
+               ">= 0 (0 means: start at max_len)")
+        _check(self.temper_offset >= 0, f"{p}.temper_offset", self.temper_offset, ">= 0")
+        _check(0.0 <= self.fair_threshold <= 1.0, f"{p}.fair_threshold", self.fair_threshold, "in [0, 1]")
+        _check(self.fair_penalty >= 0, f"{p}.fair_penalty", self.fair_penalty, ">= 0")
+        _check(1 <= self.tag_window <= 1000, f"{p}.tag_window", self.tag_window, "an integer in [1, 1000]")
+        _check(self.tag_threshold >= 0, f"{p}.tag_threshold", self.tag_threshold, "an integer >= 0")
+
+    @property
+    def history_len(self) -> int:
+        """Length of the item history kept in the state: enough for the obs and the tag rule."""
+        return max(self.obs_window, self.tag_window)
+
+    @property
+    def temper_start(self) -> float:
+        return float(self.temper_init) if self.temper_init > 0 else float(self.max_len)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: how many sessions, and which AD form the reports use."""
+
+    n_sessions: int = 4096
+    ad_form: str = "exposure"
+    seed: int = 0
+
+    def validate(self, p: str = "eval") -> None:
+        _check(self.n_sessions >= 1, f"{p}.n_sessions", self.n_sessions, "an integer >= 1")
+        _check(self.ad_form in AD_FORMS, f"{p}.ad_form", self.ad_form, f"one of {AD_FORMS}")
+
+
+@dataclass(frozen=True)
+class Config:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if f.name == "env":
+                section.validate(n_items=min(self.world.n_items, self.world.n_test_items))
+            else:
+                section.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, tp: Any, name: str) -> Any:
+    """Coerce a TOML or command-line value to the field's declared type."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(name, value, "true or false")
+    if tp in (int, float):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(float(value)) if tp is int else tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(name, value, f"a number of type {tp.__name__}") from None
+    if tp is str:
+        return str(value)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_convert(v, inner, name) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        return _convert(value, args[0], name)
+    return value
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cfg: Any, updates: dict[str, Any], prefix: str) -> Any:
+    hints = _section_types(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    changes = {}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(full, value, f"unknown field; known fields: {sorted(names)}")
+        sub = getattr(cfg, key)
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise ConfigError(full, value, "a TOML table")
+            changes[key] = _apply(sub, value, f"{full}.")
+        else:
+            changes[key] = _convert(value, hints[key], full)
+    return dataclasses.replace(cfg, **changes)
+
+
+def field_paths(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Map every leaf field's dotted path (``env.max_len``) to itself and short aliases."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cfg):
+        sub = getattr(cfg, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(sub):
+            out.update(field_paths(sub, f"{path}."))
+        else:
+            out[path] = path
+    return out
+
+
+def resolve_override_name(cfg: Any, name: str) -> str:
+    """Turn ``max-len`` or ``env.max_len`` into a dotted field path; ambiguity is an error."""
+    key = name.replace("-", "_")
+    paths = field_paths(cfg)
+    if key in paths:
+        return key
+    hits = [p for p in paths if p.split(".")[-1] == key]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise ConfigError(name, None, f"ambiguous; write one of {hits}")
+    raise ConfigError(name, None, "no such config field; see `python train.py --help-config`")
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply ``{"env.max_len": "50", ...}`` (dotted or short names) to a config."""
+    nested: dict[str, Any] = {}
+    for name, value in overrides.items():
+        path = resolve_override_name(cfg, name).split(".")
+        node = nested
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return _apply(cfg, nested, "")
+
+
+def load_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--env", path, "an existing TOML file (see envs/)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("--env", path, f"valid TOML ({e})") from None
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None,
+                base: Any = None) -> Any:
+    """Defaults <- TOML file <- overrides, then validate once."""
+    cfg = base if base is not None else Config()
+    if path:
+        data = load_toml(path)
+        data.pop("meta", None)
+        cfg = _apply(cfg, data, "")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg.validate()

@@ -1,0 +1,70 @@
+"""Get the (train, test) worlds for a config: synthetic or real files, cached on disk.
+
+Worlds are cached as .npz under ``world.cache_dir`` (default ``$PUREREC_CACHE`` or
+``~/.cache/purerec``), keyed by a hash of every field that changes them (and, for real data,
+the data files' sizes and modification times). Writes are atomic, so a killed build never
+leaves a half-written cache entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+from purerec.config import Config
+from purerec.world import World, load_world, save_world
+
+CACHE_VERSION = 1
+
+
+def cache_dir(cfg: Config) -> str:
+    return cfg.world.cache_dir or os.environ.get("PUREREC_CACHE") or os.path.expanduser("~/.cache/purerec")
+
+
+def _fingerprint(cfg: Config) -> str:
+    w = dataclasses.asdict(cfg.world)
+    w.pop("cache_dir")
+    payload = {"v": CACHE_VERSION, "world": w, "feedback": dataclasses.asdict(cfg.feedback)}
+    if cfg.world.source != "synthetic":
+        files = sorted(os.listdir(cfg.world.data_dir))
+        payload["files"] = [(f, os.path.getsize(os.path.join(cfg.world.data_dir, f)),
+                             int(os.path.getmtime(os.path.join(cfg.world.data_dir, f)))) for f in files]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_worlds(cfg: Config) -> tuple[World, World]:
+    """Build without the cache."""
+    src = cfg.world.source
+    if src == "synthetic":
+        from purerec.synthetic import generate
+
+        return generate(cfg.world, cfg.feedback)
+    if src == "kuairec":
+        from purerec.loaders.kuairec import load_kuairec
+
+        return load_kuairec(cfg.world.data_dir, cfg.world)
+    from purerec.loaders.kuairand import load_kuairand
+
+    return load_kuairand(cfg.world.data_dir, cfg.world)
+
+
+def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tuple[World, World]:
+    """(train_world, test_world), from the cache when possible."""
+    if not use_cache:
+        return build_worlds(cfg)
+    d = cache_dir(cfg)
+    key = _fingerprint(cfg)
+    paths = [os.path.join(d, f"world-{key}-{part}.npz") for part in ("train", "test")]
+    if all(os.path.exists(p) for p in paths):
+        return load_world(paths[0]), load_world(paths[1])
+    t0 = time.perf_counter()
+    train, test = build_worlds(cfg)
+    save_world(paths[0], train)
+    save_world(paths[1], test)
+    if verbose:
+        print(f"built {cfg.world.source} worlds in {time.perf_counter() - t0:.1f}s "
+              f"(train {train.n_users}x{train.n_items}, test {test.n_users}x{test.n_items}); cached in {d}")
+    return train, test

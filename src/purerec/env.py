@@ -1,0 +1,182 @@
+"""The recommendation environment, gymnax-style: pure ``reset`` and ``step`` with auto-reset.
+
+One session = one user. Each step the agent shows a slate of ``slate_size`` item ids; the user
+answers each item with observed (popularity-contaminated) feedback in [0, 1]; the reward is
+the slate's mean observed feedback. The observation is what a real recommender sees: the last
+``obs_window`` shown items with their observed feedback -- never the hidden preference.
+``info`` carries the true (uncontaminated) feedback for diagnostics and unbiased-log training.
+
+Everything is jit- and vmap-able: vmap ``reset``/``step`` over a batch of keys and states to run
+thousands of sessions at once. ``EnvParams`` holds the world and the dynamics; its float fields
+are pytree leaves (so they can be vmapped in sweeps), its shape-changing fields are static.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from purerec import abandonment
+from purerec.config import Config
+from purerec.feedback import contaminate
+from purerec.world import World, true_response
+
+
+@struct.dataclass
+class EnvParams:
+    world: World
+    conformity: jax.Array
+    noise_std: jax.Array
+    temper_start: jax.Array
+    temper_offset: jax.Array
+    fair_threshold: jax.Array
+    fair_penalty: jax.Array
+    tag_threshold: jax.Array
+    slate_size: int = struct.field(pytree_node=False, default=10)
+    obs_window: int = struct.field(pytree_node=False, default=20)
+    max_len: int = struct.field(pytree_node=False, default=30)
+    exit_rule: str = struct.field(pytree_node=False, default="temper")
+    tag_window: int = struct.field(pytree_node=False, default=10)
+
+    @property
+    def history_len(self) -> int:
+        return max(self.obs_window, self.tag_window)
+
+
+def make_params(world: World, cfg: Config) -> EnvParams:
+    e, f = cfg.env, cfg.feedback
+    return EnvParams(
+        world=world,
+        conformity=jnp.float32(f.conformity),
+        noise_std=jnp.float32(f.noise_std),
+        temper_start=jnp.float32(e.temper_start),
+        temper_offset=jnp.float32(e.temper_offset),
+        fair_threshold=jnp.float32(e.fair_threshold),
+        fair_penalty=jnp.float32(e.fair_penalty),
+        tag_threshold=jnp.int32(e.tag_threshold),
+        slate_size=e.slate_size,
+        obs_window=e.obs_window,
+        max_len=e.max_len,
+        exit_rule=e.exit_rule,
+        tag_window=e.tag_window,
+    )
+
+
+@struct.dataclass
+class Obs:
+    items: jax.Array  # i32[W] last shown items, most recent last; 0 where empty
+    feedback: jax.Array  # f32[W] their observed feedback; 0 where empty
+    valid: jax.Array  # bool[W]
+    t: jax.Array  # i32 steps taken in this session
+
+
+@struct.dataclass
+class EnvState:
+    user: jax.Array  # i32
+    t: jax.Array  # i32
+    temper: jax.Array  # f32
+    hist_items: jax.Array  # i32[H], -1 = empty, most recent last
+    hist_feedback: jax.Array  # f32[H]
+    hist_true: jax.Array  # f32[H] true feedback of the same items (hidden; for diagnostics)
+    n_shown: jax.Array  # i32
+    n_popular: jax.Array  # i32
+    ret: jax.Array  # f32 return so far
+
+
+def observe(state: EnvState, params: EnvParams) -> Obs:
+    w = params.obs_window
+    items = state.hist_items[-w:]
+    valid = items >= 0
+    return Obs(items=jnp.maximum(items, 0), feedback=state.hist_feedback[-w:] * valid, valid=valid, t=state.t)
+
+
+def true_observation(state: EnvState, params: EnvParams) -> Obs:
+    """The same window with the true feedback in place of the observed: the unbiased analogue."""
+    obs = observe(state, params)
+    return obs.replace(feedback=state.hist_true[-params.obs_window:] * obs.valid)
+
+
+def reset(key: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
+    """Start a session with a uniformly drawn user of the world."""
+    h = params.history_len
+    state = EnvState(
+        user=jax.random.randint(key, (), 0, params.world.n_users),
+        t=jnp.int32(0),
+        temper=params.temper_start.astype(jnp.float32),
+        hist_items=jnp.full((h,), -1, jnp.int32),
+        hist_feedback=jnp.zeros((h,), jnp.float32),
+        hist_true=jnp.zeros((h,), jnp.float32),
+        n_shown=jnp.int32(0),
+        n_popular=jnp.int32(0),
+        ret=jnp.float32(0.0),
+    )
+    return observe(state, params), state
+
+
+def _push(hist: jax.Array, new: jax.Array) -> jax.Array:
+    return jnp.concatenate([hist, new])[-hist.shape[0]:]
+
+
+def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParams):
+    """One step without auto-reset. Returns (obs, state, reward, terminated, truncated, info)."""
+    world = params.world
+    slate = slate.astype(jnp.int32)
+    r_true = true_response(world, state.user, slate)
+    fb = contaminate(key, r_true, world.pop_norm[slate], params.conformity, params.noise_std)
+    reward = fb.mean()
+    n_new_pop = world.popular[slate].sum(dtype=jnp.int32)
+    n_shown = state.n_shown + slate.shape[0]
+    n_popular = state.n_popular + n_new_pop
+    temper = state.temper
+    if params.exit_rule == "temper":
+        temper, terminated = abandonment.temper_update(
+            state.temper, reward, n_shown, n_popular, params.temper_offset, params.fair_threshold,
+            params.fair_penalty)
+    elif params.exit_rule == "tag_repeat":
+        terminated = abandonment.tag_repeat_exit(
+            state.t, state.hist_items, slate, world.item_tags, params.tag_window, params.tag_threshold)
+    else:
+        terminated = jnp.bool_(False)
+    t = state.t + 1
+    truncated = (t >= params.max_len) & ~terminated
+    new_state = EnvState(
+        user=state.user, t=t, temper=temper,
+        hist_items=_push(state.hist_items, slate),
+        hist_feedback=_push(state.hist_feedback, fb),
+        hist_true=_push(state.hist_true, r_true),
+        n_shown=n_shown, n_popular=n_popular, ret=state.ret + reward,
+    )
+    info = {
+        "feedback": fb,
+        "true_feedback": r_true,
+        "true_reward": r_true.mean(),
+        "n_popular": n_new_pop,
+        "episode_len": t,
+        "episode_return": new_state.ret,
+    }
+    return observe(new_state, params), new_state, reward, terminated, truncated, info
+
+
+def step(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParams):
+    """``step_env`` with auto-reset: when the session ends, the returned obs/state are a new session's.
+
+    ``info['last_obs']`` keeps the final observation of the ended session (for bootstrapping).
+    """
+    k_step, k_reset = jax.random.split(key)
+    obs_st, state_st, reward, terminated, truncated, info = step_env(k_step, state, slate, params)
+    obs_re, state_re = reset(k_reset, params)
+    done = terminated | truncated
+    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
+    info["last_obs"] = obs_st
+    return pick(obs_re, obs_st), pick(state_re, state_st), reward, terminated, truncated, info
+
+
+def batch_reset(key: jax.Array, params: EnvParams, n: int):
+    return jax.vmap(reset, in_axes=(0, None))(jax.random.split(key, n), params)
+
+
+def batch_step(key: jax.Array, state: EnvState, slates: jax.Array, params: EnvParams):
+    n = slates.shape[0]
+    return jax.vmap(step, in_axes=(0, 0, 0, None))(jax.random.split(key, n), state, slates, params)
+

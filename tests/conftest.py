@@ -1,0 +1,37 @@
+"""Shared fixtures: a small synthetic world that builds in about a second."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from purerec.config import Config, WorldConfig
+
+
+def small_config(**env_overrides) -> Config:
+    world = WorldConfig(n_users=300, n_items=400, n_test_users=120, n_test_items=150, n_tags=12,
+                        true_dim=8, emb_dim=8, log_density=0.2, cache_dir="")
+    cfg = Config(world=world)
+    if env_overrides:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, **env_overrides))
+    return cfg.validate()
+
+
+@pytest.fixture(scope="session")
+def small_cfg() -> Config:
+    return small_config()
+
+
+@pytest.fixture(scope="session")
+def small_worlds(small_cfg):
+    from purerec.datasets import get_worlds
+
+    return get_worlds(small_cfg, use_cache=False)
+
+
+@pytest.fixture(scope="session")
+def small_params(small_cfg, small_worlds):
+    from purerec.env import make_params
+
+    return make_params(small_worlds[1], small_cfg)
