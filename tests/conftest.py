@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
+import jax
 import pytest
 
 from purerec.config import Config, WorldConfig
+
+
+# Persistent XLA cache: identical programs compiled by several tests (a run, its resume, its
+# rerun) are compiled once.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("PUREREC_JAX_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "jax")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def small_config(**env_overrides) -> Config:

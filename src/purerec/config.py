@@ -162,12 +162,165 @@ class EvalConfig:
         _check(self.ad_form in AD_FORMS, f"{p}.ad_form", self.ad_form, f"one of {AD_FORMS}")
 
 
+SCHEDULES = ("linear", "cosine")
+DSRM_TARGETS = ("paper", "unbiased")
+REVERSE_STARTS = ("noise", "observed")
+AGENTS = ("dsrm_hrl", "hrl", "flat")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """State encoder s~ = f(last W items, their feedback): see ``purerec.encoder``."""
+
+    state_dim: int = 32
+    hidden: int = 64
+    lr: float = 3e-3
+    train_steps: int = 400
+    batch_size: int = 512
+
+    def validate(self, p: str = "encoder") -> None:
+        _check(1 <= self.state_dim <= 1024, f"{p}.state_dim", self.state_dim, "an integer in [1, 1024]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(0 < self.lr < 1, f"{p}.lr", self.lr, "in (0, 1)")
+        _check(self.train_steps >= 0, f"{p}.train_steps", self.train_steps, "an integer >= 0")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DSRMConfig:
+    """Diffusion state purifier (paper eqs. 3 and 7): see ``purerec.dsrm`` and ``purerec.diffusion``."""
+
+    steps: int = 20
+    schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    target: str = "paper"
+    reverse_start: str = "observed"
+    start_step: int = 0
+    hidden: int = 128
+    t_emb_dim: int = 32
+    lr: float = 1e-3
+    train_steps: int = 1000
+    batch_size: int = 512
+
+    def validate(self, p: str = "dsrm") -> None:
+        _check(1 <= self.steps <= 1000, f"{p}.steps", self.steps, "an integer in [1, 1000]")
+        _check(self.schedule in SCHEDULES, f"{p}.schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(0 < self.beta_start < 1, f"{p}.beta_start", self.beta_start, "in (0, 1)")
+        _check(self.beta_start <= self.beta_end < 1, f"{p}.beta_end", self.beta_end, "in [beta_start, 1)")
+        _check(self.target in DSRM_TARGETS, f"{p}.target", self.target, f"one of {DSRM_TARGETS}")
+        _check(self.reverse_start in REVERSE_STARTS, f"{p}.reverse_start", self.reverse_start,
+               f"one of {REVERSE_STARTS}")
+        _check(0 <= self.start_step <= self.steps, f"{p}.start_step", self.start_step,
+               "an integer in [0, steps] (0 means: start the reverse chain at step `steps`)")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(2 <= self.t_emb_dim <= 1024 and self.t_emb_dim % 2 == 0, f"{p}.t_emb_dim", self.t_emb_dim,
+               "an even integer in [2, 1024]")
+        _check(0 < self.lr < 1, f"{p}.lr", self.lr, "in (0, 1)")
+        _check(self.train_steps >= 0, f"{p}.train_steps", self.train_steps, "an integer >= 0")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Which agent and its hierarchy: see ``purerec.hrl``.
+
+    ``kind``: dsrm_hrl (the method), hrl (no purifier: the paper's "HRL" row), flat (DSRM + one
+    PPO policy over items: the paper's "FLAT" row).
+    """
+
+    kind: str = "dsrm_hrl"
+    lambda_fair: float = 0.1
+    manager_interval: int = 5
+    fair_window: int = 1
+    hidden: int = 64
+    init_logit_scale: float = 10.0
+
+    def validate(self, p: str = "agent") -> None:
+        _check(self.kind in AGENTS, f"{p}.kind", self.kind, f"one of {AGENTS}")
+        _check(self.lambda_fair >= 0, f"{p}.lambda_fair", self.lambda_fair, ">= 0")
+        _check(1 <= self.manager_interval <= 1000, f"{p}.manager_interval", self.manager_interval,
+               "an integer in [1, 1000]")
+        _check(1 <= self.fair_window <= 1000, f"{p}.fair_window", self.fair_window, "an integer in [1, 1000]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.init_logit_scale > 0, f"{p}.init_logit_scale", self.init_logit_scale, "> 0")
+
+    @property
+    def use_dsrm(self) -> bool:
+        return self.kind != "hrl"
+
+    @property
+    def hierarchy(self) -> bool:
+        return self.kind != "flat"
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO for both levels (defaults from the sibling HRL4PFG code where public)."""
+
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    gamma: float = 0.9
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    epochs: int = 4
+    minibatches: int = 4
+    max_grad_norm: float = 0.5
+
+    def validate(self, p: str = "ppo") -> None:
+        for name in ("actor_lr", "critic_lr"):
+            _check(0 < getattr(self, name) < 1, f"{p}.{name}", getattr(self, name), "in (0, 1)")
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 <= self.gae_lambda <= 1, f"{p}.gae_lambda", self.gae_lambda, "in [0, 1]")
+        _check(0 < self.clip_eps < 1, f"{p}.clip_eps", self.clip_eps, "in (0, 1)")
+        _check(self.ent_coef >= 0, f"{p}.ent_coef", self.ent_coef, ">= 0")
+        _check(self.vf_coef >= 0, f"{p}.vf_coef", self.vf_coef, ">= 0")
+        _check(1 <= self.epochs <= 100, f"{p}.epochs", self.epochs, "an integer in [1, 100]")
+        _check(self.minibatches >= 1, f"{p}.minibatches", self.minibatches, "an integer >= 1")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training run: seeds (vmapped), parallel sessions, budget, chunking and outputs."""
+
+    seeds: tuple[int, ...] = (11, 15, 19)
+    num_envs: int = 256
+    rollout_len: int = 32
+    total_updates: int = 80
+    chunk_updates: int = 10
+    stage1_sessions: int = 512
+    run_dir: str = "runs"
+    eval_every_chunks: int = 0
+
+    def validate(self, p: str = "train") -> None:
+        _check(len(self.seeds) >= 1, f"{p}.seeds", self.seeds, "at least one integer seed")
+        _check(len(set(self.seeds)) == len(self.seeds), f"{p}.seeds", self.seeds, "distinct seeds")
+        _check(all(0 <= s < 2**31 for s in self.seeds), f"{p}.seeds", self.seeds, "integers in [0, 2^31)")
+        _check(self.num_envs >= 1, f"{p}.num_envs", self.num_envs, "an integer >= 1")
+        _check(self.rollout_len >= 1, f"{p}.rollout_len", self.rollout_len, "an integer >= 1")
+        _check(self.total_updates >= 1, f"{p}.total_updates", self.total_updates, "an integer >= 1")
+        _check(1 <= self.chunk_updates, f"{p}.chunk_updates", self.chunk_updates, "an integer >= 1")
+        _check(self.total_updates % self.chunk_updates == 0, f"{p}.total_updates", self.total_updates,
+               f"a multiple of chunk_updates ({self.chunk_updates})")
+        _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
+        _check(self.eval_every_chunks >= 0, f"{p}.eval_every_chunks", self.eval_every_chunks,
+               "an integer >= 0 (0 = only at the end)")
+
+
 @dataclass(frozen=True)
 class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    dsrm: DSRMConfig = field(default_factory=DSRMConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
@@ -176,6 +329,9 @@ class Config:
                 section.validate(n_items=min(self.world.n_items, self.world.n_test_items))
             else:
                 section.validate()
+        batch = self.train.num_envs * self.train.rollout_len
+        _check(batch % self.ppo.minibatches == 0, "ppo.minibatches", self.ppo.minibatches,
+               f"a divisor of num_envs * rollout_len ({batch})")
         return self
 
     def to_dict(self) -> dict:
@@ -250,9 +406,13 @@ def field_paths(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+ALIASES = {"diffusion_steps": "dsrm.steps", "agent": "agent.kind", "lambda": "agent.lambda_fair"}
+
+
 def resolve_override_name(cfg: Any, name: str) -> str:
     """Turn ``max-len`` or ``env.max_len`` into a dotted field path; ambiguity is an error."""
     key = name.replace("-", "_")
+    key = ALIASES.get(key, key)
     paths = field_paths(cfg)
     if key in paths:
         return key

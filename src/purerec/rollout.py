@@ -18,15 +18,21 @@ from purerec import metrics as M
 
 
 @partial(jax.jit, static_argnames=("policy", "n_sessions", "n_steps"))
-def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: int, n_steps: int):
-    """Time-major trajectory dict of ``n_steps`` batched steps (auto-reset inside)."""
+def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: int, n_steps: int,
+            policy_params=None):
+    """Time-major trajectory dict of ``n_steps`` batched steps (auto-reset inside).
+
+    ``policy(key, obs, state, params[, policy_params])`` acts for one session; ``policy_params``
+    (network weights, say) is passed through as a traced argument.
+    """
+    act = policy if policy_params is None else (lambda k, o, s, p: policy(k, o, s, p, policy_params))
     k_reset, k_run = jax.random.split(key)
     obs, state = E.batch_reset(k_reset, params, n_sessions)
 
     def body(carry, k):
         obs, state = carry
         k_act, k_env = jax.random.split(k)
-        slates = jax.vmap(policy, in_axes=(0, 0, 0, None))(
+        slates = jax.vmap(act, in_axes=(0, 0, 0, None))(
             jax.random.split(k_act, n_sessions), obs, state, params)
         obs, state, reward, term, trunc, info = E.batch_step(k_env, state, slates, params)
         out = {"reward": reward, "true_reward": info["true_reward"], "done": term | trunc,
@@ -38,9 +44,9 @@ def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: i
 
 
 def evaluate(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: int,
-             ad_form: str = "exposure") -> dict[str, float]:
+             ad_form: str = "exposure", policy_params=None) -> dict[str, float]:
     """The metrics table row for ``policy`` over ``n_sessions`` complete sessions."""
-    traj = rollout(key, policy, params, n_sessions, params.max_len)
+    traj = rollout(key, policy, params, n_sessions, params.max_len, policy_params)
     out = _metrics(traj, params.world.popular, ad_form)
     return {k: float(v) for k, v in out.items()}
 

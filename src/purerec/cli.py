@@ -1,0 +1,179 @@
+"""Command line: ``python train.py [--env FILE] [--field value ...]``.
+
+Trains DSRM-HRL (default) and evaluates it on the test world. Options:
+  --env FILE        environment spec (default envs/kuairec.toml)
+  --out DIR         run directory (default runs/<time>-<agent>)
+  --resume DIR      continue a killed run from its last checkpoint
+  --reference       only roll out the reference policies (random, most-popular, oracle)
+  --no-progress     no progress bar
+Any config field can be overridden as ``--section.field value`` or, when the name is unique,
+``--field value`` (dashes or underscores); tuple fields take several values
+(``--seeds 11 15 19``). ``--help-config`` lists every field with its default.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from purerec.config import Config, ConfigError, field_paths
+
+
+def split_args(argv: list[str], flags: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Split argv into (flags, overrides, positionals).
+
+    ``flags`` maps known flag names to their arity (0 = boolean switch, 1 = one value).
+    Everything else of the form ``--name v [v ...]`` is a config override.
+    """
+    out_flags: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    positionals: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if not tok.startswith("--"):
+            positionals.append(tok)
+            i += 1
+            continue
+        name, eq, inline = tok[2:].partition("=")
+        if name in flags:
+            arity = flags[name]
+            if arity == 0:
+                out_flags[name] = True
+                i += 1
+            else:
+                if eq:
+                    out_flags[name] = inline
+                    i += 1
+                elif i + 1 < len(argv):
+                    out_flags[name] = argv[i + 1]
+                    i += 2
+                else:
+                    raise ConfigError(f"--{name}", None, "this option needs a value")
+            continue
+        if eq:
+            overrides[name] = inline
+            i += 1
+            continue
+        values = []
+        j = i + 1
+        while j < len(argv) and not (argv[j].startswith("--") and not _is_number(argv[j])):
+            values.append(argv[j])
+            j += 1
+        if not values:
+            raise ConfigError(f"--{name}", None, "this option needs a value")
+        overrides[name] = values[0] if len(values) == 1 else values
+        i = j
+    return out_flags, overrides, positionals
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def describe_config(cfg: Any) -> str:
+    lines = []
+    for path in field_paths(cfg):
+        node = cfg
+        for part in path.split("."):
+            node = getattr(node, part)
+        lines.append(f"  --{path.replace('_', '-'):<36} {node!r}")
+    return "\n".join(lines)
+
+
+def format_table(rows: dict[str, dict[str, float]], columns: list[str], stds: dict | None = None) -> str:
+    """A markdown table, one row per method; ``stds`` adds '± std' per cell."""
+    head = "| method | " + " | ".join(columns) + " |"
+    sep = "|---|" + "---|" * len(columns)
+    body = []
+    for name, vals in rows.items():
+        cells = []
+        for c in columns:
+            v = vals.get(c, float("nan"))
+            if stds is not None and name in stds:
+                cells.append(f"{v:.4g} ± {stds[name].get(c, float('nan')):.2g}")
+            else:
+                cells.append(f"{v:.4g}")
+        body.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])
+
+
+def run_reference(cfg: Config) -> dict[str, dict[str, float]]:
+    """Roll out the reference policies on the test world and return their metric rows."""
+    import jax
+
+    from purerec.datasets import get_worlds
+    from purerec.env import make_params
+    from purerec.policies import REFERENCE_POLICIES
+    from purerec.rollout import evaluate
+
+    _, test = get_worlds(cfg, verbose=True)
+    params = make_params(test, cfg)
+    key = jax.random.key(cfg.eval.seed)
+    return {name: evaluate(key, pol, params, cfg.eval.n_sessions, cfg.eval.ad_form)
+            for name, pol in REFERENCE_POLICIES.items()}
+
+
+TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_share"]
+
+
+FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]
+
+
+def print_results(cfg: Config, res: dict) -> None:
+    print(f"\nTest world, greedy policy, {cfg.eval.n_sessions} sessions per seed, seeds {list(cfg.train.seeds)}, "
+          f"max_len {cfg.env.max_len}, AD = {cfg.eval.ad_form} form (mean ± std over seeds)\n")
+    print(format_table({cfg.agent.kind: res["mean"]}, TABLE_COLUMNS, {cfg.agent.kind: res["std"]}))
+    print("\nPurification fidelity (cosine to the hidden preference via a linear probe; to s* in state space)\n")
+    print(format_table({cfg.agent.kind: res["mean"]}, FIDELITY, {cfg.agent.kind: res["std"]}))
+    t = res["timings"]
+    print(f"\ncompile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s, total {t['total_s']:.1f}s; "
+          f"results in {res['run_dir']}/results.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from purerec.config import load_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0}
+    try:
+        opts, overrides, pos = split_args(argv, flags)
+        if opts.get("help"):
+            print(__doc__)
+            return 0
+        if opts.get("help-config"):
+            print(describe_config(Config()))
+            return 0
+        if opts.get("resume") and (overrides or opts.get("env")):
+            raise ConfigError("--resume", opts["resume"], "a resumed run keeps its saved config: drop the other options")
+        cfg = load_config(opts.get("env", "envs/kuairec.toml"), overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if opts.get("reference"):
+        rows = run_reference(cfg)
+        print(f"\nReference policies on the test world ({cfg.eval.n_sessions} sessions, max_len "
+              f"{cfg.env.max_len}, AD = {cfg.eval.ad_form} form)\n")
+        print(format_table(rows, TABLE_COLUMNS))
+        return 0
+    from purerec.experiment import TrainingError, load_run_config, run
+
+    try:
+        if opts.get("resume"):
+            res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
+            cfg = load_run_config(opts["resume"])
+        else:
+            res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"))
+    except (TrainingError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_results(cfg, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

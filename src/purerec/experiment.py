@@ -1,0 +1,264 @@
+"""A training run on the host: Stage I, Stage II in compiled chunks, evaluation, run directory.
+
+Seeds are vmapped: Stage I, the initialisation and every chunk are one program each for all
+seeds. The host loop over chunks only drives the progress bar, writes ``metrics.jsonl`` and an
+Orbax checkpoint after each chunk, and checks the losses: a NaN or inf stops the run with an
+error naming the update and the loss, while the last good checkpoint stays on disk.
+
+Run directory::
+
+    config.json      the resolved config
+    metrics.jsonl    one line per (seed, update): the learning curves and losses
+    stage1.json      Stage-I loss curves per seed (first/last values)
+    checkpoints/N    Orbax checkpoint after N updates
+    results.json     final evaluation on the test world, per seed and mean/std
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from purerec.config import Config, _apply
+from purerec.datasets import get_worlds
+from purerec.env import make_params
+from purerec.fidelity import fidelity
+from purerec.rollout import evaluate
+from purerec.trainer import agent_policy, make_train
+
+TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
+
+
+class TrainingError(RuntimeError):
+    """Training produced a non-finite loss or metric."""
+
+
+def write_json(path: str, obj) -> None:
+    """Write JSON atomically (temp file + rename): a kill never leaves a half-written file."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_run_config(run_dir: str) -> Config:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass a run directory written by train.py")
+    with open(path) as fh:
+        data = json.load(fh)
+    return _apply(Config(), data, "").validate()
+
+
+def latest_checkpoint(ckpt_dir: str) -> int | None:
+    if not os.path.isdir(ckpt_dir):
+        return None
+    steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()
+             and os.path.exists(os.path.join(ckpt_dir, n, "commit_success.txt"))]
+    return max(steps) if steps else None
+
+
+class _CompileCounter:
+    """Counts XLA compilations while active (to prove chunks do not recompile)."""
+
+    def __init__(self):
+        self.count = 0
+        self.active = False
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, event, duration, **kwargs):
+        if self.active and event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+_COUNTER: _CompileCounter | None = None
+
+
+def _counter() -> _CompileCounter:
+    global _COUNTER
+    if _COUNTER is None:
+        _COUNTER = _CompileCounter()
+    return _COUNTER
+
+
+def _check_finite(logs: dict, first_update: int, seeds) -> None:
+    for name, arr in logs.items():
+        a = np.asarray(arr)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            s_idx, u_idx = np.argwhere(bad)[0]
+            raise TrainingError(
+                f"non-finite {name} = {a[s_idx, u_idx]} at update {first_update + u_idx + 1} (seed {seeds[s_idx]}); "
+                f"training stopped, the last good checkpoint is kept. Lower the learning rates "
+                f"(ppo.actor_lr / ppo.critic_lr) or ppo.max_grad_norm and resume or restart.")
+
+
+def _append_metrics(path: str, logs: dict, first_update: int, seeds) -> None:
+    n_upd = next(iter(logs.values())).shape[1]
+    with open(path, "a") as fh:
+        for u in range(n_upd):
+            for s_i, seed in enumerate(seeds):
+                row = {"seed": int(seed), "update": first_update + u + 1}
+                row.update({k: float(np.asarray(v)[s_i, u]) for k, v in logs.items()})
+                fh.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: str, up_to_update: int) -> None:
+    """Drop lines past the checkpoint (written by a chunk whose checkpoint never landed)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as fh:
+        keep = [ln for ln in fh if json.loads(ln)["update"] <= up_to_update]
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.writelines(keep)
+    os.replace(tmp, path)
+
+
+def new_run_dir(cfg: Config) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(cfg.train.run_dir, f"{stamp}-{cfg.agent.kind}")
+    path, i = base, 1
+    while os.path.exists(path):
+        path, i = f"{base}-{i}", i + 1
+    os.makedirs(path)
+    return path
+
+
+def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress: bool = True,
+        log=print, evaluate_at_end: bool = True) -> dict:
+    """Train (or resume) and evaluate; returns the results dict also written to results.json."""
+    if resume:
+        if not run_dir or not os.path.isdir(run_dir):
+            raise FileNotFoundError(f"--resume {run_dir!r}: no such run directory")
+        cfg = load_run_config(run_dir)
+    else:
+        run_dir = run_dir or new_run_dir(cfg)
+        os.makedirs(run_dir, exist_ok=True)
+        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))
+    ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    seeds = list(cfg.train.seeds)
+    t_all = time.perf_counter()
+
+    train_w, test_w = get_worlds(cfg, verbose=True)
+    p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
+    fns = make_train(cfg, p_train)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    k_stage1 = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    k_init = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    stage1_v = jax.jit(jax.vmap(fns["stage1"]))
+    init_v = jax.jit(jax.vmap(fns["init"]))
+    chunk_v = jax.jit(jax.vmap(fns["chunk"], in_axes=(0, 0)))
+    timings = {"compile_s": 0.0, "run_s": 0.0}
+    checkpointer = ocp.StandardCheckpointer()
+
+    def timed_compile(fn, *args):
+        t0 = time.perf_counter()
+        compiled = fn.lower(*args).compile()
+        timings["compile_s"] += time.perf_counter() - t0
+        return compiled
+
+    done_updates = latest_checkpoint(ckpt_dir) if resume else None
+    if done_updates is None:
+        stage1_c = timed_compile(stage1_v, k_stage1)
+        t0 = time.perf_counter()
+        frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
+        init_c = timed_compile(init_v, k_init, frozen)
+        runner = jax.block_until_ready(init_c(k_init, frozen))
+        timings["run_s"] += time.perf_counter() - t0
+        stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
+                      for i, seed in enumerate(seeds)}
+        write_json(os.path.join(run_dir, "stage1.json"), stage1_log)
+        log(f"stage I: encoder loss {np.mean(curves['encoder_loss'][:, 0]):.4f} -> "
+            f"{np.mean(curves['encoder_loss'][:, -1]):.4f}, DSRM loss {np.mean(curves['dsrm_loss'][:, 0]):.3f} -> "
+            f"{np.mean(curves['dsrm_loss'][:, -1]):.3f}")
+        done_updates = 0
+        _truncate_metrics(metrics_path, 0)
+        checkpointer.save(os.path.join(ckpt_dir, "0"), {"frozen": frozen, "runner": runner})
+        checkpointer.wait_until_finished()
+    else:
+        frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
+        runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
+        state = checkpointer.restore(os.path.join(ckpt_dir, str(done_updates)),
+                                     {"frozen": frozen_abs, "runner": runner_abs})
+        frozen, runner = state["frozen"], state["runner"]
+        _truncate_metrics(metrics_path, done_updates)
+        log(f"resumed {run_dir} after update {done_updates}")
+
+    n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
+    first_chunk = done_updates // cfg.train.chunk_updates
+    chunk_c = timed_compile(chunk_v, runner, frozen)
+    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds vmapped, agent {cfg.agent.kind})")
+    counter = _counter()
+    counter.count, counter.active = 0, True
+    bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
+    try:
+        for c in range(first_chunk, n_chunks):
+            t0 = time.perf_counter()
+            new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
+            timings["run_s"] += time.perf_counter() - t0
+            logs = jax.device_get(logs)
+            _check_finite(logs, c * cfg.train.chunk_updates, seeds)
+            runner = new_runner
+            _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
+            n_done = (c + 1) * cfg.train.chunk_updates
+            checkpointer.save(os.path.join(ckpt_dir, str(n_done)), {"frozen": frozen, "runner": runner})
+            checkpointer.wait_until_finished()
+            bar.update(cfg.train.chunk_updates)
+            bar.set_postfix(Len=f"{np.mean(logs['Len'][:, -1]):.2f}", AD=f"{np.mean(logs['AD'][:, -1]):.3f}",
+                            R_cum=f"{np.mean(logs['R_cum'][:, -1]):.2f}")
+    finally:
+        counter.active = False
+        bar.close()
+    recompiles = counter.count
+    results = {"run_dir": run_dir, "agent": cfg.agent.kind, "seeds": seeds, "recompiles_in_loop": recompiles,
+               "timings": dict(timings), "episodes": _episodes(metrics_path)}
+    if evaluate_at_end:
+        results.update(evaluate_run(cfg, fns["agent"], frozen, runner, p_train, p_test))
+    results["timings"]["total_s"] = time.perf_counter() - t_all
+    write_json(os.path.join(run_dir, "results.json"), results)
+    return results
+
+
+def _episodes(metrics_path: str) -> dict:
+    per_seed: dict[int, float] = {}
+    with open(metrics_path) as fh:
+        for ln in fh:
+            row = json.loads(ln)
+            per_seed[row["seed"]] = per_seed.get(row["seed"], 0.0) + row["episodes"]
+    return per_seed
+
+
+def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test) -> dict:
+    """Greedy evaluation of each seed on the test world + fidelity; per seed, mean and std."""
+    pol = functools.partial(agent_policy, agent)
+    per_seed = {}
+    for i, seed in enumerate(cfg.train.seeds):
+        take = lambda t: jax.tree.map(lambda x: x[i], t)
+        fz = take(frozen)
+        pp = (fz, take(runner.worker.actor), take(runner.manager.actor) if runner.manager is not None else None)
+        key = jax.random.PRNGKey(cfg.eval.seed)
+        row = evaluate(key, pol, p_test, cfg.eval.n_sessions, cfg.eval.ad_form, policy_params=pp)
+        row.update(fidelity(agent, fz, jax.random.PRNGKey(cfg.eval.seed + 1), p_train, p_test))
+        per_seed[str(seed)] = row
+    names = list(next(iter(per_seed.values())))
+    mean = {k: float(np.mean([r[k] for r in per_seed.values()])) for k in names}
+    std = {k: float(np.std([r[k] for r in per_seed.values()])) for k in names}
+    return {"per_seed": per_seed, "mean": mean, "std": std, "ad_form": cfg.eval.ad_form}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="updates", unit="upd")

@@ -1,0 +1,102 @@
+"""Stage I: gather sessions with a behaviour policy in the train world, pre-train the state
+encoder (next-feedback prediction) and then DSRM (eq. 7) on the encoder's states.
+
+The behaviour policy is the platform's: Plackett-Luce slates with logits log(1 + pop_i), i.e.
+popularity-biased exploration like the logging policy that produced the world's logs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from purerec import diffusion, dsrm, slate
+from purerec import env as E
+from purerec.config import Config
+from purerec.encoder import FeedbackHead, StateEncoder
+
+
+def behaviour_policy(key, obs, state, params: E.EnvParams):
+    return slate.sample(key, params.world.log_pop, params.slate_size)
+
+
+def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int):
+    """Flattened samples: observation, true-feedback observation, next slate and its feedback."""
+    k_reset, k_run = jax.random.split(key)
+    obs, state = E.batch_reset(k_reset, params, n_sessions)
+
+    def body(carry, k):
+        obs, state = carry
+        k_act, k_env = jax.random.split(k)
+        slates = jax.vmap(behaviour_policy, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_act, n_sessions), obs, state, params)
+        true_obs = jax.vmap(E.true_observation, in_axes=(0, None))(state, params)
+        obs2, state2, _, _, _, info = E.batch_step(k_env, state, slates, params)
+        out = {"obs": obs, "true_obs": true_obs, "slate": slates, "feedback": info["feedback"],
+               "user": state.user}
+        return (obs2, state2), out
+
+    _, data = jax.lax.scan(body, (obs, state), jax.random.split(k_run, n_steps))
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+
+
+def _fit(key, loss, params, lr: float, steps: int, n: int, batch: int):
+    """Adam on random minibatches of ``n`` samples; returns params and the loss curve."""
+    opt = optax.adam(lr)
+
+    def body(carry, k):
+        p, o = carry
+        k_idx, k_loss = jax.random.split(k)
+        idx = jax.random.randint(k_idx, (min(batch, n),), 0, n)
+        val, g = jax.value_and_grad(loss)(p, idx, k_loss)
+        upd, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, upd), o), val
+
+    (params, _), curve = jax.lax.scan(body, (params, opt.init(params)), jax.random.split(key, steps))
+    return params, curve
+
+
+def make_stage1(cfg: Config, params: E.EnvParams):
+    """A pure ``stage1(key) -> (encoder, dsrm, feedback_head params, loss curves)`` for the train world."""
+    enc = StateEncoder(cfg.encoder.state_dim, cfg.encoder.hidden)
+    head = FeedbackHead(params.world.item_emb.shape[1])
+    den = dsrm.make_denoiser(cfg.dsrm, cfg.encoder.state_dim)
+    sched = diffusion.make_schedule(cfg.dsrm.steps, cfg.dsrm.schedule, cfg.dsrm.beta_start, cfg.dsrm.beta_end)
+    item_emb = params.world.item_emb
+    w = params.obs_window
+
+    def run(key):
+        k_data, k_enc_init, k_enc, k_den_init, k_den = jax.random.split(key, 5)
+        data = collect(k_data, params, cfg.train.stage1_sessions, params.max_len)
+        n = data["slate"].shape[0]
+        emb_w = lambda o: item_emb[o.items]
+        d = cfg.encoder.state_dim
+        enc_p = enc.init(k_enc_init, jnp.zeros((1, w, item_emb.shape[1])), jnp.zeros((1, w)), jnp.ones((1, w), bool))
+        head_p = head.init(k_enc_init, jnp.zeros((1, d)), jnp.zeros((1, 2, item_emb.shape[1])))
+
+        def enc_loss(p, idx, _):
+            o = jax.tree.map(lambda x: x[idx], data["obs"])
+            s = enc.apply(p["enc"], emb_w(o), o.feedback, o.valid)
+            pred = head.apply(p["head"], s, item_emb[data["slate"][idx]])
+            return jnp.mean((pred - data["feedback"][idx]) ** 2)
+
+        p, enc_curve = _fit(k_enc, enc_loss, {"enc": enc_p, "head": head_p}, cfg.encoder.lr,
+                            cfg.encoder.train_steps, n, cfg.encoder.batch_size)
+        enc_p, head_p = p["enc"], p["head"]
+        states = enc.apply(enc_p, emb_w(data["obs"]), data["obs"].feedback, data["obs"].valid)
+        if cfg.dsrm.target == "unbiased":
+            t = data["true_obs"]
+            targets = enc.apply(enc_p, emb_w(t), t.feedback, t.valid)
+        else:
+            targets = states
+        den_p = den.init(k_den_init, jnp.zeros((1, d)), jnp.ones((1,), jnp.int32), jnp.zeros((1, d)))
+
+        def den_loss(p, idx, k):
+            return dsrm.loss_fn(p, den, sched, k, targets[idx], states[idx])
+
+        den_p, den_curve = _fit(k_den, den_loss, den_p, cfg.dsrm.lr, cfg.dsrm.train_steps, n,
+                                cfg.dsrm.batch_size)
+        return enc_p, den_p, head_p, {"encoder_loss": enc_curve, "dsrm_loss": den_curve}
+
+    return run

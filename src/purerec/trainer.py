@@ -1,0 +1,325 @@
+"""Stage II: hierarchical PPO on the purified state, as pure functions built by ``make_train``.
+
+One update = a rollout of ``rollout_len`` steps of ``num_envs`` parallel sessions (``lax.scan``),
+GAE for both levels, then ``epochs`` x ``minibatches`` PPO steps (``lax.scan``s). ``chunk`` scans
+``chunk_updates`` updates; ``train(key)`` runs Stage I and every chunk in one program. Seeds are
+vmapped by the caller (``purerec.experiment``).
+
+Rewards. Worker: the env reward r_t. Manager (and FLAT): r_t + lambda * Fair_t with
+Fair_t = -Gini of item exposure over all items of the world, counted over the slates of all
+parallel sessions in the last ``fair_window`` steps -- the platform-level exposure the fairness
+objective is about. The manager decides z every ``manager_interval`` steps of a session (and at
+its first step); its advantages come from step-level GAE on its reward, and its policy loss uses
+only the decision steps. No gradient flows between levels: the worker gets z as data, and each
+level has its own actor and critic optimisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from purerec import diffusion, dsrm, ppo, slate
+from purerec import env as E
+from purerec.config import Config
+from purerec.encoder import StateEncoder
+from purerec.hrl import Critic, FlatActor, Manager, Worker, item_features
+from purerec.metrics import gini
+from purerec.stage1 import make_stage1
+
+Z_EPS = 1e-4
+
+# Config fields that change neither shapes nor control flow: they are traced values in the
+# program (``Runner.hyper``), so runs that differ only in them can be vmapped together.
+VMAPPABLE = ("agent.lambda_fair", "ppo.actor_lr", "ppo.critic_lr", "ppo.ent_coef", "ppo.vf_coef",
+             "ppo.clip_eps", "ppo.gamma", "ppo.gae_lambda", "env.temper_offset", "env.fair_threshold",
+             "env.fair_penalty")
+
+
+def hyper_from_config(cfg: Config) -> dict[str, jax.Array]:
+    """The traced hyperparameters of one run, keyed by dotted config path."""
+    out = {}
+    for path in VMAPPABLE:
+        section, name = path.split(".")
+        out[path] = jnp.float32(getattr(getattr(cfg, section), name))
+    return out
+
+
+@struct.dataclass
+class Level:
+    actor: Any
+    critic: Any
+    actor_opt: Any
+    critic_opt: Any
+
+
+@struct.dataclass
+class Runner:
+    worker: Level
+    manager: Level | None
+    env_state: E.EnvState
+    obs: E.Obs
+    z: jax.Array  # f32[B, 2] the manager's current goal per session
+    fair_buf: jax.Array  # f32[fair_window, N] exposure counts of the last steps
+    key: jax.Array
+    update: jax.Array  # i32 updates done
+    hyper: dict  # traced hyperparameters (see VMAPPABLE)
+
+
+@struct.dataclass
+class Frozen:
+    """Stage-I products, frozen in Stage II (the feedback head only seeds the actor's projection)."""
+
+    encoder: Any
+    dsrm: Any
+    feedback_head: Any
+
+
+@dataclass(frozen=True, eq=False)
+class Agent:
+    """Static pieces of an agent (modules, schedule, config): everything but arrays."""
+
+    cfg: Config
+    encoder: StateEncoder
+    denoiser: dsrm.Denoiser
+    sched: diffusion.Schedule
+    manager: Manager
+    worker: Worker | FlatActor
+    w_critic: Critic
+    m_critic: Critic
+
+    def state(self, frozen: Frozen, key: jax.Array, obs: E.Obs, item_emb: jax.Array) -> jax.Array:
+        """s^ for a (batch of) observation(s): encoder, then DSRM unless the agent is 'hrl'."""
+        s = self.encoder.apply(frozen.encoder, item_emb[obs.items], obs.feedback, obs.valid)
+        if not self.cfg.agent.use_dsrm:
+            return s
+        return dsrm.purify(frozen.dsrm, self.denoiser, self.sched, self.cfg.dsrm, key, s)
+
+    def logits(self, worker_params, s, z, feats):
+        unit, lpop = feats
+        if self.cfg.agent.hierarchy:
+            return self.worker.apply(worker_params, s, z, unit, lpop)
+        return self.worker.apply(worker_params, s, unit, lpop)
+
+    def worker_critic_input(self, s, z):
+        return jnp.concatenate([s, z], axis=-1) if self.cfg.agent.hierarchy else s
+
+
+def make_agent(cfg: Config, emb_dim: int) -> Agent:
+    a = cfg.agent
+    d = cfg.encoder.state_dim
+    worker = Worker(emb_dim, a.init_logit_scale) if a.hierarchy else FlatActor(emb_dim, a.init_logit_scale)
+    return Agent(
+        cfg=cfg,
+        encoder=StateEncoder(d, cfg.encoder.hidden),
+        denoiser=dsrm.make_denoiser(cfg.dsrm, d),
+        sched=diffusion.make_schedule(cfg.dsrm.steps, cfg.dsrm.schedule, cfg.dsrm.beta_start, cfg.dsrm.beta_end),
+        manager=Manager(a.hidden),
+        worker=worker,
+        w_critic=Critic(a.hidden),
+        m_critic=Critic(a.hidden),
+    )
+
+
+def _optimiser(cfg: Config):
+    """Clipped Adam direction; the (traced) learning rate is applied in ``_step_level``."""
+    return optax.chain(optax.clip_by_global_norm(cfg.ppo.max_grad_norm), optax.scale_by_adam())
+
+
+def _level(actor, critic, cfg: Config) -> Level:
+    opt = _optimiser(cfg)
+    return Level(actor=actor, critic=critic, actor_opt=opt.init(actor), critic_opt=opt.init(critic))
+
+
+def _step_level(level: Level, grads, cfg: Config, actor_lr, critic_lr) -> Level:
+    opt = _optimiser(cfg)
+    ga, gc = grads
+    ua, actor_opt = opt.update(ga, level.actor_opt, level.actor)
+    uc, critic_opt = opt.update(gc, level.critic_opt, level.critic)
+    step = lambda p, u, lr: jax.tree.map(lambda a, b: a - lr * b, p, u)
+    return Level(actor=step(level.actor, ua, actor_lr), critic=step(level.critic, uc, critic_lr),
+                 actor_opt=actor_opt, critic_opt=critic_opt)
+
+
+def make_train(cfg: Config, params: E.EnvParams):
+    """Pure pieces for the train world: ``stage1``, ``init``, ``update``, ``chunk`` and ``train``."""
+    world = params.world
+    agent = make_agent(cfg, world.item_emb.shape[1])
+    feats = item_features(world.item_emb, world.item_pop)
+    n_items, k_slate = world.n_items, params.slate_size
+    B, T = cfg.train.num_envs, cfg.train.rollout_len
+    d = cfg.encoder.state_dim
+    hier = cfg.agent.hierarchy
+    interval = cfg.agent.manager_interval
+    stage1 = make_stage1(cfg, params)
+
+    def env_params(h) -> E.EnvParams:
+        return params.replace(temper_offset=h["env.temper_offset"], fair_threshold=h["env.fair_threshold"],
+                              fair_penalty=h["env.fair_penalty"])
+
+    def init(key: jax.Array, frozen: Frozen, hyper: dict | None = None) -> Runner:
+        hyper = hyper_from_config(cfg) if hyper is None else hyper
+        k_env, k_w, k_wc, k_m, k_mc, k_run = jax.random.split(key, 6)
+        obs, env_state = E.batch_reset(k_env, env_params(hyper), B)
+        s0, z0 = jnp.zeros((1, d)), jnp.full((1, 2), 0.5)
+        if hier:
+            w_actor = agent.worker.init(k_w, s0, z0, *feats)
+        else:
+            w_actor = agent.worker.init(k_w, s0, *feats)
+        # Warm start: the actor's query projection W starts as Stage I's feedback predictor, so
+        # cos(W s^, e_i) ranks items by predicted (observed) feedback from the first update.
+        w_actor = {"params": {**w_actor["params"], "Dense_0": frozen.feedback_head["params"]["Dense_0"]}}
+        worker = _level(w_actor, agent.w_critic.init(k_wc, agent.worker_critic_input(s0, z0)), cfg)
+        manager = _level(agent.manager.init(k_m, s0), agent.m_critic.init(k_mc, s0), cfg) if hier else None
+        return Runner(worker=worker, manager=manager, env_state=env_state, obs=obs,
+                      z=jnp.full((B, 2), 0.5), fair_buf=jnp.zeros((cfg.agent.fair_window, n_items)),
+                      key=k_run, update=jnp.int32(0), hyper=hyper)
+
+    def rollout_step(frozen: Frozen, carry, key):
+        r: Runner = carry
+        k_s, k_m, k_w, k_e = jax.random.split(key, 4)
+        s = agent.state(frozen, k_s, r.obs, world.item_emb)
+        if hier:
+            dist = agent.manager.apply(r.manager.actor, s)
+            z_new = jnp.clip(dist.sample(seed=k_m), Z_EPS, 1 - Z_EPS)
+            decide = (r.obs.t % interval) == 0
+            z = jnp.where(decide[:, None], z_new, r.z)
+            logp_m = jnp.sum(dist.log_prob(z), -1)
+            v_m = agent.m_critic.apply(r.manager.critic, s)
+        else:
+            decide = jnp.zeros((B,), bool)
+            z = r.z
+            logp_m = v_m = jnp.zeros((B,))
+        logits = agent.logits(r.worker.actor, s, z, feats)
+        slates = jax.vmap(slate.sample, in_axes=(0, 0, None))(jax.random.split(k_w, B), logits, k_slate)
+        logp_w = jax.vmap(slate.log_prob)(logits, slates)
+        v_w = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s, z))
+        obs, env_state, reward, term, trunc, info = E.batch_step(k_e, r.env_state, slates, env_params(r.hyper))
+        counts = jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0)
+        fair_buf = jnp.concatenate([r.fair_buf[1:], counts[None]], axis=0)
+        fair = -gini(fair_buf.sum(0))
+        done = term | trunc
+        tr = {"s": s, "z": z, "decide": decide, "slate": slates, "logp_w": logp_w, "logp_m": logp_m,
+              "v_w": v_w, "v_m": v_m, "r": reward, "r_h": reward + r.hyper["agent.lambda_fair"] * fair, "done": done,
+              "ep_len": jnp.where(done, info["episode_len"], 0), "ep_ret": jnp.where(done, info["episode_return"], 0.0),
+              "n_pop": info["n_popular"], "fair": fair}
+        return r.replace(obs=obs, env_state=env_state, z=z, fair_buf=fair_buf), tr
+
+    def ppo_coefs(h):
+        return h["ppo.clip_eps"], h["ppo.vf_coef"], h["ppo.ent_coef"]
+
+    def worker_loss(p, mb, h):
+        actor, critic = p
+        logits = agent.logits(actor, mb["s"], mb["z"], feats)
+        logp = jax.vmap(slate.log_prob)(logits, mb["slate"])
+        ent = jax.vmap(slate.first_position_entropy)(logits)
+        v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["s"], mb["z"]))
+        return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h))
+
+    def manager_loss(p, mb, h):
+        actor, critic = p
+        dist = agent.manager.apply(actor, mb["s"])
+        logp = jnp.sum(dist.log_prob(mb["z"]), -1)
+        ent = jnp.sum(dist.entropy(), -1)
+        v = agent.m_critic.apply(critic, mb["s"])
+        return ppo.clipped_loss(logp, mb["logp_m"], mb["adv_m"], v, mb["tgt_m"], ent, *ppo_coefs(h),
+                                weight=mb["decide"])
+
+    def sgd(r: Runner, batch, key):
+        P = cfg.ppo
+        h = r.hyper
+        lrs = (h["ppo.actor_lr"], h["ppo.critic_lr"])
+        n = B * T
+        mb_size = n // P.minibatches
+
+        def epoch(carry, k):
+            r = carry
+            perm = jax.random.permutation(k, n)
+            mbs = jax.tree.map(lambda x: x[perm].reshape((P.minibatches, mb_size) + x.shape[1:]), batch)
+
+            def minibatch(r, mb):
+                (_, wl), wg = jax.value_and_grad(worker_loss, has_aux=True)((r.worker.actor, r.worker.critic), mb, h)
+                r = r.replace(worker=_step_level(r.worker, wg, cfg, *lrs))
+                logs = {f"worker_{k}": v for k, v in wl.items()}
+                if hier:
+                    (_, ml), mg = jax.value_and_grad(manager_loss, has_aux=True)((r.manager.actor, r.manager.critic), mb, h)
+                    r = r.replace(manager=_step_level(r.manager, mg, cfg, *lrs))
+                    logs.update({f"manager_{k}": v for k, v in ml.items()})
+                return r, logs
+
+            return jax.lax.scan(minibatch, r, mbs)
+
+        r, logs = jax.lax.scan(epoch, r, jax.random.split(key, P.epochs))
+        return r, jax.tree.map(jnp.mean, logs)
+
+    def update(frozen: Frozen, r: Runner):
+        h = r.hyper
+        gamma, lam = h["ppo.gamma"], h["ppo.gae_lambda"]
+        key, k_roll, k_last, k_sgd = jax.random.split(r.key, 4)
+        r, tr = jax.lax.scan(partial(rollout_step, frozen), r, jax.random.split(k_roll, T))
+        s_last = agent.state(frozen, k_last, r.obs, world.item_emb)
+        v_w_last = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s_last, r.z))
+        adv_w, tgt_w = ppo.gae(tr["r"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
+        if hier:
+            v_m_last = agent.m_critic.apply(r.manager.critic, s_last)
+            adv_m, tgt_m = ppo.gae(tr["r_h"], tr["v_m"], tr["done"], v_m_last, gamma, lam)
+        else:
+            # FLAT: one policy on the fairness-shaped reward.
+            adv_w, tgt_w = ppo.gae(tr["r_h"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
+            adv_m, tgt_m = jnp.zeros_like(adv_w), jnp.zeros_like(adv_w)
+        batch = {k: tr[k] for k in ("s", "z", "decide", "slate", "logp_w", "logp_m")}
+        batch.update(adv_w=adv_w, tgt_w=tgt_w, adv_m=adv_m, tgt_m=tgt_m)
+        batch = jax.tree.map(lambda x: x.reshape((B * T,) + x.shape[2:]), batch)
+        r = r.replace(key=key)
+        r, losses = sgd(r, batch, k_sgd)
+        n_done = jnp.maximum(tr["done"].sum(), 1)
+        p = tr["n_pop"].sum(1) / (B * k_slate)
+        n_dec = jnp.maximum(tr["decide"].sum(), 1)
+        logs = {
+            "episodes": tr["done"].sum(),
+            "Len": tr["ep_len"].sum() / n_done,
+            "R_cum": tr["ep_ret"].sum() / n_done,
+            "R_each": tr["r"].mean(),
+            "AD": jnp.mean(jnp.abs(2 * p - 1)),
+            "Fair": tr["fair"].mean(),
+            "w_acc": jnp.sum(tr["z"][..., 0] * tr["decide"]) / n_dec,
+            "w_fair": jnp.sum(tr["z"][..., 1] * tr["decide"]) / n_dec,
+            **losses,
+        }
+        return r.replace(update=r.update + 1), logs
+
+    def chunk(r: Runner, frozen: Frozen):
+        return jax.lax.scan(lambda r, _: update(frozen, r), r, None, length=cfg.train.chunk_updates)
+
+    def stage1_frozen(key: jax.Array):
+        enc_p, den_p, head_p, curves = stage1(key)
+        return Frozen(encoder=enc_p, dsrm=den_p, feedback_head=head_p), curves
+
+    def train(key: jax.Array, hyper: dict | None = None):
+        k1, k2 = jax.random.split(key)
+        frozen, curves = stage1_frozen(k1)
+        r = init(k2, frozen, hyper)
+        r, logs = jax.lax.scan(lambda r, _: update(frozen, r), r, None, length=cfg.train.total_updates)
+        return frozen, r, logs, curves
+
+    return {"agent": agent, "stage1": stage1_frozen, "init": init, "update": update, "chunk": chunk,
+            "train": train}
+
+
+def agent_policy(agent: Agent, key, obs, state, params: E.EnvParams, pp):
+    """Greedy evaluation policy for one session: mean z, top-k of the worker's logits."""
+    frozen, worker_actor, manager_actor = pp
+    world = params.world
+    feats = item_features(world.item_emb, world.item_pop)
+    s = agent.state(frozen, key, obs, world.item_emb)
+    if agent.cfg.agent.hierarchy:
+        z = jnp.clip(agent.manager.apply(manager_actor, s).mean(), Z_EPS, 1 - Z_EPS)
+    else:
+        z = jnp.zeros((2,))
+    return slate.greedy(agent.logits(worker_actor, s, z, feats), params.slate_size)
