@@ -1,6 +1,8 @@
 """Command line: ``python train.py [--env FILE] [--field value ...]``.
 
-Trains DSRM-HRL (default) and evaluates it on the test world. Options:
+Trains DSRM-HRL (default) and evaluates it on the test world.
+Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
+``python train.py report DIR``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
   --resume DIR      continue a killed run from its last checkpoint
@@ -13,6 +15,7 @@ Any config field can be overridden as ``--section.field value`` or, when the nam
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -135,10 +138,57 @@ def print_results(cfg: Config, res: dict) -> None:
           f"results in {res['run_dir']}/results.json")
 
 
+def sweep_main(cmd: str, argv: list[str]) -> int:
+    """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--distributed]`` / ``train.py report DIR``."""
+    flags = {"dry-run": 0, "budget": 1, "out": 1, "distributed": 0}
+    try:
+        opts, overrides, pos = split_args(argv, flags)
+        if len(pos) != 1 or overrides:
+            raise ConfigError(cmd, argv, f"usage: train.py {cmd} {'FILE [--dry-run] [--budget X] [--out DIR]' if cmd == 'sweep' else 'DIR'}")
+        if cmd == "report":
+            from purerec.report import write_report
+
+            if not os.path.isdir(os.path.join(pos[0], "runs")):
+                raise ConfigError("report", pos[0], "a sweep directory (holding runs/) written by `train.py sweep`")
+            path = write_report(pos[0])
+            print(open(path).read())
+            print(f"report written to {path}")
+            return 0
+        from purerec.sweep import load_sweep, run_sweep
+
+        if opts.get("distributed"):
+            import jax
+
+            jax.distributed.initialize()
+        spec = load_sweep(pos[0])
+        budget = float(opts.get("budget", 1.0))
+        out = opts.get("out") or os.path.join("runs", "sweeps", spec.name)
+        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not opts.get("dry-run"):
+        import jax
+
+        if jax.process_index() == 0:
+            from purerec.report import write_report
+
+            path = write_report(out)
+            print(open(path).read())
+            print(f"report written to {path}")
+        failed = [r for r in res["records"].values() if r["status"] != "ok"]
+        if failed:
+            print(f"{len(failed)} run(s) failed; see their records in {out}/runs", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from purerec.config import load_config
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("sweep", "report"):
+        return sweep_main(argv[0], argv[1:])
     flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0}
     try:
         opts, overrides, pos = split_args(argv, flags)

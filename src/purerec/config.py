@@ -348,10 +348,15 @@ def _convert(value: Any, tp: Any, name: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(name, value, "true or false")
     if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(name, value, f"a number of type {tp.__name__}")
         try:
-            if tp is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return tp(float(value)) if tp is int else tp(value)
+            x = float(value)
+            if tp is int:
+                if not x.is_integer():
+                    raise ValueError
+                return int(x)
+            return x
         except (TypeError, ValueError):
             raise ConfigError(name, value, f"a number of type {tp.__name__}") from None
     if tp is str:

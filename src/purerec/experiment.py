@@ -33,7 +33,7 @@ from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.fidelity import fidelity
 from purerec.rollout import evaluate
-from purerec.trainer import agent_policy, make_train
+from purerec.trainer import agent_policy, init_key, make_train, stage1_key
 
 TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
 
@@ -46,9 +46,14 @@ def write_json(path: str, obj) -> None:
     """Write JSON atomically (temp file + rename): a kill never leaves a half-written file."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_run_config(run_dir: str) -> Config:
@@ -155,8 +160,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
     fns = make_train(cfg, p_train)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    k_stage1 = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    k_init = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
+    k_stage1 = jax.vmap(stage1_key)(keys)
+    k_init = jax.vmap(init_key)(keys)
     stage1_v = jax.jit(jax.vmap(fns["stage1"]))
     init_v = jax.jit(jax.vmap(fns["init"]))
     chunk_v = jax.jit(jax.vmap(fns["chunk"], in_axes=(0, 0)))

@@ -111,6 +111,14 @@ class Agent:
         return jnp.concatenate([s, z], axis=-1) if self.cfg.agent.hierarchy else s
 
 
+def stage1_key(seed_key: jax.Array) -> jax.Array:
+    return jax.random.fold_in(seed_key, 1)
+
+
+def init_key(seed_key: jax.Array) -> jax.Array:
+    return jax.random.fold_in(seed_key, 2)
+
+
 def make_agent(cfg: Config, emb_dim: int) -> Agent:
     a = cfg.agent
     d = cfg.encoder.state_dim
@@ -302,9 +310,8 @@ def make_train(cfg: Config, params: E.EnvParams):
         return Frozen(encoder=enc_p, dsrm=den_p, feedback_head=head_p), curves
 
     def train(key: jax.Array, hyper: dict | None = None):
-        k1, k2 = jax.random.split(key)
-        frozen, curves = stage1_frozen(k1)
-        r = init(k2, frozen, hyper)
+        frozen, curves = stage1_frozen(stage1_key(key))
+        r = init(init_key(key), frozen, hyper)
         r, logs = jax.lax.scan(lambda r, _: update(frozen, r), r, None, length=cfg.train.total_updates)
         return frozen, r, logs, curves
 

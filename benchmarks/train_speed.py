@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""Training speed on the paper's Table 4 workload, against the paper's 15,909 s.
+
+Workload: DSRM-HRL (agent ``dsrm_hrl``), K = 20 diffusion steps, max_len 30, the KuaiRec-size
+train world (10,728 items; the default synthetic world of ``envs/kuairec.toml``, cached under
+``~/.cache/purerec`` after its first build) and at least 20,000 training episodes per seed.
+
+Budget. With ``num_envs = 256`` parallel sessions and ``rollout_len = 32`` one update is 8,192
+env steps. No session lasts more than ``max_len`` steps, so ``ceil(episodes * max_len / 8192)``
+updates (74 for 20,000 episodes), rounded up to a multiple of ``chunk_updates``, complete at
+least ``episodes`` episodes whatever the episode lengths; the actual count is reported. No
+calibration run is made or counted.
+
+Two configurations, each in a fresh subprocess (this script re-runs itself with ``--single``)
+so that compile time and peak RSS are per configuration: 1 seed (11), and 3 seeds (11 15 19)
+vmapped in one program. Each trains with ``purerec.experiment.run`` in a temporary run
+directory (deleted afterwards), without the final evaluation and without a progress bar.
+
+Printed per configuration: wall time (total_s of ``run``: world loading, compile, Stage I,
+Stage II, per-chunk checkpoints; the subprocess wall incl. Python/JAX start-up is shown too),
+compile time, run time, env-steps/s (per seed and all seeds together, over run time), episodes
+completed per seed, peak RSS (``ru_maxrss`` of the whole subprocess: world loading included),
+and the speed-up over the paper. Targets (2-core CPU): 1 seed <= 120 s total (>= 130x the
+paper), 3 seeds <= 3.2x one seed, peak RSS <= 2 GB.
+
+    python benchmarks/train_speed.py                       # the full benchmark
+    python benchmarks/train_speed.py --quick               # tiny world and budget (smoke run)
+    python benchmarks/train_speed.py --episodes-target 5000
+    python benchmarks/train_speed.py --updates 20          # fixed budget instead of a target
+    python benchmarks/train_speed.py --only 1              # only the 1-seed configuration
+    python benchmarks/train_speed.py --json out.json       # also write the results as JSON
+Any other ``--field value`` is passed on as a config override (as in ``train.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PAPER_S = 15909.0
+ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs", "kuairec.toml")
+MARK = "TRAIN_SPEED_JSON "
+
+TARGET_ONE_SEED_S = 120.0
+TARGET_SEED_SCALING = 3.2
+TARGET_RSS_MB = 2048.0
+
+# The paper's workload; --quick replaces the world and the budget by tiny ones.
+FULL = {"agent.kind": "dsrm_hrl", "dsrm.steps": 20, "env.max_len": 30,
+        "train.num_envs": 256, "train.rollout_len": 32}
+QUICK = {"world.n_users": 300, "world.n_items": 400, "world.n_test_users": 120, "world.n_test_items": 150,
+         "world.n_tags": 12, "world.true_dim": 8, "world.emb_dim": 8, "world.log_density": 0.2,
+         "train.num_envs": 32, "train.rollout_len": 8, "train.chunk_updates": 2, "train.stage1_sessions": 64,
+         "encoder.train_steps": 20, "dsrm.train_steps": 20}
+QUICK_EPISODES = 100
+
+
+def updates_for(episodes: int, max_len: int, num_envs: int, rollout_len: int, chunk: int) -> int:
+    """Updates guaranteeing >= ``episodes`` completed episodes (every episode lasts <= max_len)."""
+    n = math.ceil(episodes * max_len / (num_envs * rollout_len))
+    return max(chunk, math.ceil(n / chunk) * chunk)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+# --------------------------------------------------------------------------- one configuration
+
+
+def single(overrides: dict, episodes_target: int | None, updates: int | None) -> dict:
+    """Train one configuration in this process and return its measurements."""
+    t_proc = time.perf_counter()
+    from purerec.config import load_config
+    from purerec.experiment import run
+
+    cfg = load_config(ENV_FILE, overrides)
+    tr = cfg.train
+    if updates is None:
+        updates = updates_for(episodes_target, cfg.env.max_len, tr.num_envs, tr.rollout_len, tr.chunk_updates)
+    elif updates % tr.chunk_updates:
+        updates = math.ceil(updates / tr.chunk_updates) * tr.chunk_updates
+    from purerec.config import apply_overrides
+
+    cfg = apply_overrides(cfg, {"train.total_updates": updates}).validate()
+    load0 = os.getloadavg()
+    run_dir = tempfile.mkdtemp(prefix="purerec-train-speed-")
+    try:
+        res = run(cfg, run_dir=run_dir, progress=False, evaluate_at_end=False, log=lambda *a, **k: None)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    t = res["timings"]
+    seeds = list(cfg.train.seeds)
+    steps_per_seed = tr.num_envs * tr.rollout_len * updates
+    episodes = {str(k): float(v) for k, v in res["episodes"].items()}
+    return {
+        "seeds": seeds,
+        "num_envs": tr.num_envs,
+        "rollout_len": tr.rollout_len,
+        "updates": updates,
+        "chunk_updates": tr.chunk_updates,
+        "diffusion_steps": cfg.dsrm.steps,
+        "max_len": cfg.env.max_len,
+        "agent": cfg.agent.kind,
+        "world_items": cfg.world.n_items,
+        "episodes_target": episodes_target,
+        "compile_s": t["compile_s"],
+        "run_s": t["run_s"],
+        "total_s": t["total_s"],
+        "process_s": time.perf_counter() - t_proc,
+        "env_steps_per_seed": steps_per_seed,
+        "steps_per_s_per_seed": steps_per_seed / t["run_s"],
+        "steps_per_s_total": steps_per_seed * len(seeds) / t["run_s"],
+        "episodes": episodes,
+        "episodes_min": min(episodes.values()),
+        "recompiles_in_loop": res["recompiles_in_loop"],
+        "peak_rss_mb": peak_rss_mb(),
+        "loadavg_start": load0,
+        "loadavg_end": os.getloadavg(),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def spawn(seeds: list[int], base_args: list[str]) -> dict:
+    """Run one configuration in a fresh interpreter; parse the JSON line it prints."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--single", "--seeds", *map(str, seeds), *base_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        sys.stdout.write(proc.stdout)
+        raise SystemExit(f"configuration with seeds {seeds} failed (exit {proc.returncode})")
+    out = json.loads(lines[-1][len(MARK):])
+    out["subprocess_wall_s"] = wall
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(rows: dict[str, dict], quick: bool) -> list[str]:
+    first = next(iter(rows.values()))
+    lines = [
+        f"workload: agent {first['agent']}, K = {first['diffusion_steps']} diffusion steps, max_len "
+        f"{first['max_len']}, train world {first['world_items']} items, {first['num_envs']} envs x "
+        f"{first['rollout_len']} steps x {first['updates']} updates = {first['env_steps_per_seed']:,} env "
+        f"steps per seed (chunks of {first['chunk_updates']}); episodes target "
+        f"{first['episodes_target']}" + ("  [QUICK: tiny world, targets not meaningful]" if quick else ""),
+        "",
+        "| seeds | wall s (run total) | process s | compile s | run s | env-steps/s per seed | env-steps/s all seeds "
+        "| episodes per seed (min) | peak RSS MB | paper / wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['total_s']:.1f} | {r['subprocess_wall_s']:.1f} | {r['compile_s']:.1f} | {r['run_s']:.1f} | "
+            f"{r['steps_per_s_per_seed']:,.0f} | {r['steps_per_s_total']:,.0f} | {r['episodes_min']:,.0f} | "
+            f"{r['peak_rss_mb']:,.0f} | {PAPER_S / r['total_s']:.0f}x |")
+    lines.append("")
+    lines.append("wall = run()'s total_s (world loading + compile + Stage I + Stage II + per-chunk checkpoints); "
+                 "process = the subprocess incl. interpreter and JAX start-up.")
+    lines.append("peak RSS = ru_maxrss of the whole subprocess (world loading, compilation and all seeds included).")
+    for name, r in rows.items():
+        lines.append(f"{name}: episodes per seed {r['episodes']}; recompiles in the chunk loop "
+                     f"{r['recompiles_in_loop']}; load average start {tuple(round(x, 2) for x in r['loadavg_start'])}, "
+                     f"end {tuple(round(x, 2) for x in r['loadavg_end'])}")
+    lines.append("")
+    one = rows.get("1 seed")
+    three = rows.get("3 seeds")
+    if one is not None:
+        ok = one["total_s"] <= TARGET_ONE_SEED_S
+        lines.append(f"{verdict(ok)}  1 seed wall {one['total_s']:.1f} s <= {TARGET_ONE_SEED_S:.0f} s "
+                     f"({PAPER_S / one['total_s']:.0f}x faster than the paper's {PAPER_S:,.0f} s; target >= 130x)")
+    if one is not None and three is not None:
+        ratio = three["total_s"] / one["total_s"]
+        lines.append(f"{verdict(ratio <= TARGET_SEED_SCALING)}  3 seeds wall = {ratio:.2f}x 1 seed "
+                     f"(<= {TARGET_SEED_SCALING}x)")
+    for name, r in rows.items():
+        lines.append(f"{verdict(r['peak_rss_mb'] <= TARGET_RSS_MB)}  {name} peak RSS {r['peak_rss_mb']:,.0f} MB "
+                     f"<= {TARGET_RSS_MB:,.0f} MB")
+    for name, r in rows.items():
+        if r["episodes_target"] is not None:
+            lines.append(f"{verdict(r['episodes_min'] >= r['episodes_target'])}  {name} episodes completed "
+                         f"{r['episodes_min']:,.0f} >= {r['episodes_target']:,} per seed")
+    return lines
+
+
+def parse(argv: list[str]):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny world and budget: a smoke run")
+    ap.add_argument("--episodes-target", type=int, default=None,
+                    help="episodes to complete per seed (default 20000; 100 with --quick)")
+    ap.add_argument("--updates", type=int, default=None,
+                    help="fixed number of updates (rounded up to a multiple of chunk_updates); overrides the target")
+    ap.add_argument("--only", choices=("1", "3"), default=None, help="run only the 1-seed or the 3-seed case")
+    ap.add_argument("--json", default=None, help="also write the measurements to this JSON file")
+    ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
+    return ap.parse_known_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args, rest = parse(argv)
+    from purerec.cli import split_args
+
+    _, user_overrides, pos = split_args(rest, {})
+    if pos:
+        raise SystemExit(f"unexpected arguments: {pos}")
+    overrides = dict(FULL)
+    if args.quick:
+        overrides.update(QUICK)
+    overrides.update(user_overrides)
+    target = args.episodes_target
+    if target is None and args.updates is None:
+        target = QUICK_EPISODES if args.quick else 20000
+
+    if args.single:
+        if args.quick:
+            cache = tempfile.mkdtemp(prefix="purerec-train-speed-cache-")
+            overrides["world.cache_dir"] = cache
+        overrides["train.seeds"] = [str(s) for s in args.seeds]
+        try:
+            out = single(overrides, target, args.updates)
+        finally:
+            if args.quick:
+                shutil.rmtree(cache, ignore_errors=True)
+        print(MARK + json.dumps(out), flush=True)
+        return 0
+
+    base = [*rest, *(["--quick"] if args.quick else [])]
+    if args.episodes_target is not None:
+        base += ["--episodes-target", str(args.episodes_target)]
+    if args.updates is not None:
+        base += ["--updates", str(args.updates)]
+    cases = {"1 seed": [11], "3 seeds": [11, 15, 19]}
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k.startswith(args.only)}
+    print(f"load average before: {tuple(round(x, 2) for x in os.getloadavg())} on {os.cpu_count()} CPUs",
+          flush=True)
+    rows = {}
+    for name, seeds in cases.items():
+        print(f"running {name} ({seeds}) in a fresh process ...", flush=True)
+        rows[name] = spawn(seeds, base)
+        print(f"  done: wall {rows[name]['total_s']:.1f} s", flush=True)
+    print()
+    print("\n".join(report(rows, args.quick)))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

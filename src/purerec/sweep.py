@@ -1,0 +1,295 @@
+"""Sweeps: a grid of configs x seeds, compiled into as few programs as shapes allow.
+
+Spec (``sweeps/*.toml``)::
+
+    [sweep]
+    name = "diffusion_steps"
+    budget = "what one run costs, in words"
+    envs = ["envs/kuairec.toml", "envs/kuairand.toml"]   # environment specs (a grid axis)
+    seeds = [11, 15, 19]
+    [base]                      # overrides for every run
+    "train.total_updates" = 80
+    [grid]                      # the grid: dotted config field -> values
+    "dsrm.steps" = [5, 10, 20]
+
+Grouping: runs that differ only in seeds and in ``purerec.trainer.VMAPPABLE`` fields (lambda,
+learning rates, entropy coefficient, ...) form one group, vmapped in one compiled program; any
+other difference (K, max_len, slate size, agent, world) starts a new group.
+
+Devices: the group's run axis is sharded over all devices (``jax.sharding.Mesh`` +
+``NamedSharding``), padded to a multiple of the device count. Under several processes started
+with ``jax.distributed.initialize`` every process runs the same plan and process 0 writes.
+
+Safety: one JSON record per run in ``DIR/runs/``, written atomically once its group finishes;
+re-running skips runs whose record says ``ok``; a kill loses at most the group in flight; a run
+with a non-finite loss, or a group that raises, is recorded as ``failed`` with its error and the
+sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
+from purerec.datasets import get_worlds
+from purerec.env import make_params
+from purerec.experiment import write_json
+from purerec.metrics import all_metrics
+from purerec.rollout import rollout
+from purerec.trainer import VMAPPABLE, agent_policy, hyper_from_config, make_train
+
+CURVES = ("Len", "AD", "R_cum")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    envs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    base: dict
+    grid: dict
+    budget: str = ""
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    cfg: Config  # with train.seeds == (seed,)
+    seed: int
+    point: dict  # the grid values (and env file) of this run
+
+
+@dataclass
+class Group:
+    key: str
+    runs: list[RunSpec] = field(default_factory=list)
+
+
+def load_sweep(path: str) -> SweepSpec:
+    data = load_toml(path)
+    head = data.get("sweep", {})
+    for name in ("envs", "seeds"):
+        if name not in head:
+            raise ConfigError(f"sweep.{name}", None, f"required in [sweep] of {path}")
+    spec = SweepSpec(name=str(head.get("name", os.path.splitext(os.path.basename(path))[0])),
+                     envs=tuple(head["envs"]), seeds=tuple(int(s) for s in head["seeds"]),
+                     base=dict(data.get("base", {})), grid=dict(data.get("grid", {})),
+                     budget=str(head.get("budget", "")))
+    for k, v in spec.grid.items():
+        resolve_override_name(Config(), k)
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"grid.{k}", v, "a non-empty list of values")
+    for k in spec.base:
+        resolve_override_name(Config(), k)
+    for e in spec.envs:
+        if not os.path.exists(e):
+            raise ConfigError("sweep.envs", e, "existing environment TOML files (see envs/)")
+    return spec
+
+
+def scale_budget(cfg: Config, budget: float) -> Config:
+    """Scale the training budget (updates, Stage-I steps, eval sessions) by ``budget``."""
+    if budget == 1.0:
+        return cfg
+    if not 0 < budget <= 10:
+        raise ConfigError("--budget", budget, "a factor in (0, 10]")
+    t, ch = cfg.train, cfg.train.chunk_updates
+    updates = max(ch, int(round(t.total_updates * budget / ch)) * ch)
+    return dataclasses.replace(
+        cfg, train=dataclasses.replace(t, total_updates=updates),
+        encoder=dataclasses.replace(cfg.encoder, train_steps=max(1, int(cfg.encoder.train_steps * budget))),
+        dsrm=dataclasses.replace(cfg.dsrm, train_steps=max(1, int(cfg.dsrm.train_steps * budget))),
+        eval=dataclasses.replace(cfg.eval, n_sessions=max(64, int(cfg.eval.n_sessions * min(budget, 1.0)))),
+    ).validate()
+
+
+def _cfg_hash(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
+    """Every (env, grid point, seed) as a validated single-seed config."""
+    runs = []
+    names = list(spec.grid)
+    for env_file in spec.envs:
+        for values in itertools.product(*(spec.grid[n] for n in names)):
+            point = dict(zip(names, values))
+            overrides = {**spec.base, **point}
+            cfg = scale_budget(load_config(env_file, overrides), budget)
+            for seed in spec.seeds:
+                c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,))).validate()
+                runs.append(RunSpec(run_id=_cfg_hash(c), cfg=c, seed=seed, point={"env": env_file, **point}))
+    return runs
+
+
+def group_key(cfg: Config) -> str:
+    """Hash of the config with seeds and vmappable fields blanked: equal keys share a program."""
+    blank = {p: 0.0 for p in VMAPPABLE}
+    c = apply_overrides(cfg, blank)
+    c = dataclasses.replace(c, train=dataclasses.replace(c.train, seeds=(0,)))
+    return _cfg_hash(c)
+
+
+def plan(runs: list[RunSpec]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for r in runs:
+        k = group_key(r.cfg)
+        groups.setdefault(k, Group(key=k)).runs.append(r)
+    return list(groups.values())
+
+
+def describe_plan(spec: SweepSpec, groups: list[Group], done: set[str], n_devices: int) -> str:
+    n_runs = sum(len(g.runs) for g in groups)
+    todo = [g for g in groups if any(r.run_id not in done for r in g.runs)]
+    lines = [f"sweep {spec.name}: {n_runs} runs in {len(groups)} groups "
+             f"({len(todo)} programs to compile, {n_runs - sum(r.run_id in done for g in groups for r in g.runs)} "
+             f"runs to do), {n_devices} device(s)", f"budget: {spec.budget or 'see the spec'}"]
+    for i, g in enumerate(groups):
+        c = g.runs[0].cfg
+        left = sum(r.run_id not in done for r in g.runs)
+        fixed = {k: v for k, v in g.runs[0].point.items() if all(r.point.get(k) == v for r in g.runs)}
+        lines.append(f"  group {i + 1}: {len(g.runs)} runs ({left} to do), agent {c.agent.kind}, "
+                     f"world {c.world.preset} {c.world.n_items} items, max_len {c.env.max_len}, K {c.dsrm.steps}, "
+                     f"{c.train.total_updates} updates; fixed {fixed}")
+    return "\n".join(lines)
+
+
+def _read_records(out_dir: str) -> dict[str, dict]:
+    d = os.path.join(out_dir, "runs")
+    recs = {}
+    if os.path.isdir(d):
+        for f in os.listdir(d):
+            if f.endswith(".json"):
+                with open(os.path.join(d, f)) as fh:
+                    rec = json.load(fh)
+                recs[rec["run_id"]] = rec
+    return recs
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("runs",))
+
+
+def _shard(x: np.ndarray, mesh: Mesh) -> jax.Array:
+    sharding = NamedSharding(mesh, PartitionSpec("runs"))
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def run_group(group: Group, log=print) -> list[dict]:
+    """Train and evaluate every run of a group in one vmapped, device-sharded program."""
+    cfg = group.runs[0].cfg
+    mesh = _mesh()
+    n_dev = mesh.devices.size
+    n = len(group.runs)
+    padded = int(math.ceil(n / n_dev) * n_dev)
+    order = list(range(n)) + [n - 1] * (padded - n)
+    train_w, test_w = get_worlds(cfg)
+    p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
+    fns = make_train(cfg, p_train)
+    agent = fns["agent"]
+    keys = np.stack([np.asarray(jax.random.PRNGKey(group.runs[i].seed)) for i in order])
+    hypers = [hyper_from_config(group.runs[i].cfg) for i in order]
+    hyper = {k: np.stack([np.asarray(h[k]) for h in hypers]) for k in VMAPPABLE}
+    keys_s = _shard(keys, mesh)
+    hyper_s = {k: _shard(v, mesh) for k, v in hyper.items()}
+
+    def train_eval(key, h):
+        frozen, runner, logs, curves = fns["train"](key, h)
+        tp = p_test.replace(temper_offset=h["env.temper_offset"], fair_threshold=h["env.fair_threshold"],
+                            fair_penalty=h["env.fair_penalty"])
+        pp = (frozen, runner.worker.actor, runner.manager.actor if runner.manager is not None else None)
+        traj = rollout(jax.random.PRNGKey(cfg.eval.seed), _policy(agent), tp, cfg.eval.n_sessions, tp.max_len, pp)
+        metrics = all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"], traj["n_popular"],
+                              tp.world.popular, cfg.eval.ad_form)
+        return logs, curves, metrics
+
+    fn = jax.jit(jax.vmap(train_eval))
+    t0 = time.perf_counter()
+    compiled = fn.lower(keys_s, hyper_s).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    logs, curves, metrics = jax.block_until_ready(compiled(keys_s, hyper_s))
+    run_s = time.perf_counter() - t0
+    logs, curves, metrics = (_gather(x) for x in (logs, curves, metrics))
+    records = []
+    for i, r in enumerate(group.runs):
+        rec = {"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": group.key,
+               "config": dataclasses.asdict(r.cfg), "status": "ok",
+               "timing": {"group_compile_s": compile_s, "group_run_s": run_s, "group_runs": n, "devices": n_dev}}
+        bad = [k for k, v in logs.items() if not np.all(np.isfinite(v[i]))]
+        if bad:
+            u = int(np.argwhere(~np.isfinite(logs[bad[0]][i]))[0, 0]) + 1
+            rec.update(status="failed", error=f"non-finite {bad[0]} at update {u}")
+        rec["metrics"] = {k: float(v[i]) for k, v in metrics.items()}
+        rec["curves"] = {k: [float(x) for x in logs[k][i]] for k in CURVES}
+        rec["stage1"] = {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
+        records.append(rec)
+    log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")
+    return records
+
+
+_POLICIES: dict = {}
+
+
+def _policy(agent):
+    """One partial per agent object, so the jitted rollout sees a stable static argument."""
+    import functools
+
+    if id(agent) not in _POLICIES:
+        _POLICIES[id(agent)] = (agent, functools.partial(agent_policy, agent))
+    return _POLICIES[id(agent)][1]
+
+
+def _gather(tree):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
+
+def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool = False, log=print) -> dict:
+    """Run every missing run of the sweep; returns {'plan': text, 'records': {...}}."""
+    runs = expand(spec, budget)
+    groups = plan(runs)
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+        write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
+    records = _read_records(out_dir)
+    done = {k for k, r in records.items() if r["status"] == "ok"}
+    text = describe_plan(spec, groups, done, len(jax.devices()))
+    log(text)
+    if dry_run:
+        return {"plan": text, "records": records}
+    for i, g in enumerate(groups):
+        todo = [r for r in g.runs if r.run_id not in done]
+        if not todo:
+            continue
+        log(f"group {i + 1}/{len(groups)}: {len(todo)} runs")
+        try:
+            new = run_group(Group(key=g.key, runs=todo), log=log)
+        except Exception as e:  # a failing group is recorded; the sweep goes on
+            msg = f"{type(e).__name__}: {e}"
+            log(f"  group failed: {msg}")
+            new = [{"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": g.key,
+                    "config": dataclasses.asdict(r.cfg), "status": "failed", "error": msg,
+                    "traceback": traceback.format_exc(limit=5)} for r in todo]
+        if writer:
+            for rec in new:
+                write_json(os.path.join(out_dir, "runs", f"{rec['run_id']}.json"), rec)
+                records[rec["run_id"]] = rec
+    return {"plan": text, "records": records}
