@@ -28,7 +28,8 @@ timing it is checked against ``purerec.env.step_env`` (noise off) step by step.
 
 Targets (2-core CPU; printed with PASS/MISS): env >= 1M steps/s at B = 4096 (test world) and
 >= 30x the NumPy reference; env + scoring + top-k >= 90k steps/s at 3,327 items (B = 4096, and
-the best B). Other processes on the machine lower every number; the load average is printed.
+the best B). Other processes on the machine lower every number; the load average is printed,
+and each row also gives env-steps per CPU-second (process CPU time, all threads summed).
 
     python benchmarks/env_throughput.py                         # full run (a few minutes)
     python benchmarks/env_throughput.py --quick                 # tiny world and sizes (smoke run)
@@ -81,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="group size of the two-stage top-k (0 = about sqrt(n_items / K))")
     ap.add_argument("--devices", type=_ints, default=None,
                     help="XLA host device counts to run with (default 1 and the CPU count)")
+    ap.add_argument("--threefry-partitionable", choices=["default", "true", "false"], default="default",
+                    help="set jax_threefry_partitionable (false: the older, ~2x faster on CPU threefry "
+                         "layout; other random streams)")
     ap.add_argument("--numpy-steps", type=int, default=None, help="session-steps of the NumPy reference")
     ap.add_argument("--numpy-sessions", type=int, default=64, help="sessions the NumPy loop cycles through")
     ap.add_argument("--env", default=None, help="TOML config (default: the built-in KuaiRec-like defaults)")
@@ -271,13 +275,16 @@ def time_numpy(world, params, n_steps: int, n_sessions: int, repeats: int) -> di
         return done
 
     run(min(n_steps, 200))  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         run(n_steps)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     med = statistics.median(times)
-    return {"steps": n_steps, "run_s": med, "steps_per_s": n_steps / med}
+    cpu_s = statistics.median(cpu)
+    return {"steps": n_steps, "run_s": med, "steps_per_s": n_steps / med, "cpu_s": cpu_s,
+            "steps_per_cpu_s": n_steps / cpu_s}
 
 
 # --------------------------------------------------------------------------- JAX cases
@@ -411,14 +418,16 @@ def time_jax(fn, args, repeats: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     first_s = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out = jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     _, rsum, ndone = out
     return {"compile_s": compile_s, "first_run_s": first_s, "run_s": statistics.median(times),
-            "run_s_min": min(times), "reward_sum": float(rsum.sum()), "n_done": int(ndone.sum())}
+            "run_s_min": min(times), "cpu_s": statistics.median(cpu),
+            "reward_sum": float(rsum.sum()), "n_done": int(ndone.sum())}
 
 
 # --------------------------------------------------------------------------- report
@@ -444,6 +453,9 @@ def main(argv=None) -> int:
 
     import jax
     import numpy as np
+
+    if args.threefry_partitionable != "default":
+        jax.config.update("jax_threefry_partitionable", args.threefry_partitionable == "true")
 
     from purerec import env as E
     from purerec.config import load_config
@@ -502,7 +514,8 @@ def main(argv=None) -> int:
                         row = {"world": wname, "n_items": world.n_items, "case": case, "topk": topk,
                                "topk_group": group if topk == "two_stage" else None, "devices": n_dev,
                                "batch": batch, "steps": n_steps, **r,
-                               "steps_per_s": batch * n_steps / r["run_s"]}
+                               "steps_per_s": batch * n_steps / r["run_s"],
+                               "steps_per_cpu_s": batch * n_steps / max(r["cpu_s"], 1e-9)}
                         rows.append(row)
                         print(f"[{wname}] {case:5s} topk={topk:9s} dev={n_dev} B={batch:6d} T={n_steps:4d}: "
                               f"compile {r['compile_s']:6.2f} s, first run {r['first_run_s']:7.3f} s, "
@@ -514,17 +527,19 @@ def main(argv=None) -> int:
     # ---- markdown table
     print()
     print("| world | items | case | top-k | devices | B | T | compile s | first run s | run s (median) "
-          "| env-steps/s | vs NumPy |")
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| env-steps/s | vs NumPy | steps/CPU-s |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         npr = numpy_rows.get(r["world"])
         ratio = f"{r['steps_per_s'] / npr['steps_per_s']:.1f}x" if npr and r["case"] == "env" else ""
         print(f"| {r['world']} | {r['n_items']:,} | {r['case']} | {r['topk']} | {r['devices']} | {r['batch']:,} "
               f"| {r['steps']} | {r['compile_s']:.2f} | {r['first_run_s']:.3f} | {r['run_s']:.3f} "
-              f"| {_fmt_int(r['steps_per_s'])} | {ratio} |")
+              f"| {_fmt_int(r['steps_per_s'])} | {ratio} | {_fmt_int(r['steps_per_cpu_s'])} |")
     for npr in numpy_rows.values():
         print(f"| {npr['world']} | {npr['n_items']:,} | numpy per-session | - | 1 | 1 | {npr['steps']} | - | - "
-              f"| {npr['run_s']:.3f} | {_fmt_int(npr['steps_per_s'])} | 1.0x |")
+              f"| {npr['run_s']:.3f} | {_fmt_int(npr['steps_per_s'])} | 1.0x | {_fmt_int(npr['steps_per_cpu_s'])} |")
+    print("(steps/CPU-s: env-steps per second of process CPU time, all threads summed; less sensitive to other "
+          "load than wall time, but not a throughput when XLA runs on both cores)")
 
     # ---- targets
     targets = []

@@ -289,7 +289,7 @@ class TrainConfig:
     seeds: tuple[int, ...] = (11, 15, 19)
     num_envs: int = 256
     rollout_len: int = 32
-    total_updates: int = 80
+    total_updates: int = 40
     chunk_updates: int = 10
     stage1_sessions: int = 512
     run_dir: str = "runs"

@@ -222,11 +222,24 @@ def make_train(cfg: Config, params: E.EnvParams):
     def ppo_coefs(h):
         return h["ppo.clip_eps"], h["ppo.vf_coef"], h["ppo.ent_coef"]
 
+    def logp_ent(actor, s, z, a, rows=128):
+        """Plackett-Luce log-prob and first-slot entropy in row chunks, rematerialised in the
+        backward pass: the [rows, N] logits stay in cache and nothing [minibatch, N] is stored."""
+        n = s.shape[0]
+        c = rows if n % rows == 0 else n
+
+        def one(x):
+            s_, z_, a_ = x
+            lg = agent.logits(actor, s_, z_, feats)
+            return jax.vmap(slate.log_prob)(lg, a_), jax.vmap(slate.first_position_entropy)(lg)
+
+        split = lambda x: x.reshape((n // c, c) + x.shape[1:])
+        lp, ent = jax.lax.map(jax.checkpoint(one), (split(s), split(z), split(a)))
+        return lp.reshape(n), ent.reshape(n)
+
     def worker_loss(p, mb, h):
         actor, critic = p
-        logits = agent.logits(actor, mb["s"], mb["z"], feats)
-        logp = jax.vmap(slate.log_prob)(logits, mb["slate"])
-        ent = jax.vmap(slate.first_position_entropy)(logits)
+        logp, ent = logp_ent(actor, mb["s"], mb["z"], mb["slate"])
         v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["s"], mb["z"]))
         return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h))
 
