@@ -17,8 +17,10 @@ running; the first run is reported on its own, then the median of ``--repeats`` 
 
 ``--devices 1,2``: with more than one, XLA is given that many host devices
 (``--xla_force_host_platform_device_count``) and the sessions are split across them with
-``jax.shard_map`` (independent sessions, no communication). XLA's CPU backend runs most of
-this program on one thread, so this is how the second core gets used.
+``jax.shard_map`` (independent sessions, no communication). With one device XLA's CPU
+backend keeps only ~1.2-1.6 cores busy (TopK, the RNG and the scan loop run on one thread);
+sharding is how the second core gets used. ``--threefry-partitionable false`` switches JAX to
+the older threefry layout, faster on CPU (other random streams).
 
 NumPy reference: the same step (true response via the factors, contamination with NumPy's RNG,
 the temper rule with the fairness penalty, history push, auto-reset) written per session and
@@ -290,12 +292,22 @@ def time_numpy(world, params, n_steps: int, n_sessions: int, repeats: int) -> di
 # --------------------------------------------------------------------------- JAX cases
 
 
+def _order_key(x):
+    """int32 keys ordered as IEEE totalOrder of f32 ``x`` (-0 < +0), the order XLA's TopK compares by."""
+    import jax
+    import jax.numpy as jnp
+
+    i = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
+
+
 def two_stage_top_k(scores, k: int, group: int, n_valid: int | None = None):
     """Indices of ``jax.lax.top_k(scores, k)`` (same order and ties), via group maxima.
 
     Items are split into contiguous groups of ``group``; the k groups with the largest maxima
     (ties: lower group) hold every top-k item, so top-k runs on G group maxima and then on
-    k * group candidates instead of on all items. Needs k <= number of groups.
+    k * group candidates instead of on all items. Needs k <= number of groups. Maxima are taken
+    on ``_order_key`` so that ties (-0 vs +0 included) break exactly as in ``jax.lax.top_k``.
     ``n_valid``: ``scores`` is already [b, G * group] wide and only its first ``n_valid``
     columns are items (the rest is ignored), so no padded copy of the scores is made.
     """
@@ -314,16 +326,18 @@ def two_stage_top_k(scores, k: int, group: int, n_valid: int | None = None):
         raise ValueError(f"scores width {n} must be the item count {n_valid} padded to a multiple of {group}")
     if k > g_count:
         return jax.lax.top_k(jnp.where(jnp.arange(n) < n_valid, scores, -jnp.inf), k)[1]
-    ninf = jnp.asarray(-jnp.inf, scores.dtype)
+    # the float lowest in totalOrder (-NaN, all bits set) masks padding; ties go to lower indices
+    lowest = jax.lax.bitcast_convert_type(jnp.int32(-1), scores.dtype)
     s = scores.reshape(b, g_count, group)
     col = jnp.arange(n).reshape(g_count, group)
-    gmax = jnp.where(col < n_valid, s, ninf).max(axis=-1)  # masking fuses into the reduction
+    gkey = jnp.where(col < n_valid, _order_key(s), jnp.iinfo(jnp.int32).min).max(axis=-1)  # fused
+    gmax = jax.lax.bitcast_convert_type(_order_key(gkey), scores.dtype)  # the key map is an involution
     gi = jnp.sort(jax.lax.top_k(gmax, k)[1], axis=-1)  # [b, k] ascending: index order (ties) kept
     cand = jnp.take_along_axis(s, gi[:, :, None], axis=1)  # [b, k, group]
-    idx = gi[:, :, None] * group + jnp.arange(group)
-    cand = jnp.where(idx < n_valid, cand, ninf).reshape(b, k * group)
-    j = jax.lax.top_k(cand, k)[1]
-    return jnp.take_along_axis(idx.reshape(b, k * group), j, axis=1)
+    idx = (gi[:, :, None] * group + jnp.arange(group)).reshape(b, k * group)
+    cand = jnp.where(idx < n_valid, cand.reshape(b, k * group), lowest)
+    j = jax.lax.top_k(cand, k)[1]  # float top-k: XLA's fast TopK (an int32 top-k is much slower)
+    return jnp.take_along_axis(idx, j, axis=1)
 
 
 def check_two_stage(world, k: int, group: int) -> None:
@@ -335,7 +349,8 @@ def check_two_stage(world, k: int, group: int) -> None:
     emb = world.item_emb
     q = jax.random.normal(jax.random.key(5), (64, emb.shape[1]))
     s = q @ emb.T
-    for scores in (s, jnp.zeros_like(s), jnp.round(s * 2.0) / 2.0):
+    signed_zeros = jnp.where(jax.random.bernoulli(jax.random.key(6), 0.5, s.shape), 0.0, -0.0)
+    for scores in (s, jnp.zeros_like(s), jnp.round(s * 2.0) / 2.0, signed_zeros):
         a = np.asarray(jax.lax.top_k(scores, k)[1])
         b = np.asarray(jax.jit(two_stage_top_k, static_argnums=(1, 2))(scores, k, group))
         if not np.array_equal(a, b):
@@ -585,11 +600,12 @@ def main(argv=None) -> int:
                 verdict(f"env+scoring+top-k ({topk}) steps/s, best B", best["steps_per_s"], TARGET_SCORE_STEPS,
                         f"B={best['batch']}, {test.n_items:,} items, {n_dev} device(s)")
         try:
-            busy = float(load_start.split()[0]) > 0.5 * (os.cpu_count() or 1)
+            busy = float(load_start.split()[0]) > 0.75 * (os.cpu_count() or 1)
         except ValueError:
             busy = False
         if busy:
-            print("note: the machine was busy when this started (load average above); numbers are lower bounds")
+            print("note: the 1-min load average was high at the start: other work may have been running, "
+                  "so these numbers can be lower bounds")
 
     if args.json:
         out = {"meta": meta, "rows": rows, "numpy": list(numpy_rows.values()), "targets": targets}

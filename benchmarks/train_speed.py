@@ -150,6 +150,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+TABLE4_EPISODES = 20000
+TABLE4_ITEMS = 10728
+
+
+def is_table4(r: dict, quick: bool) -> bool:
+    """Whether a measurement is the paper's workload (only then is the wall-time target assessed)."""
+    return (not quick and r["episodes_min"] >= TABLE4_EPISODES and r["world_items"] == TABLE4_ITEMS
+            and r["diffusion_steps"] == 20 and r["max_len"] == 30 and r["agent"] == "dsrm_hrl")
+
+
 def report(rows: dict[str, dict], quick: bool) -> list[str]:
     first = next(iter(rows.values()))
     lines = [
@@ -179,7 +189,11 @@ def report(rows: dict[str, dict], quick: bool) -> list[str]:
     lines.append("")
     one = rows.get("1 seed")
     three = rows.get("3 seeds")
-    if one is not None:
+    if one is not None and not is_table4(one, quick):
+        lines.append(f"n/a   1 seed wall {one['total_s']:.1f} s: not the Table-4 workload (>= {TABLE4_EPISODES:,} "
+                     f"episodes, {TABLE4_ITEMS:,} items, K = 20, max_len 30), so the "
+                     f"{TARGET_ONE_SEED_S:.0f} s target is not assessed")
+    elif one is not None:
         ok = one["total_s"] <= TARGET_ONE_SEED_S
         lines.append(f"{verdict(ok)}  1 seed wall {one['total_s']:.1f} s <= {TARGET_ONE_SEED_S:.0f} s "
                      f"({PAPER_S / one['total_s']:.0f}x faster than the paper's {PAPER_S:,.0f} s; target >= 130x)")
