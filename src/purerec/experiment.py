@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from purerec.atomic import atomic_write
 from purerec.config import Config, _apply
 from purerec.datasets import get_worlds
 from purerec.env import make_params
@@ -44,16 +45,7 @@ class TrainingError(RuntimeError):
 
 def write_json(path: str, obj) -> None:
     """Write JSON atomically (temp file + rename): a kill never leaves a half-written file."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda fh: json.dump(obj, fh, indent=2, sort_keys=True))
 
 
 def load_run_config(run_dir: str) -> Config:

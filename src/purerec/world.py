@@ -94,20 +94,9 @@ def subset_world(world: World, users: np.ndarray, items: np.ndarray, popular_fra
 
 def save_world(path: str, world: World) -> None:
     """Write a world to ``path`` (.npz) atomically: a temp file, then rename."""
-    import os
-    import tempfile
+    from purerec.atomic import atomic_write
 
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in world.__dict__.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in world.__dict__.items()}), binary=True)
 
 
 def load_world(path: str) -> World:
