@@ -6,10 +6,11 @@ train world (10,728 items; the default synthetic world of ``envs/kuairec.toml``,
 ``~/.cache/purerec`` after its first build) and at least 20,000 training episodes per seed.
 
 Budget. With ``num_envs = 256`` parallel sessions and ``rollout_len = 32`` one update is 8,192
-env steps. No session lasts more than ``max_len`` steps, so ``ceil(episodes * max_len / 8192)``
-updates (74 for 20,000 episodes), rounded up to a multiple of ``chunk_updates``, complete at
-least ``episodes`` episodes whatever the episode lengths; the actual count is reported. No
-calibration run is made or counted.
+env steps. Training stops at the first chunk boundary after which every seed has completed the
+target episodes (``train.target_episodes``); chunks are ``CHUNK`` updates here so that at most
+``CHUNK - 1`` updates overshoot. The cap ``ceil(episodes * max_len / 8192)`` updates (74 for
+20,000 episodes: no session lasts more than ``max_len`` steps) can never cut the run short. The
+updates actually run and the episodes completed are reported. No calibration run is made.
 
 Two configurations, each in a fresh subprocess (this script re-runs itself with ``--single``)
 so that compile time and peak RSS are per configuration: 1 seed (11), and 3 seeds (11 15 19)
@@ -54,8 +55,10 @@ TARGET_SEED_SCALING = 3.2
 TARGET_RSS_MB = 2048.0
 
 # The paper's workload; --quick replaces the world and the budget by tiny ones.
+CHUNK = 3
 FULL = {"agent.kind": "dsrm_hrl", "dsrm.steps": 20, "env.max_len": 30,
-        "train.num_envs": 256, "train.rollout_len": 32}
+        "train.num_envs": 256, "train.rollout_len": 32, "train.chunk_updates": CHUNK,
+        "train.total_updates": CHUNK}  # replaced by the cap computed in single()
 QUICK = {"world.n_users": 300, "world.n_items": 400, "world.n_test_users": 120, "world.n_test_items": 150,
          "world.n_tags": 12, "world.true_dim": 8, "world.emb_dim": 8, "world.log_density": 0.2,
          "train.num_envs": 32, "train.rollout_len": 8, "train.chunk_updates": 2, "train.stage1_sessions": 64,
@@ -90,7 +93,8 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         updates = math.ceil(updates / tr.chunk_updates) * tr.chunk_updates
     from purerec.config import apply_overrides
 
-    cfg = apply_overrides(cfg, {"train.total_updates": updates}).validate()
+    stop = {"train.target_episodes": episodes_target} if episodes_target else {}
+    cfg = apply_overrides(cfg, {"train.total_updates": updates, **stop}).validate()
     load0 = os.getloadavg()
     run_dir = tempfile.mkdtemp(prefix="purerec-train-speed-")
     try:
@@ -99,6 +103,7 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         shutil.rmtree(run_dir, ignore_errors=True)
     t = res["timings"]
     seeds = list(cfg.train.seeds)
+    updates = res["updates"]
     steps_per_seed = tr.num_envs * tr.rollout_len * updates
     episodes = {str(k): float(v) for k, v in res["episodes"].items()}
     return {

@@ -173,3 +173,20 @@ def test_sharded_over_four_cpu_devices_matches_one_device(one_device_sweep):
         assert r4["timing"]["devices"] == 4
         for k, v in r1["metrics"].items():
             np.testing.assert_allclose(r4["metrics"][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_budget_factor_scales_updates_chunks_and_stage1():
+    from purerec.config import Config
+    from purerec.sweep import scale_budget
+
+    base = Config()  # 40 updates in chunks of 10, 400 + 1000 Stage-I steps, 4096 eval sessions
+    quarter = scale_budget(base, 0.25)
+    assert (quarter.train.total_updates, quarter.train.chunk_updates) == (10, 10)
+    assert (quarter.encoder.train_steps, quarter.dsrm.train_steps, quarter.eval.n_sessions) == (100, 250, 1024)
+    tiny = scale_budget(base, 0.05)  # less than a chunk: the chunk shrinks with the budget
+    assert (tiny.train.total_updates, tiny.train.chunk_updates) == (2, 2)
+    odd = scale_budget(base, 0.3)  # 12 updates -> whole chunks of 10
+    assert (odd.train.total_updates, odd.train.chunk_updates) == (20, 10)
+    assert scale_budget(base, 1.0) is base
+    with pytest.raises(Exception, match="--budget"):
+        scale_budget(base, 0.0)

@@ -153,6 +153,24 @@ def test_same_seed_same_numbers_and_seeds_differ(finished_run, tmp_path):
     assert s1 != s2
 
 
+def test_episode_target_stops_at_the_first_chunk_that_reaches_it(finished_run, tmp_path):
+    """target_episodes = what every seed completed in the first chunk: the run stops there, and
+    its curves are the first chunk of the full run's."""
+    cfg, d, res = finished_run
+    ch = cfg.train.chunk_updates
+    with open(os.path.join(d, "metrics.jsonl")) as fh:
+        rows = [json.loads(ln) for ln in fh]
+    first = [r for r in rows if r["update"] <= ch]
+    per_seed = {s: sum(r["episodes"] for r in first if r["seed"] == s) for s in cfg.train.seeds}
+    cfg2 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, target_episodes=int(min(per_seed.values()))))
+    d2 = str(tmp_path / "target")
+    res2 = run(cfg2, run_dir=d2, progress=False, log=lambda *a: None, evaluate_at_end=False)
+    assert res2["updates"] == ch < cfg.train.total_updates
+    assert sorted(os.listdir(os.path.join(d2, "checkpoints"))) == ["0", str(ch)]
+    with open(os.path.join(d2, "metrics.jsonl")) as fh:
+        assert [json.loads(ln) for ln in fh] == first
+
+
 def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path, monkeypatch, small_worlds):
     from purerec import ppo
 

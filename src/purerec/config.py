@@ -284,13 +284,20 @@ class PPOConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training run: seeds (vmapped), parallel sessions, budget, chunking and outputs."""
+    """The training run: seeds (vmapped), parallel sessions, budget, chunking and outputs.
+
+    ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
+    seed has completed that many training episodes (the paper budgets training in episodes:
+    20,000 in Table 4); ``total_updates`` stays the cap. Sweeps always run ``total_updates``, so
+    that the runs vmapped in one program share one budget.
+    """
 
     seeds: tuple[int, ...] = (11, 15, 19)
     num_envs: int = 256
     rollout_len: int = 32
     total_updates: int = 40
     chunk_updates: int = 10
+    target_episodes: int = 0
     stage1_sessions: int = 512
     run_dir: str = "runs"
     eval_every_chunks: int = 0
@@ -305,6 +312,8 @@ class TrainConfig:
         _check(1 <= self.chunk_updates, f"{p}.chunk_updates", self.chunk_updates, "an integer >= 1")
         _check(self.total_updates % self.chunk_updates == 0, f"{p}.total_updates", self.total_updates,
                f"a multiple of chunk_updates ({self.chunk_updates})")
+        _check(self.target_episodes >= 0, f"{p}.target_episodes", self.target_episodes,
+               "an integer >= 0 (0 = run all total_updates)")
         _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
         _check(self.eval_every_chunks >= 0, f"{p}.eval_every_chunks", self.eval_every_chunks,
                "an integer >= 0 (0 = only at the end)")

@@ -200,8 +200,12 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     counter = _counter()
     counter.count, counter.active = 0, True
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
+    target = cfg.train.target_episodes
     try:
         for c in range(first_chunk, n_chunks):
+            if target and done_updates and min(_episodes(metrics_path).values()) >= target:
+                log(f"every seed has completed {target} episodes: stopping after update {done_updates}")
+                break
             t0 = time.perf_counter()
             new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
             timings["run_s"] += time.perf_counter() - t0
@@ -209,7 +213,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
             _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
-            n_done = (c + 1) * cfg.train.chunk_updates
+            n_done = done_updates = (c + 1) * cfg.train.chunk_updates
             checkpointer.save(os.path.join(ckpt_dir, str(n_done)), {"frozen": frozen, "runner": runner})
             checkpointer.wait_until_finished()
             bar.update(cfg.train.chunk_updates)
@@ -220,6 +224,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         bar.close()
     recompiles = counter.count
     results = {"run_dir": run_dir, "agent": cfg.agent.kind, "seeds": seeds, "recompiles_in_loop": recompiles,
+               "updates": done_updates,
                "timings": dict(timings), "episodes": _episodes(metrics_path)}
     if evaluate_at_end:
         results.update(evaluate_run(cfg, fns["agent"], frozen, runner, p_train, p_test))

@@ -101,15 +101,20 @@ def load_sweep(path: str) -> SweepSpec:
 
 
 def scale_budget(cfg: Config, budget: float) -> Config:
-    """Scale the training budget (updates, Stage-I steps, eval sessions) by ``budget``."""
+    """Scale the training budget (updates, Stage-I steps, eval sessions) by ``budget``.
+
+    Updates round to at least one; a budget smaller than one chunk shrinks the chunk with it.
+    """
     if budget == 1.0:
         return cfg
     if not 0 < budget <= 10:
         raise ConfigError("--budget", budget, "a factor in (0, 10]")
     t, ch = cfg.train, cfg.train.chunk_updates
-    updates = max(ch, int(round(t.total_updates * budget / ch)) * ch)
+    updates = max(1, int(round(t.total_updates * budget)))
+    ch = min(ch, updates)
+    updates = -(-updates // ch) * ch
     return dataclasses.replace(
-        cfg, train=dataclasses.replace(t, total_updates=updates),
+        cfg, train=dataclasses.replace(t, total_updates=updates, chunk_updates=ch),
         encoder=dataclasses.replace(cfg.encoder, train_steps=max(1, int(cfg.encoder.train_steps * budget))),
         dsrm=dataclasses.replace(cfg.dsrm, train_steps=max(1, int(cfg.dsrm.train_steps * budget))),
         eval=dataclasses.replace(cfg.eval, n_sessions=max(64, int(cfg.eval.n_sessions * min(budget, 1.0)))),

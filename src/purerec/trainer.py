@@ -231,7 +231,7 @@ def make_train(cfg: Config, params: E.EnvParams):
         def one(x):
             s_, z_, a_ = x
             lg = agent.logits(actor, s_, z_, feats)
-            return jax.vmap(slate.log_prob)(lg, a_), jax.vmap(slate.first_position_entropy)(lg)
+            return jax.vmap(slate.log_prob_entropy)(lg, a_)
 
         split = lambda x: x.reshape((n // c, c) + x.shape[1:])
         lp, ent = jax.lax.map(jax.checkpoint(one), (split(s), split(z), split(a)))
