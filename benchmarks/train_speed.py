@@ -119,6 +119,8 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         "episodes_target": episodes_target,
         "compile_s": t["compile_s"],
         "run_s": t["run_s"],
+        "stage1_s": t["stage1_s"],
+        "checkpoint_s": t["checkpoint_s"],
         "total_s": t["total_s"],
         "process_s": time.perf_counter() - t_proc,
         "env_steps_per_seed": steps_per_seed,
@@ -191,6 +193,9 @@ def report(rows: dict[str, dict], quick: bool) -> list[str]:
         lines.append(f"{name}: episodes per seed {r['episodes']}; recompiles in the chunk loop "
                      f"{r['recompiles_in_loop']}; load average start {tuple(round(x, 2) for x in r['loadavg_start'])}, "
                      f"end {tuple(round(x, 2) for x in r['loadavg_end'])}")
+        per_update = (r["run_s"] - r["stage1_s"]) / max(r["updates"], 1)
+        lines.append(f"{name}: of the run time, Stage I {r['stage1_s']:.1f} s, Stage II {r['run_s'] - r['stage1_s']:.1f} s "
+                     f"({per_update:.2f} s per update); checkpoints {r['checkpoint_s']:.1f} s on top")
     lines.append("")
     one = rows.get("1 seed")
     three = rows.get("3 seeds")

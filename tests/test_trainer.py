@@ -197,3 +197,22 @@ def test_resume_missing_directory_is_a_clear_error(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="config.json"):
         run(train_config(), run_dir=str(tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_seed_batching_modes_agree():
+    """``map`` and ``vmap`` over seeds give the same leading-axis results; bad modes are rejected."""
+    from purerec.config import ConfigError
+    from purerec.experiment import seed_batcher
+
+    def fn(key, x):
+        return {"a": jax.random.normal(key, (3,)) * x, "b": jnp.sum(x)}
+
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (1, 2, 3)])
+    xs = jnp.arange(3.0)
+    out_map = jax.jit(seed_batcher("map")(fn))(keys, xs)
+    out_vmap = jax.jit(seed_batcher("vmap")(fn))(keys, xs)
+    for k in ("a", "b"):
+        np.testing.assert_allclose(out_map[k], out_vmap[k], rtol=1e-6)
+    assert out_map["a"].shape == (3, 3)
+    with pytest.raises(ConfigError, match="train.seed_batching"):
+        dataclasses.replace(Config().train, seed_batching="pmap").validate()

@@ -166,6 +166,7 @@ SCHEDULES = ("linear", "cosine")
 DSRM_TARGETS = ("paper", "unbiased")
 REVERSE_STARTS = ("noise", "observed")
 AGENTS = ("dsrm_hrl", "hrl", "flat")
+SEED_BATCHING = ("auto", "vmap", "map")
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,8 @@ class TrainConfig:
 
     ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
     seed has completed that many training episodes (the paper budgets training in episodes:
-    20,000 in Table 4); ``total_updates`` stays the cap. Sweeps always run ``total_updates``, so
+    20,000 in Table 4); ``total_updates`` stays the cap. ``seed_batching`` picks how one program
+    runs the seeds (see ``purerec.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
     that the runs vmapped in one program share one budget.
     """
 
@@ -298,6 +300,7 @@ class TrainConfig:
     total_updates: int = 40
     chunk_updates: int = 10
     target_episodes: int = 0
+    seed_batching: str = "auto"
     stage1_sessions: int = 512
     run_dir: str = "runs"
     eval_every_chunks: int = 0
@@ -312,6 +315,8 @@ class TrainConfig:
         _check(1 <= self.chunk_updates, f"{p}.chunk_updates", self.chunk_updates, "an integer >= 1")
         _check(self.total_updates % self.chunk_updates == 0, f"{p}.total_updates", self.total_updates,
                f"a multiple of chunk_updates ({self.chunk_updates})")
+        _check(self.seed_batching in SEED_BATCHING, f"{p}.seed_batching", self.seed_batching,
+               f"one of {SEED_BATCHING} (auto: map on CPU, vmap on accelerators)")
         _check(self.target_episodes >= 0, f"{p}.target_episodes", self.target_episodes,
                "an integer >= 0 (0 = run all total_updates)")
         _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
