@@ -285,7 +285,7 @@ class PPOConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training run: seeds (vmapped), parallel sessions, budget, chunking and outputs.
+    """The training run: seeds (one program for all), parallel sessions, budget, chunking and outputs.
 
     ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
     seed has completed that many training episodes (the paper budgets training in episodes:

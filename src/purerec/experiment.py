@@ -227,9 +227,9 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
             _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
-            n_done = done_updates = (c + 1) * cfg.train.chunk_updates
+            done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
-            checkpointer.save(os.path.join(ckpt_dir, str(n_done)), {"frozen": frozen, "runner": runner})
+            checkpointer.save(os.path.join(ckpt_dir, str(done_updates)), {"frozen": frozen, "runner": runner})
             checkpointer.wait_until_finished()
             timings["checkpoint_s"] += time.perf_counter() - t0
             bar.update(cfg.train.chunk_updates)
