@@ -19,6 +19,7 @@ M = types.SimpleNamespace(
     ad_item=jax.jit(_metrics.ad_item),
     exposure_counts=jax.jit(_metrics.exposure_counts, static_argnums=2),
     gini=jax.jit(_metrics.gini),
+    gini_of_counts=jax.jit(_metrics.gini_of_counts, static_argnums=1),
     coverage=jax.jit(_metrics.coverage),
     long_tail_share=jax.jit(_metrics.long_tail_share),
     all_metrics=jax.jit(_metrics.all_metrics, static_argnames="ad_form"),
@@ -337,3 +338,16 @@ def test_all_metrics_consistent_with_parts():
     assert float(out["Gini"]) == pytest.approx(ref_gini(exp), abs=1e-5)
     assert float(out["coverage"]) == pytest.approx(np.mean(exp > 0))
     assert float(out["long_tail_share"]) == pytest.approx(exp[~popular].sum() / exp.sum(), abs=1e-6)
+
+
+def test_gini_of_counts_matches_reference_without_sorting():
+    rng = np.random.default_rng(8)
+    for max_count in (1, 3, 20):
+        x = rng.integers(0, max_count + 1, 300)
+        x[rng.random(300) < 0.5] = 0
+        got = float(M.gini_of_counts(jnp.asarray(x, jnp.float32), max_count))
+        assert got == pytest.approx(ref_gini(x), abs=1e-5)
+    assert float(M.gini_of_counts(jnp.zeros(7), 4)) == 0.0
+    x = np.zeros(50)
+    x[3] = 9.0
+    assert float(M.gini_of_counts(jnp.asarray(x), 9)) == pytest.approx(49 / 50, abs=1e-6)

@@ -1,4 +1,4 @@
-"""Plackett-Luce slates: the blocked sampler's law, the log-likelihood and the fused gradient."""
+"""Plackett-Luce slates: the blocked sampler's law, the log-likelihood and the linear-logit gradient."""
 
 import itertools
 from collections import Counter
@@ -77,22 +77,66 @@ def test_same_key_same_slate():
     np.testing.assert_array_equal(a, slate.sample(k, jnp.asarray(LOGITS), 3))
 
 
-def test_fused_log_prob_entropy_value_and_gradient():
+def test_sample_with_log_prob_returns_the_slates_log_likelihood():
+    keys = jax.random.split(jax.random.PRNGKey(3), 50)
     lg = jnp.asarray(LOGITS)
-    a = jnp.array([2, 0, 5])
-    lp, ent = slate.log_prob_entropy(lg, a)
-    p = np.exp(LOGITS) / np.exp(LOGITS).sum()
-    np.testing.assert_allclose(ent, -np.sum(p * np.log(p)), rtol=1e-5)
-    np.testing.assert_allclose(lp, np.log(pl_prob_numpy(LOGITS, [2, 0, 5])), rtol=1e-5)
-    for g_lp, g_ent in [(1.0, 0.0), (0.0, 1.0), (0.7, -0.3)]:
-        fused = jax.grad(lambda l: g_lp * slate.log_prob_entropy(l, a)[0] + g_ent * slate.log_prob_entropy(l, a)[1])(lg)
-        auto = jax.grad(lambda l: g_lp * slate.log_prob(l, a) + g_ent * slate.first_position_entropy(l))(lg)
-        np.testing.assert_allclose(fused, auto, atol=1e-6)
+    draws, lps = jax.vmap(lambda k: slate.sample_with_log_prob(k, lg, 4))(keys)
+    for a, lp in zip(np.asarray(draws), np.asarray(lps)):
+        np.testing.assert_allclose(np.exp(lp), pl_prob_numpy(LOGITS, a), rtol=1e-5)
+
+
+BASIS = np.array([[1.0, 0.0, 0.2], [0.6, 0.8, 0.9], [0.0, 1.0, 0.1], [-0.6, 0.8, 0.5],
+                  [-1.0, 0.0, 0.0], [0.0, -1.0, 1.0]], np.float32)
+X = np.array([[1.5, -0.5, -1.0], [0.2, 2.0, 0.3], [-1.0, 0.4, -2.0], [0.7, 0.7, 0.0]], np.float32)
+SLATES = np.array([[2, 0, 5], [1, 2, 3], [4, 3, 0], [0, 1, 5]])
+
+
+def test_linear_log_prob_entropy_values_match_numpy():
+    for rows in (2, 3, 4):  # 3 does not divide the 4 rows: one chunk of all
+        lp, ent = slate.linear_log_prob_entropy(jnp.asarray(X), jnp.asarray(BASIS), jnp.asarray(SLATES), rows)
+        for r in range(4):
+            logits = BASIS.astype(np.float64) @ X[r]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            np.testing.assert_allclose(lp[r], np.log(pl_prob_numpy(logits, SLATES[r])), rtol=1e-5)
+            np.testing.assert_allclose(ent[r], -np.sum(p * np.log(p)), rtol=1e-5)
+
+
+def test_linear_log_prob_survives_a_slate_holding_almost_all_mass():
+    """Masses are sums of positives: the last slot's tiny remaining mass is not lost to cancellation."""
+    x = np.array([[30.0, 0.0, 0.0]], np.float32)
+    basis = np.array([[1.0, 0, 0], [0.97, 0, 0], [0.95, 0, 0], [0.2, 0, 0], [0.1, 0, 0], [0.0, 0, 0]], np.float32)
+    a = np.array([[0, 1, 4]])
+    lp, _ = slate.linear_log_prob_entropy(jnp.asarray(x), jnp.asarray(basis), jnp.asarray(a))
+    want = np.log(pl_prob_numpy(basis.astype(np.float64) @ x[0].astype(np.float64), a[0]))
+    np.testing.assert_allclose(lp[0], want, rtol=1e-5)
+
+
+def test_linear_log_prob_entropy_gradient_matches_autodiff_and_differences():
+    basis, slates = jnp.asarray(BASIS), jnp.asarray(SLATES)
+    g = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, -0.3], [-0.2, 0.5]], np.float32)
+
+    def fused(x):
+        lp, ent = slate.linear_log_prob_entropy(x, basis, slates, 2)
+        return jnp.sum(g[:, 0] * lp + g[:, 1] * ent)
+
+    def plain(x):
+        logits = x @ basis.T
+        lp = jax.vmap(slate.log_prob)(logits, slates)
+        ent = jax.vmap(slate.first_position_entropy)(logits)
+        return jnp.sum(g[:, 0] * lp + g[:, 1] * ent)
+
+    np.testing.assert_allclose(jax.grad(fused)(jnp.asarray(X)), jax.grad(plain)(jnp.asarray(X)), atol=1e-5)
+
     # The log-likelihood's gradient against central differences in float64 NumPy.
-    eps, num = 1e-5, np.zeros(6)
-    for i in range(6):
-        up, dn = LOGITS.astype(np.float64).copy(), LOGITS.astype(np.float64).copy()
-        up[i] += eps
-        dn[i] -= eps
-        num[i] = (np.log(pl_prob_numpy(up, [2, 0, 5])) - np.log(pl_prob_numpy(dn, [2, 0, 5]))) / (2 * eps)
-    np.testing.assert_allclose(jax.grad(lambda l: slate.log_prob_entropy(l, a)[0])(lg), num, atol=1e-4)
+    def lp64(x, r):
+        return np.log(pl_prob_numpy(BASIS.astype(np.float64) @ x, SLATES[r]))
+
+    grad = jax.grad(lambda x: jnp.sum(slate.linear_log_prob_entropy(x, basis, slates)[0]))(jnp.asarray(X))
+    eps = 1e-5
+    for r in range(4):
+        for i in range(3):
+            up, dn = X[r].astype(np.float64).copy(), X[r].astype(np.float64).copy()
+            up[i] += eps
+            dn[i] -= eps
+            np.testing.assert_allclose(grad[r, i], (lp64(up, r) - lp64(dn, r)) / (2 * eps), atol=1e-4)

@@ -49,38 +49,43 @@ class Manager(nn.Module):
         return distrax.Beta(conc[..., :2], conc[..., 2:])
 
 
-def cosine_scores(query: jax.Array, item_emb_unit: jax.Array) -> jax.Array:
-    q = query / jnp.maximum(jnp.linalg.norm(query, axis=-1, keepdims=True), 1e-8)
-    return q @ item_emb_unit.T
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
 
 class Worker(nn.Module):
+    """pi_l(a | s^, z) as coefficients x f32[..., d+1] in the item basis (``item_basis``):
+    logits = basis @ x = exp(log_scale) (w_acc cos(W s^, e_i) - w_fair lpop_i)  (eq. 6).
+
+    The logits are linear in x, which lets the PPO loss take its gradient with respect to x
+    alone (``slate.linear_log_prob_entropy``) instead of back through all N logits.
+    """
+
     emb_dim: int
     init_logit_scale: float
 
     @nn.compact
-    def __call__(self, s, z, item_emb_unit, lpop):
-        """Logits f32[..., N] of the Plackett-Luce slate policy (eq. 6)."""
-        q = nn.Dense(self.emb_dim)(s)
+    def __call__(self, s, z):
+        q = _unit(nn.Dense(self.emb_dim)(s))
         log_scale = self.param("log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)), ())
-        psi = z[..., :1] * cosine_scores(q, item_emb_unit) - z[..., 1:] * lpop
-        return jnp.exp(log_scale) * psi
+        return jnp.exp(log_scale) * jnp.concatenate([z[..., :1] * q, -z[..., 1:]], axis=-1)
 
 
 class FlatActor(nn.Module):
+    """FLAT's policy in the same basis: logits = exp(log_scale) (cos(W s^, e_i) - c lpop_i), c learned."""
+
     emb_dim: int
     init_logit_scale: float
 
     @nn.compact
-    def __call__(self, s, item_emb_unit, lpop):
-        q = nn.Dense(self.emb_dim)(s)
+    def __call__(self, s):
+        q = _unit(nn.Dense(self.emb_dim)(s))
         log_scale = self.param("log_scale", nn.initializers.constant(jnp.log(self.init_logit_scale)), ())
         c = self.param("pop_weight", nn.initializers.zeros, ())
-        return jnp.exp(log_scale) * (cosine_scores(q, item_emb_unit) - c * lpop)
+        return jnp.exp(log_scale) * jnp.concatenate([q, jnp.broadcast_to(-c, q.shape[:-1] + (1,))], axis=-1)
 
 
-def item_features(item_emb: jax.Array, item_pop: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Unit item embeddings and scaled log-popularity, computed once per world."""
-    unit = item_emb / jnp.maximum(jnp.linalg.norm(item_emb, axis=-1, keepdims=True), 1e-8)
+def item_basis(item_emb: jax.Array, item_pop: jax.Array) -> jax.Array:
+    """f32[N, d+1]: unit item embeddings and log-popularity scaled to [0, 1], once per world."""
     lp = jnp.log1p(item_pop)
-    return unit, lp / jnp.maximum(jnp.max(lp), 1e-8)
+    return jnp.concatenate([_unit(item_emb), (lp / jnp.maximum(jnp.max(lp), 1e-8))[:, None]], axis=1)

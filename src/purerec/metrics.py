@@ -78,6 +78,22 @@ def gini(exposure: jax.Array) -> jax.Array:
     return jnp.sum((2.0 * i - n - 1.0) * x) / (n * jnp.maximum(jnp.sum(x), 1e-12))
 
 
+def gini_of_counts(counts: jax.Array, max_count: int) -> jax.Array:
+    """``gini(counts)`` for integer counts in [0, max_count], without sorting the N items.
+
+    Items with count v hold the ranks C_{<v}+1 .. C_{<v}+h_v of the sorted vector (h = histogram,
+    C = its cumulative sum), so the rank-weighted sum is sum_v v h_v (2 C_{<v} + h_v - n). One
+    scatter-add into max_count + 1 bins replaces a sort: the training-time fairness reward counts
+    exposures of one step's slates, at most one per session.
+    """
+    n = counts.shape[0]
+    h = jnp.zeros((max_count + 1,), jnp.float32).at[counts.astype(jnp.int32)].add(1.0)
+    below = jnp.cumsum(h) - h
+    v = jnp.arange(max_count + 1, dtype=jnp.float32)
+    total = jnp.sum(v * h)
+    return jnp.sum(v * h * (2.0 * below + h - n)) / (n * jnp.maximum(total, 1e-12))
+
+
 def coverage(exposure: jax.Array) -> jax.Array:
     return jnp.mean(exposure > 0)
 

@@ -13,11 +13,12 @@ Spec (``sweeps/*.toml``)::
     "dsrm.steps" = [5, 10, 20]
 
 Grouping: runs that differ only in seeds and in ``purerec.trainer.VMAPPABLE`` fields (lambda,
-learning rates, entropy coefficient, ...) form one group, vmapped in one compiled program; any
+learning rates, entropy coefficient, ...) form one group, run by one compiled program; any
 other difference (K, max_len, slate size, agent, world) starts a new group.
 
 Devices: the group's run axis is sharded over all devices (``jax.sharding.Mesh`` +
-``NamedSharding``), padded to a multiple of the device count. Under several processes started
+``jax.shard_map``), padded to a multiple of the device count; on each device its runs are mapped
+(CPU) or vmapped (accelerators) as ``train.seed_batching`` says. Under several processes started
 with ``jax.distributed.initialize`` every process runs the same plan and process 0 writes.
 
 Safety: one JSON record per run in ``DIR/runs/``, written atomically once its group finishes;
@@ -46,12 +47,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
 from purerec.datasets import get_worlds
 from purerec.env import make_params
-from purerec.experiment import write_json
+from purerec.experiment import seed_batcher, write_json
 from purerec.metrics import all_metrics
 from purerec.rollout import rollout
 from purerec.trainer import VMAPPABLE, agent_policy, hyper_from_config, make_train
 
-CURVES = ("Len", "AD", "R_cum")
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def _shard(x: np.ndarray, mesh: Mesh) -> jax.Array:
 
 
 def run_group(group: Group, log=print) -> list[dict]:
-    """Train and evaluate every run of a group in one vmapped, device-sharded program."""
+    """Train and evaluate every run of a group in one device-sharded program."""
     cfg = group.runs[0].cfg
     mesh = _mesh()
     n_dev = mesh.devices.size
@@ -221,7 +221,12 @@ def run_group(group: Group, log=print) -> list[dict]:
                               tp.world.popular, cfg.eval.ad_form)
         return logs, curves, metrics
 
-    fn = jax.jit(jax.vmap(train_eval))
+    # Each device runs its share of the runs: mapped one after another on CPU, vmapped on
+    # accelerators (``train.seed_batching``). Mapped, a run's numbers do not depend on how many
+    # runs share its program, so a resumed sweep reproduces lost runs exactly.
+    per_device = seed_batcher(cfg.train.seed_batching)(train_eval)
+    spec = PartitionSpec("runs")
+    fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
     t0 = time.perf_counter()
     compiled = fn.lower(keys_s, hyper_s).compile()
     compile_s = time.perf_counter() - t0
@@ -239,7 +244,7 @@ def run_group(group: Group, log=print) -> list[dict]:
             u = int(np.argwhere(~np.isfinite(logs[bad[0]][i]))[0, 0]) + 1
             rec.update(status="failed", error=f"non-finite {bad[0]} at update {u}")
         rec["metrics"] = {k: float(v[i]) for k, v in metrics.items()}
-        rec["curves"] = {k: [float(x) for x in logs[k][i]] for k in CURVES}
+        rec["curves"] = {k: [float(x) for x in logs[k][i]] for k in sorted(logs)}  # metrics and losses per update
         rec["stage1"] = {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")

@@ -29,8 +29,8 @@ from purerec import diffusion, dsrm, ppo, slate
 from purerec import env as E
 from purerec.config import Config
 from purerec.encoder import StateEncoder
-from purerec.hrl import Critic, FlatActor, Manager, Worker, item_features
-from purerec.metrics import gini
+from purerec.hrl import Critic, FlatActor, Manager, Worker, item_basis
+from purerec.metrics import gini, gini_of_counts
 from purerec.stage1 import make_stage1
 
 Z_EPS = 1e-4
@@ -101,11 +101,14 @@ class Agent:
             return s
         return dsrm.purify(frozen.dsrm, self.denoiser, self.sched, self.cfg.dsrm, key, s)
 
-    def logits(self, worker_params, s, z, feats):
-        unit, lpop = feats
+    def coefficients(self, worker_params, s, z):
+        """The worker's logit coefficients in the item basis (see ``purerec.hrl.Worker``)."""
         if self.cfg.agent.hierarchy:
-            return self.worker.apply(worker_params, s, z, unit, lpop)
-        return self.worker.apply(worker_params, s, unit, lpop)
+            return self.worker.apply(worker_params, s, z)
+        return self.worker.apply(worker_params, s)
+
+    def logits(self, worker_params, s, z, basis):
+        return self.coefficients(worker_params, s, z) @ basis.T
 
     def worker_critic_input(self, s, z):
         return jnp.concatenate([s, z], axis=-1) if self.cfg.agent.hierarchy else s
@@ -159,13 +162,17 @@ def make_train(cfg: Config, params: E.EnvParams):
     """Pure pieces for the train world: ``stage1``, ``init``, ``update``, ``chunk`` and ``train``."""
     world = params.world
     agent = make_agent(cfg, world.item_emb.shape[1])
-    feats = item_features(world.item_emb, world.item_pop)
+    basis = item_basis(world.item_emb, world.item_pop)
     n_items, k_slate = world.n_items, params.slate_size
     B, T = cfg.train.num_envs, cfg.train.rollout_len
     d = cfg.encoder.state_dim
     hier = cfg.agent.hierarchy
     interval = cfg.agent.manager_interval
     stage1 = make_stage1(cfg, params)
+    # A slate holds distinct items, so an item gets at most one exposure per session and step:
+    # the window's counts are integers in [0, B * fair_window] and a histogram replaces the sort.
+    max_exposure = B * cfg.agent.fair_window
+    exposure_gini = partial(gini_of_counts, max_count=max_exposure) if max_exposure <= 8 * n_items else gini
 
     def env_params(h) -> E.EnvParams:
         return params.replace(temper_offset=h["env.temper_offset"], fair_threshold=h["env.fair_threshold"],
@@ -176,10 +183,7 @@ def make_train(cfg: Config, params: E.EnvParams):
         k_env, k_w, k_wc, k_m, k_mc, k_run = jax.random.split(key, 6)
         obs, env_state = E.batch_reset(k_env, env_params(hyper), B)
         s0, z0 = jnp.zeros((1, d)), jnp.full((1, 2), 0.5)
-        if hier:
-            w_actor = agent.worker.init(k_w, s0, z0, *feats)
-        else:
-            w_actor = agent.worker.init(k_w, s0, *feats)
+        w_actor = agent.worker.init(k_w, s0, z0) if hier else agent.worker.init(k_w, s0)
         # Warm start: the actor's query projection W starts as Stage I's feedback predictor, so
         # cos(W s^, e_i) ranks items by predicted (observed) feedback from the first update.
         w_actor = {"params": {**w_actor["params"], "Dense_0": frozen.feedback_head["params"]["Dense_0"]}}
@@ -204,14 +208,14 @@ def make_train(cfg: Config, params: E.EnvParams):
             decide = jnp.zeros((B,), bool)
             z = r.z
             logp_m = v_m = jnp.zeros((B,))
-        logits = agent.logits(r.worker.actor, s, z, feats)
-        slates = jax.vmap(slate.sample, in_axes=(0, 0, None))(jax.random.split(k_w, B), logits, k_slate)
-        logp_w = jax.vmap(slate.log_prob)(logits, slates)
+        logits = agent.logits(r.worker.actor, s, z, basis)
+        slates, logp_w = jax.vmap(slate.sample_with_log_prob, in_axes=(0, 0, None))(
+            jax.random.split(k_w, B), logits, k_slate)
         v_w = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s, z))
         obs, env_state, reward, term, trunc, info = E.batch_step(k_e, r.env_state, slates, env_params(r.hyper))
         counts = jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0)
         fair_buf = jnp.concatenate([r.fair_buf[1:], counts[None]], axis=0)
-        fair = -gini(fair_buf.sum(0))
+        fair = -exposure_gini(fair_buf.sum(0))
         done = term | trunc
         tr = {"s": s, "z": z, "decide": decide, "slate": slates, "logp_w": logp_w, "logp_m": logp_m,
               "v_w": v_w, "v_m": v_m, "r": reward, "r_h": reward + r.hyper["agent.lambda_fair"] * fair, "done": done,
@@ -222,24 +226,10 @@ def make_train(cfg: Config, params: E.EnvParams):
     def ppo_coefs(h):
         return h["ppo.clip_eps"], h["ppo.vf_coef"], h["ppo.ent_coef"]
 
-    def logp_ent(actor, s, z, a, rows=128):
-        """Plackett-Luce log-prob and first-slot entropy in row chunks, rematerialised in the
-        backward pass: the [rows, N] logits stay in cache and nothing [minibatch, N] is stored."""
-        n = s.shape[0]
-        c = rows if n % rows == 0 else n
-
-        def one(x):
-            s_, z_, a_ = x
-            lg = agent.logits(actor, s_, z_, feats)
-            return jax.vmap(slate.log_prob_entropy)(lg, a_)
-
-        split = lambda x: x.reshape((n // c, c) + x.shape[1:])
-        lp, ent = jax.lax.map(jax.checkpoint(one), (split(s), split(z), split(a)))
-        return lp.reshape(n), ent.reshape(n)
-
     def worker_loss(p, mb, h):
         actor, critic = p
-        logp, ent = logp_ent(actor, mb["s"], mb["z"], mb["slate"])
+        x = agent.coefficients(actor, mb["s"], mb["z"])
+        logp, ent = slate.linear_log_prob_entropy(x, basis, mb["slate"])
         v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["s"], mb["z"]))
         return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h))
 
@@ -336,10 +326,10 @@ def agent_policy(agent: Agent, key, obs, state, params: E.EnvParams, pp):
     """Greedy evaluation policy for one session: mean z, top-k of the worker's logits."""
     frozen, worker_actor, manager_actor = pp
     world = params.world
-    feats = item_features(world.item_emb, world.item_pop)
+    basis = item_basis(world.item_emb, world.item_pop)
     s = agent.state(frozen, key, obs, world.item_emb)
     if agent.cfg.agent.hierarchy:
         z = jnp.clip(agent.manager.apply(manager_actor, s).mean(), Z_EPS, 1 - Z_EPS)
     else:
         z = jnp.zeros((2,))
-    return slate.greedy(agent.logits(worker_actor, s, z, feats), params.slate_size)
+    return slate.greedy(agent.logits(worker_actor, s, z, basis), params.slate_size)
