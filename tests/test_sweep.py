@@ -64,7 +64,7 @@ def test_grouping_vmaps_shape_free_fields_and_splits_the_rest(tmp_path):
     assert len(runs) == 3 * 2 * 2 * 2 * 2 * 3
     assert len(groups) == 2 * 2 * 2  # K x max_len x agent
     for g in groups:
-        assert len(g.runs) == 3 * 2 * 3  # lambda x lr x seeds vmapped together
+        assert len(g.runs) == 3 * 2 * 3  # lambda x lr x seeds in one program
         c0 = g.runs[0].cfg
         assert all(r.cfg.dsrm.steps == c0.dsrm.steps and r.cfg.env.max_len == c0.env.max_len
                    and r.cfg.agent.kind == c0.agent.kind for r in g.runs)

@@ -291,7 +291,7 @@ class TrainConfig:
     seed has completed that many training episodes (the paper budgets training in episodes:
     20,000 in Table 4); ``total_updates`` stays the cap. ``seed_batching`` picks how one program
     runs the seeds (see ``purerec.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
-    that the runs vmapped in one program share one budget.
+    that the runs sharing one program share one budget.
     """
 
     seeds: tuple[int, ...] = (11, 15, 19)

@@ -1,6 +1,6 @@
 """A training run on the host: Stage I, Stage II in compiled chunks, evaluation, run directory.
 
-Seeds are vmapped: Stage I, the initialisation and every chunk are one program each for all
+All seeds share one program: Stage I, the initialisation and every chunk are one program each for all
 seeds. The host loop over chunks only drives the progress bar, writes ``metrics.jsonl`` and an
 Orbax checkpoint after each chunk, and checks the losses: a NaN or inf stops the run with an
 error naming the update and the loss, while the last good checkpoint stays on disk. Checkpoints
@@ -213,7 +213,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
     first_chunk = done_updates // cfg.train.chunk_updates
     chunk_c = timed_compile(chunk_v, runner, frozen)
-    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds vmapped, agent {cfg.agent.kind})")
+    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds in one program, agent {cfg.agent.kind})")
     counter = _counter()
     counter.count, counter.active = 0, True
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)

@@ -276,7 +276,7 @@ def _timing_table(runs: list[Run], order: dict[str, int], presets: list[str]) ->
                          _fmt(float(np.mean(list(groups.values())))) if groups else "–",
                          str(len(rs)), ",".join(str(d) for d in devices) or "–"])
     out = _md_table(["Method", "World", "train+eval s / run", "compile s / group", "runs", "devices"], rows)
-    out += ["", "s / run: the group's run time divided by its runs (all runs of a group share one vmapped "
+    out += ["", "s / run: the group's run time divided by its runs (all runs of a group share one "
             "program), averaged over runs; compile s: mean over the method's compiled groups."]
     return out
 

@@ -3,7 +3,7 @@
 One update = a rollout of ``rollout_len`` steps of ``num_envs`` parallel sessions (``lax.scan``),
 GAE for both levels, then ``epochs`` x ``minibatches`` PPO steps (``lax.scan``s). ``chunk`` scans
 ``chunk_updates`` updates; ``train(key)`` runs Stage I and every chunk in one program. Seeds are
-vmapped by the caller (``purerec.experiment``).
+mapped or vmapped by the caller (``purerec.experiment.seed_batcher``).
 
 Rewards. Worker: the env reward r_t. Manager (and FLAT): r_t + lambda * Fair_t with
 Fair_t = -Gini of item exposure over all items of the world, counted over the slates of all
