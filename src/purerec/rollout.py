@@ -11,7 +11,6 @@ from functools import partial
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from purerec import env as E
 from purerec import metrics as M
