@@ -5,8 +5,8 @@ Runs ``sweeps/diffusion_steps.toml`` restricted to ``--ks`` and ``--envs`` with 
 by ``--budget`` (default 0.05: 2 updates of 8,192 env steps per run; Stage-I steps and
 evaluation sessions scaled alike) through the sweep engine, then launches the same runs one by
 one as ``python train.py`` processes (one seed each, same overrides), and prints both wall times
-and their ratio. The one-by-one runs also compute the fidelity probe, which the
-sweep skips; that cost is part of what a user pays today.
+and their ratio. The one-by-one runs also compute the fidelity probe, which the sweep skips;
+that cost is part of what a user pays today.
 
     python benchmarks/sweep_speed.py [--ks 5 20] [--envs envs/kuairec.toml] [--budget 0.05]
 

@@ -62,8 +62,8 @@ FULL = {"agent.kind": "dsrm_hrl", "dsrm.steps": 20, "env.max_len": 30,
         "train.total_updates": CHUNK}  # replaced by the cap computed in single()
 QUICK = {"world.n_users": 300, "world.n_items": 400, "world.n_test_users": 120, "world.n_test_items": 150,
          "world.n_tags": 12, "world.true_dim": 8, "world.emb_dim": 8, "world.log_density": 0.2,
-         "train.num_envs": 32, "train.rollout_len": 8, "train.chunk_updates": 2, "train.stage1_sessions": 64,
-         "encoder.train_steps": 20, "dsrm.train_steps": 20}
+         "train.num_envs": 32, "train.rollout_len": 8, "train.chunk_updates": 2, "train.total_updates": 2,
+         "train.stage1_sessions": 64, "encoder.train_steps": 20, "dsrm.train_steps": 20}
 QUICK_EPISODES = 100
 
 

@@ -218,9 +218,10 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     counter.count, counter.active = 0, True
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
     target = cfg.train.target_episodes
+    episodes = _episodes(metrics_path, seeds)  # read once (a resumed run's earlier chunks), then tallied
     try:
         for c in range(first_chunk, n_chunks):
-            if target and done_updates and min(_episodes(metrics_path).values()) >= target:
+            if target and done_updates and min(episodes.values()) >= target:
                 log(f"every seed has completed {target} episodes: stopping after update {done_updates}")
                 break
             t0 = time.perf_counter()
@@ -230,6 +231,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
             _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
+            for i, seed in enumerate(seeds):
+                episodes[seed] += float(np.sum(logs["episodes"][i]))
             done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
             checkpointer.wait_until_finished()
@@ -247,7 +250,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     recompiles = counter.count
     results = {"run_dir": run_dir, "agent": cfg.agent.kind, "seeds": seeds, "recompiles_in_loop": recompiles,
                "updates": done_updates,
-               "timings": dict(timings), "episodes": _episodes(metrics_path)}
+               "timings": dict(timings), "episodes": episodes}
     if evaluate_at_end:
         results.update(evaluate_run(cfg, fns["agent"], frozen, runner, p_train, p_test))
     results["timings"]["total_s"] = time.perf_counter() - t_all
@@ -255,12 +258,14 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     return results
 
 
-def _episodes(metrics_path: str) -> dict:
-    per_seed: dict[int, float] = {}
-    with open(metrics_path) as fh:
-        for ln in fh:
-            row = json.loads(ln)
-            per_seed[row["seed"]] = per_seed.get(row["seed"], 0.0) + row["episodes"]
+def _episodes(metrics_path: str, seeds) -> dict:
+    """Training episodes per seed recorded in ``metrics.jsonl`` (0 for a seed with no line yet)."""
+    per_seed = {int(seed): 0.0 for seed in seeds}
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as fh:
+            for ln in fh:
+                row = json.loads(ln)
+                per_seed[row["seed"]] += row["episodes"]
     return per_seed
 
 

@@ -68,21 +68,17 @@ def greedy(logits: jax.Array, k: int) -> jax.Array:
     return jax.lax.top_k(logits, k)[1]
 
 
-def _remaining_mass(e: jax.Array, slate: jax.Array) -> jax.Array:
-    """R_j = mass of the items still available at position j, f32[K].
-
-    (mass of unselected items) + (mass of a_j..a_K): both sums of positives, so there is no
-    cancellation even when the slate holds most of the mass.
-    """
-    rest = jnp.sum(e.at[slate].set(0.0))
-    return rest + jnp.cumsum(e[slate][::-1])[::-1]
-
-
 def log_prob(logits: jax.Array, slate: jax.Array) -> jax.Array:
-    """log P(slate) = sum_j [l_{a_j} - log R_j]  for logits f32[N], slate i32[K]."""
+    """log P(slate) = sum_j [l_{a_j} - log R_j]  for logits f32[N], slate i32[K].
+
+    R_j, the mass still available at position j, is (mass of unselected items) + (mass of
+    a_j..a_K): both sums of positives, so there is no cancellation even when the slate holds most
+    of the mass.
+    """
     m = jax.lax.stop_gradient(jnp.max(logits))
     e = jnp.exp(logits - m)
-    return jnp.sum(logits[slate] - m - jnp.log(_remaining_mass(e, slate)))
+    rest = jnp.sum(e.at[slate].set(0.0))
+    return jnp.sum(logits[slate] - m - jnp.log(rest + jnp.cumsum(e[slate][::-1])[::-1]))
 
 
 def first_position_entropy(logits: jax.Array) -> jax.Array:

@@ -52,7 +52,6 @@ from purerec.rollout import rollout
 from purerec.trainer import VMAPPABLE, agent_policy, hyper_from_config, make_train
 
 
-
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
