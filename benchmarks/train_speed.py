@@ -32,6 +32,10 @@ paper), 3 seeds <= 3.2x one seed, peak RSS <= 2 GB.
     python benchmarks/train_speed.py --only 1              # only the 1-seed configuration
     python benchmarks/train_speed.py --json out.json       # also write the results as JSON
 Any other ``--field value`` is passed on as a config override (as in ``train.py``).
+
+Devices: like ``train.py``, each subprocess starts JAX with one CPU device per core
+(``purerec.hostdevices``) and splits each run's sessions over them (``train.session_shards = 0``);
+``--train.session-shards 1`` measures the one-device program instead.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from purerec.hostdevices import expose_host_cores
 
 PAPER_S = 15909.0
 ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs", "kuairec.toml")
@@ -96,6 +102,11 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
 
     stop = {"train.target_episodes": episodes_target} if episodes_target else {}
     cfg = apply_overrides(cfg, {"train.total_updates": updates, **stop}).validate()
+    import jax
+
+    from purerec.config import resolve_session_shards
+
+    cfg = resolve_session_shards(cfg, jax.local_device_count())
     load0 = os.getloadavg()
     run_dir = tempfile.mkdtemp(prefix="purerec-train-speed-")
     try:
@@ -112,6 +123,9 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         "num_envs": tr.num_envs,
         "rollout_len": tr.rollout_len,
         "updates": updates,
+        "session_shards": cfg.train.session_shards,
+        "devices": jax.local_device_count(),
+        "backend": jax.default_backend(),
         "chunk_updates": tr.chunk_updates,
         "diffusion_steps": cfg.dsrm.steps,
         "max_len": cfg.env.max_len,
@@ -174,7 +188,8 @@ def report(rows: dict[str, dict], quick: bool) -> list[str]:
         f"workload: agent {first['agent']}, K = {first['diffusion_steps']} diffusion steps, max_len "
         f"{first['max_len']}, train world {first['world_items']} items, {first['num_envs']} envs x "
         f"{first['rollout_len']} steps x {first['updates']} updates = {first['env_steps_per_seed']:,} env "
-        f"steps per seed (chunks of {first['chunk_updates']}); episodes target "
+        f"steps per seed (chunks of {first['chunk_updates']}), sessions split over {first['session_shards']} of "
+        f"{first['devices']} {first['backend']} device(s); episodes target "
         f"{first['episodes_target']}" + ("  [QUICK: tiny world, targets not meaningful]" if quick else ""),
         "",
         "| seeds | wall s (run total) | process s | compile s | run s | env-steps/s per seed | env-steps/s all seeds "
@@ -289,4 +304,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    expose_host_cores()  # before JAX starts (the --single subprocesses run this too)
     raise SystemExit(main(sys.argv[1:]))

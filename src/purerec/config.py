@@ -287,6 +287,13 @@ class PPOConfig:
 class TrainConfig:
     """The training run: seeds (one program for all), parallel sessions, budget, chunking and outputs.
 
+    ``session_shards`` splits the parallel sessions of a run over that many devices (data
+    parallelism: each device steps its share of the sessions and takes its share of every PPO
+    minibatch; exposure counts and gradients are summed across devices). It is part of the
+    algorithm's definition (each shard has its own random stream), so a run's numbers repeat for
+    a fixed value; 0 = as many as there are local devices (see ``resolve_session_shards``), and the
+    resolved value is what ``config.json`` records.
+
     ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
     seed has completed that many training episodes (the paper budgets training in episodes:
     20,000 in Table 4); ``total_updates`` stays the cap. ``seed_batching`` picks how one program
@@ -301,6 +308,7 @@ class TrainConfig:
     chunk_updates: int = 10
     target_episodes: int = 0
     seed_batching: str = "auto"
+    session_shards: int = 0
     stage1_sessions: int = 512
     run_dir: str = "runs"
     eval_every_chunks: int = 0
@@ -317,6 +325,8 @@ class TrainConfig:
                f"a multiple of chunk_updates ({self.chunk_updates})")
         _check(self.seed_batching in SEED_BATCHING, f"{p}.seed_batching", self.seed_batching,
                f"one of {SEED_BATCHING} (auto: map on CPU, vmap on accelerators)")
+        _check(self.session_shards >= 0, f"{p}.session_shards", self.session_shards,
+               "an integer >= 0 (0 = one shard per local device)")
         _check(self.target_episodes >= 0, f"{p}.target_episodes", self.target_episodes,
                "an integer >= 0 (0 = run all total_updates)")
         _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
@@ -346,10 +356,29 @@ class Config:
         batch = self.train.num_envs * self.train.rollout_len
         _check(batch % self.ppo.minibatches == 0, "ppo.minibatches", self.ppo.minibatches,
                f"a divisor of num_envs * rollout_len ({batch})")
+        s = self.train.session_shards
+        if s > 1:
+            _check(shards_fit(self, s), "train.session_shards", s,
+                   f"a divisor of train.num_envs ({self.train.num_envs}) that leaves each shard a whole share "
+                   f"of every minibatch (num_envs / shards * rollout_len divisible by ppo.minibatches)")
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def shards_fit(cfg: Config, shards: int) -> bool:
+    """Whether ``shards`` devices can split the sessions and every PPO minibatch evenly."""
+    t = cfg.train
+    return t.num_envs % shards == 0 and (t.num_envs // shards * t.rollout_len) % cfg.ppo.minibatches == 0
+
+
+def resolve_session_shards(cfg: Config, n_devices: int) -> Config:
+    """``train.session_shards = 0`` -> the most local devices (<= n_devices) that split the batch evenly."""
+    if cfg.train.session_shards:
+        return cfg
+    shards = max(s for s in range(1, n_devices + 1) if shards_fit(cfg, s))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=shards))
 
 
 def _convert(value: Any, tp: Any, name: str) -> Any:

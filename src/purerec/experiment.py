@@ -29,9 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from purerec.atomic import atomic_write
-from purerec.config import Config, _apply
+from purerec.config import Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.fidelity import fidelity
@@ -39,6 +41,7 @@ from purerec.rollout import evaluate
 from purerec.trainer import agent_policy, init_key, make_train, stage1_key
 
 TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
+SESSIONS = "sessions"  # the device axis session shards are split along
 
 
 class TrainingError(RuntimeError):
@@ -56,6 +59,7 @@ def load_run_config(run_dir: str) -> Config:
         raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass a run directory written by train.py")
     with open(path) as fh:
         data = json.load(fh)
+    data.get("train", {}).setdefault("session_shards", 1)  # written before session shards existed
     return _apply(Config(), data, "").validate()
 
 
@@ -153,7 +157,9 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         if not run_dir or not os.path.isdir(run_dir):
             raise FileNotFoundError(f"--resume {run_dir!r}: no such run directory")
         cfg = load_run_config(run_dir)
-    else:
+    n_dev = check_session_shards(cfg)
+    if not resume:
+        cfg = resolve_session_shards(cfg, n_dev)
         run_dir = run_dir or new_run_dir(cfg)
         os.makedirs(run_dir, exist_ok=True)
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))
@@ -164,14 +170,14 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
 
     train_w, test_w = get_worlds(cfg, verbose=True)
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
-    fns = make_train(cfg, p_train)
+    shards = cfg.train.session_shards
+    fns = make_train(cfg, p_train, axis_name=SESSIONS if shards > 1 else None)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     k_stage1 = jax.vmap(stage1_key)(keys)
     k_init = jax.vmap(init_key)(keys)
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns["stage1"]))
-    init_v = jax.jit(over_seeds(fns["init"]))
-    chunk_v = jax.jit(over_seeds(fns["chunk"]))
+    init_v, chunk_v, sharding = _stage2_programs(fns, over_seeds, shards)
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0}
     checkpointer = ocp.StandardCheckpointer()
 
@@ -186,6 +192,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         stage1_c = timed_compile(stage1_v, k_stage1)
         t0 = time.perf_counter()
         frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
+        if sharding is not None:
+            frozen = jax.device_put(frozen, sharding(frozen, None)[0])
         timings["stage1_s"] = time.perf_counter() - t0
         init_c = timed_compile(init_v, k_init, frozen)
         runner = jax.block_until_ready(init_c(k_init, frozen))
@@ -199,11 +207,17 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         done_updates = 0
         _truncate_metrics(metrics_path, 0)
         t0 = time.perf_counter()
-        checkpointer.save(os.path.join(ckpt_dir, "0"), {"frozen": frozen, "runner": runner})
+        # Host copies: Orbax then writes plain arrays in the background (cheaper than device shards).
+        checkpointer.save(os.path.join(ckpt_dir, "0"), jax.device_get({"frozen": frozen, "runner": runner}))
         timings["checkpoint_s"] += time.perf_counter() - t0
     else:
         frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
         runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
+        if sharding is not None:
+            with_sharding = lambda t, sh: jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), t, sh)
+            f_sh, r_sh = sharding(frozen_abs, runner_abs)
+            frozen_abs, runner_abs = with_sharding(frozen_abs, f_sh), with_sharding(runner_abs, r_sh)
         state = checkpointer.restore(os.path.join(ckpt_dir, str(done_updates)),
                                      {"frozen": frozen_abs, "runner": runner_abs})
         frozen, runner = state["frozen"], state["runner"]
@@ -236,7 +250,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
             checkpointer.wait_until_finished()
-            checkpointer.save(os.path.join(ckpt_dir, str(done_updates)), {"frozen": frozen, "runner": runner})
+            checkpointer.save(os.path.join(ckpt_dir, str(done_updates)),
+                            jax.device_get({"frozen": frozen, "runner": runner}))
             timings["checkpoint_s"] += time.perf_counter() - t0
             bar.update(cfg.train.chunk_updates)
             bar.set_postfix(Len=f"{np.mean(logs['Len'][:, -1]):.2f}", AD=f"{np.mean(logs['AD'][:, -1]):.3f}",
@@ -252,10 +267,45 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                "updates": done_updates,
                "timings": dict(timings), "episodes": episodes}
     if evaluate_at_end:
+        frozen, runner = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
         results.update(evaluate_run(cfg, fns["agent"], frozen, runner, p_train, p_test))
     results["timings"]["total_s"] = time.perf_counter() - t_all
     write_json(os.path.join(run_dir, "results.json"), results)
     return results
+
+
+def check_session_shards(cfg: Config) -> int:
+    """The local device count, after checking that ``train.session_shards`` fits on it."""
+    n_dev = jax.local_device_count()
+    if cfg.train.session_shards > n_dev:
+        hint = (" On a CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count="
+                f"{cfg.train.session_shards} (train.py does this for you: one device per core)."
+                if jax.default_backend() == "cpu" else "")
+        raise ValueError(f"train.session_shards = {cfg.train.session_shards}, but only {n_dev} local device(s): "
+                         f"lower it (0 = one shard per device; a resumed run keeps its value).{hint}")
+    return n_dev
+
+
+def _stage2_programs(fns, over_seeds, shards: int):
+    """Jitted (init, chunk) over the seeds, shard_mapped over the session shards when there are
+    several; and ``sharding(frozen, runner)``, their shardings as trees (None for one shard): the
+    frozen Stage-I products are replicated, the runner split as ``runner_specs`` says."""
+    if shards == 1:
+        return jax.jit(over_seeds(fns["init"])), jax.jit(over_seeds(fns["chunk"])), None
+    mesh = Mesh(np.array(jax.local_devices()[:shards]), (SESSIONS,))
+    specs = fns["runner_specs"]()
+    smap = lambda f, i, o: jax.jit(jax.shard_map(over_seeds(f), mesh=mesh, in_specs=i, out_specs=o, check_vma=False))
+    init_v = smap(fns["init"], (P(), P()), specs)
+    chunk_v = smap(fns["chunk"], (specs, P()), (specs, P()))
+
+    def sharding(frozen, runner):
+        replicated = jax.tree.map(lambda _: NamedSharding(mesh, P()), frozen)
+        if runner is None:
+            return replicated, None
+        return replicated, jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
+                                        specs, runner, is_leaf=lambda x: isinstance(x, P))
+
+    return init_v, chunk_v, sharding
 
 
 def _episodes(metrics_path: str, seeds) -> dict:

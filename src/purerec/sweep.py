@@ -132,8 +132,12 @@ def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
             point = dict(zip(names, values))
             overrides = {**spec.base, **point}
             cfg = scale_budget(load_config(env_file, overrides), budget)
+            if cfg.train.session_shards > 1:
+                raise ConfigError("train.session_shards", cfg.train.session_shards,
+                                  "0 or 1 in a sweep: a sweep spreads whole runs over the devices")
             for seed in spec.seeds:
-                c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,))).validate()
+                c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,), session_shards=1))
+                c = c.validate()
                 runs.append(RunSpec(run_id=_cfg_hash(c), cfg=c, seed=seed, point={"env": env_file, **point}))
     return runs
 

@@ -5,6 +5,12 @@ GAE for both levels, then ``epochs`` x ``minibatches`` PPO steps (``lax.scan``s)
 ``chunk_updates`` updates; ``train(key)`` runs Stage I and every chunk in one program. Seeds are
 mapped or vmapped by the caller (``purerec.experiment.seed_batcher``).
 
+Session shards (``train.session_shards``, data parallelism). Built with ``axis_name``, the pieces
+run inside a ``shard_map`` over that device axis: each device resets and steps its share of the
+sessions with its own random stream, and takes its share of every PPO minibatch; the exposure
+counts behind Fair, the gradients and the logged sums are summed over the axis, so parameters,
+optimiser states and the exposure window stay identical on every device (``runner_specs``).
+
 Rewards. Worker: the env reward r_t. Manager (and FLAT): r_t + lambda * Fair_t with
 Fair_t = -Gini of item exposure over all items of the world, counted over the slates of all
 parallel sessions in the last ``fair_window`` steps -- the platform-level exposure the fairness
@@ -24,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 from purerec import diffusion, dsrm, ppo, slate
 from purerec import env as E
@@ -158,20 +165,46 @@ def _step_level(level: Level, grads, cfg: Config, actor_lr, critic_lr) -> Level:
                  actor_opt=actor_opt, critic_opt=critic_opt)
 
 
-def make_train(cfg: Config, params: E.EnvParams):
-    """Pure pieces for the train world: ``stage1``, ``init``, ``update``, ``chunk`` and ``train``."""
+def runner_specs(axis_name: str, hierarchy: bool, lead: int = 1) -> Runner:
+    """Partition specs (a prefix of a Runner with ``lead`` leading seed axes): the per-session
+    arrays are split along their session axis, everything else is replicated."""
+    split = P(*(None,) * lead, axis_name)
+    return Runner(worker=P(), manager=P() if hierarchy else None, env_state=split, obs=split, z=split,
+                  fair_buf=P(), key=P(), update=P(), hyper=P())
+
+
+def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
+    """Pure pieces for the train world: ``stage1``, ``init``, ``update``, ``chunk`` and ``train``.
+
+    With ``axis_name``, ``init``, ``update`` and ``chunk`` are one device's share of a run whose
+    sessions are split in ``train.session_shards`` along that mapped axis (``stage1`` and ``train``
+    stay whole-run pieces for ``axis_name = None``).
+    """
     world = params.world
     agent = make_agent(cfg, world.item_emb.shape[1])
     basis = item_basis(world.item_emb, world.item_pop)
     n_items, k_slate = world.n_items, params.slate_size
-    B, T = cfg.train.num_envs, cfg.train.rollout_len
+    shards = cfg.train.session_shards if axis_name else 1
+    B_all, T = cfg.train.num_envs, cfg.train.rollout_len
+    B = B_all // shards  # this device's sessions
+
+    def across(x):
+        """Sum over the session shards (identity without them)."""
+        return x if axis_name is None else jax.tree.map(lambda a: jax.lax.psum(a, axis_name), x)
+
+    def own(key):
+        """This shard's random stream from a key every shard holds."""
+        return key if axis_name is None else jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+    def mean_all(x):
+        return x.mean() if axis_name is None else across(x.sum()) / (x.size * shards)
     d = cfg.encoder.state_dim
     hier = cfg.agent.hierarchy
     interval = cfg.agent.manager_interval
     stage1 = make_stage1(cfg, params)
     # A slate holds distinct items, so an item gets at most one exposure per session and step:
     # the window's counts are integers in [0, B * fair_window] and a histogram replaces the sort.
-    max_exposure = B * cfg.agent.fair_window
+    max_exposure = B_all * cfg.agent.fair_window
     exposure_gini = partial(gini_of_counts, max_count=max_exposure) if max_exposure <= 8 * n_items else gini
 
     def env_params(h) -> E.EnvParams:
@@ -181,7 +214,7 @@ def make_train(cfg: Config, params: E.EnvParams):
     def init(key: jax.Array, frozen: Frozen, hyper: dict | None = None) -> Runner:
         hyper = hyper_from_config(cfg) if hyper is None else hyper
         k_env, k_w, k_wc, k_m, k_mc, k_run = jax.random.split(key, 6)
-        obs, env_state = E.batch_reset(k_env, env_params(hyper), B)
+        obs, env_state = E.batch_reset(own(k_env), env_params(hyper), B)
         s0, z0 = jnp.zeros((1, d)), jnp.full((1, 2), 0.5)
         w_actor = agent.worker.init(k_w, s0, z0) if hier else agent.worker.init(k_w, s0)
         # Warm start: the actor's query projection W starts as Stage I's feedback predictor, so
@@ -195,7 +228,7 @@ def make_train(cfg: Config, params: E.EnvParams):
 
     def rollout_step(frozen: Frozen, carry, key):
         r: Runner = carry
-        k_s, k_m, k_w, k_e = jax.random.split(key, 4)
+        k_s, k_m, k_w, k_e = jax.random.split(own(key), 4)
         s = agent.state(frozen, k_s, r.obs, world.item_emb)
         if hier:
             dist = agent.manager.apply(r.manager.actor, s)
@@ -213,7 +246,7 @@ def make_train(cfg: Config, params: E.EnvParams):
             jax.random.split(k_w, B), logits, k_slate)
         v_w = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s, z))
         obs, env_state, reward, term, trunc, info = E.batch_step(k_e, r.env_state, slates, env_params(r.hyper))
-        counts = jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0)
+        counts = across(jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0))
         fair_buf = jnp.concatenate([r.fair_buf[1:], counts[None]], axis=0)
         fair = -exposure_gini(fair_buf.sum(0))
         done = term | trunc
@@ -231,7 +264,8 @@ def make_train(cfg: Config, params: E.EnvParams):
         x = agent.coefficients(actor, mb["s"], mb["z"])
         logp, ent = slate.linear_log_prob_entropy(x, basis, mb["slate"])
         v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["s"], mb["z"]))
-        return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h))
+        return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h),
+                                axis_name=axis_name)
 
     def manager_loss(p, mb, h):
         actor, critic = p
@@ -240,7 +274,7 @@ def make_train(cfg: Config, params: E.EnvParams):
         ent = jnp.sum(dist.entropy(), -1)
         v = agent.m_critic.apply(critic, mb["s"])
         return ppo.clipped_loss(logp, mb["logp_m"], mb["adv_m"], v, mb["tgt_m"], ent, *ppo_coefs(h),
-                                weight=mb["decide"])
+                                weight=mb["decide"], axis_name=axis_name)
 
     def sgd(r: Runner, batch, key):
         P = cfg.ppo
@@ -251,18 +285,18 @@ def make_train(cfg: Config, params: E.EnvParams):
 
         def epoch(carry, k):
             r = carry
-            perm = jax.random.permutation(k, n)
+            perm = jax.random.permutation(own(k), n)
             mbs = jax.tree.map(lambda x: x[perm].reshape((P.minibatches, mb_size) + x.shape[1:]), batch)
 
             def minibatch(r, mb):
                 (_, wl), wg = jax.value_and_grad(worker_loss, has_aux=True)((r.worker.actor, r.worker.critic), mb, h)
-                r = r.replace(worker=_step_level(r.worker, wg, cfg, *lrs))
+                r = r.replace(worker=_step_level(r.worker, across(wg), cfg, *lrs))
                 logs = {f"worker_{k}": v for k, v in wl.items()}
                 if hier:
                     (_, ml), mg = jax.value_and_grad(manager_loss, has_aux=True)((r.manager.actor, r.manager.critic), mb, h)
-                    r = r.replace(manager=_step_level(r.manager, mg, cfg, *lrs))
+                    r = r.replace(manager=_step_level(r.manager, across(mg), cfg, *lrs))
                     logs.update({f"manager_{k}": v for k, v in ml.items()})
-                return r, logs
+                return r, across(logs)
 
             return jax.lax.scan(minibatch, r, mbs)
 
@@ -274,7 +308,7 @@ def make_train(cfg: Config, params: E.EnvParams):
         gamma, lam = h["ppo.gamma"], h["ppo.gae_lambda"]
         key, k_roll, k_last, k_sgd = jax.random.split(r.key, 4)
         r, tr = jax.lax.scan(partial(rollout_step, frozen), r, jax.random.split(k_roll, T))
-        s_last = agent.state(frozen, k_last, r.obs, world.item_emb)
+        s_last = agent.state(frozen, own(k_last), r.obs, world.item_emb)
         v_w_last = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s_last, r.z))
         adv_w, tgt_w = ppo.gae(tr["r"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
         if hier:
@@ -289,18 +323,19 @@ def make_train(cfg: Config, params: E.EnvParams):
         batch = jax.tree.map(lambda x: x.reshape((B * T,) + x.shape[2:]), batch)
         r = r.replace(key=key)
         r, losses = sgd(r, batch, k_sgd)
-        n_done = jnp.maximum(tr["done"].sum(), 1)
-        p = tr["n_pop"].sum(1) / (B * k_slate)
-        n_dec = jnp.maximum(tr["decide"].sum(), 1)
+        episodes = across(tr["done"].sum())
+        n_done = jnp.maximum(episodes, 1)
+        p = across(tr["n_pop"].sum(1)) / (B_all * k_slate)
+        n_dec = jnp.maximum(across(tr["decide"].sum()), 1)
         logs = {
-            "episodes": tr["done"].sum(),
-            "Len": tr["ep_len"].sum() / n_done,
-            "R_cum": tr["ep_ret"].sum() / n_done,
-            "R_each": tr["r"].mean(),
+            "episodes": episodes,
+            "Len": across(tr["ep_len"].sum()) / n_done,
+            "R_cum": across(tr["ep_ret"].sum()) / n_done,
+            "R_each": mean_all(tr["r"]),
             "AD": jnp.mean(jnp.abs(2 * p - 1)),
             "Fair": tr["fair"].mean(),
-            "w_acc": jnp.sum(tr["z"][..., 0] * tr["decide"]) / n_dec,
-            "w_fair": jnp.sum(tr["z"][..., 1] * tr["decide"]) / n_dec,
+            "w_acc": across(jnp.sum(tr["z"][..., 0] * tr["decide"])) / n_dec,
+            "w_fair": across(jnp.sum(tr["z"][..., 1] * tr["decide"])) / n_dec,
             **losses,
         }
         return r.replace(update=r.update + 1), logs
@@ -319,7 +354,7 @@ def make_train(cfg: Config, params: E.EnvParams):
         return frozen, r, logs, curves
 
     return {"agent": agent, "stage1": stage1_frozen, "init": init, "update": update, "chunk": chunk,
-            "train": train}
+            "train": train, "runner_specs": partial(runner_specs, axis_name, hier) if axis_name else None}
 
 
 def agent_policy(agent: Agent, key, obs, state, params: E.EnvParams, pp):

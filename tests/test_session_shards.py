@@ -1,0 +1,184 @@
+"""Session shards (``train.session_shards``): a run's sessions split over devices.
+
+The sharded PPO loss against the whole-minibatch loss, config resolution and errors, and, in a
+subprocess with two CPU devices, the sharded update against the same pieces vmapped on one
+device, identical replicas, same-seed repeats and resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import small_config
+from purerec import ppo
+from purerec.config import ConfigError, resolve_session_shards
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _loss_inputs(n=12, seed=0):
+    k = jax.random.split(jax.random.PRNGKey(seed), 6)
+    logp = jax.random.normal(k[0], (n,)) * 0.3
+    old = logp + jax.random.normal(k[1], (n,)) * 0.2
+    adv = jax.random.normal(k[2], (n,))
+    value, target = jax.random.normal(k[3], (n,)), jax.random.normal(k[4], (n,))
+    ent = jax.random.uniform(k[5], (n,))
+    weight = (jnp.arange(n) % 3 != 1).astype(jnp.float32)
+    return logp, old, adv, value, target, ent, weight
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sharded_loss_parts_and_gradients_sum_to_the_whole_minibatch(weighted):
+    logp, old, adv, value, target, ent, weight = _loss_inputs()
+    w = weight if weighted else None
+    coefs = (0.2, 0.5, 0.01)
+
+    def whole(lp, v):
+        return ppo.clipped_loss(lp, old, adv, v, target, ent, *coefs, weight=w)
+
+    def share(lp, v, o, a, t, e, wt):
+        return ppo.clipped_loss(lp, o, a, v, t, e, *coefs, weight=wt if weighted else None, axis_name="s")
+
+    (loss, parts), grads = jax.value_and_grad(whole, argnums=(0, 1), has_aux=True)(logp, value)
+    halves = lambda x: x.reshape(2, -1)
+    (loss_s, parts_s), grads_s = jax.vmap(jax.value_and_grad(share, argnums=(0, 1), has_aux=True), axis_name="s")(
+        *(halves(x) for x in (logp, value, old, adv, target, ent, weight)))
+    np.testing.assert_allclose(loss_s.sum(), loss, rtol=1e-5)
+    for k in parts:
+        np.testing.assert_allclose(parts_s[k].sum(), parts[k], rtol=1e-5, err_msg=k)
+    for g, g_s in zip(grads, grads_s):
+        np.testing.assert_allclose(g_s.reshape(-1), g, rtol=1e-5, atol=1e-7)
+    # The shards' statistics are the whole minibatch's: a loss on one half alone differs.
+    alone = ppo.clipped_loss(logp[:6], old[:6], adv[:6], value[:6], target[:6], ent[:6], *coefs,
+                             weight=None if w is None else w[:6])[0]
+    assert abs(float(alone) - float(loss_s[0])) > 1e-3
+
+
+def test_auto_shards_resolve_to_the_devices_that_split_the_batch():
+    cfg = dataclasses.replace(small_config(), train=dataclasses.replace(small_config().train, num_envs=12,
+                                                                          rollout_len=4))
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, minibatches=4)).validate()
+    # 12 sessions x 4 steps, 4 minibatches: 2 and 3 shards fit (6*4 and 4*4 rows), 4 does (3*4), 5 does not.
+    assert resolve_session_shards(cfg, 1).train.session_shards == 1
+    assert resolve_session_shards(cfg, 3).train.session_shards == 3
+    assert resolve_session_shards(cfg, 5).train.session_shards == 4
+    fixed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=2))
+    assert resolve_session_shards(fixed, 8).train.session_shards == 2
+    with pytest.raises(ConfigError, match="train.session_shards"):
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=5)).validate()
+    with pytest.raises(ConfigError, match="train.session_shards"):
+        dataclasses.replace(cfg.train, session_shards=-1).validate()
+
+
+def test_more_shards_than_devices_is_a_clear_error(tmp_path):
+    from purerec.experiment import run
+
+    cfg = small_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=jax.local_device_count() + 1,
+                                                             num_envs=64, rollout_len=4)).validate()
+    with pytest.raises(ValueError, match=r"train.session_shards = \d+, but only \d+ local device"):
+        run(cfg, run_dir=str(tmp_path / "r"), progress=False, log=lambda *a: None)
+    assert not os.path.exists(tmp_path / "r")  # rejected before anything is written
+
+
+def test_run_written_before_session_shards_resumes_unsharded(tmp_path):
+    from purerec.experiment import load_run_config
+
+    data = dataclasses.asdict(small_config())
+    del data["train"]["session_shards"]
+    with open(tmp_path / "config.json", "w") as fh:
+        json.dump(data, fh)
+    assert load_run_config(str(tmp_path)).train.session_shards == 1
+
+
+def test_sweeps_refuse_session_shards(tmp_path):
+    from purerec import sweep
+
+    env = os.path.join(ROOT, "envs", "kuairec.toml")
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'[sweep]\nname = "x"\nenvs = ["{env}"]\nseeds = [1]\n[base]\n"train.session_shards" = 2\n'
+                    '[grid]\n"agent.lambda_fair" = [0.0]\n')
+    with pytest.raises(ConfigError, match="train.session_shards"):
+        sweep.expand(sweep.load_sweep(str(spec)))
+
+
+TWO_DEVICES = textwrap.dedent("""
+    import dataclasses, json, os, shutil, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
+    sys.path.insert(0, os.path.join({root!r}, "tests"))
+    from test_trainer import train_config
+    from purerec.datasets import get_worlds
+    from purerec.env import make_params
+    from purerec.experiment import SESSIONS, run
+    from purerec.trainer import make_train
+
+    assert jax.local_device_count() == 2
+    out = {{}}
+    # 1. One update, shard_mapped over the two devices vs the same pieces vmapped on one device.
+    cfg = train_config(session_shards=2, seeds=(1,), total_updates=2, chunk_updates=1)
+    train_w, _ = get_worlds(cfg)
+    fns = make_train(cfg, make_params(train_w, cfg), axis_name=SESSIONS)
+    key = jax.random.PRNGKey(4)
+    frozen, _ = jax.jit(fns["stage1"])(key)
+    mesh = Mesh(np.array(jax.devices()), (SESSIONS,))
+    specs = fns["runner_specs"](lead=0)
+    init = jax.jit(jax.shard_map(fns["init"], mesh=mesh, in_specs=(P(), P()), out_specs=specs, check_vma=False))
+    copies = lambda f: (lambda *a: jax.tree.map(lambda x: x[None], f(*a)))  # every device's copy
+    upd = jax.jit(jax.shard_map(copies(lambda r, fz: fns["update"](fz, r)), mesh=mesh, in_specs=(specs, P()),
+                                out_specs=P(SESSIONS), check_vma=False))
+    r_dev, logs_dev = upd(init(key, frozen), frozen)
+    emu = jax.vmap(lambda k, fz: fns["update"](fz, fns["init"](k, fz)), in_axes=(None, None),
+                   axis_name=SESSIONS, axis_size=2)
+    r_emu, logs_emu = jax.jit(emu)(key, frozen)
+    replicated = {{"worker": r_dev.worker, "manager": r_dev.manager, "fair_buf": r_dev.fair_buf,
+                   "key": r_dev.key, "logs": logs_dev}}
+    out["replicas_equal"] = all(bool(np.array_equal(x[0], x[1])) for x in jax.tree.leaves(replicated))
+    # Largest difference relative to the leaf's scale: float rounding only (batched vs per-device kernels).
+    err = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (1e-12 + np.max(np.abs(np.asarray(b)))))
+    out["emulation_err"] = max(err(a, b) for a, b in zip(jax.tree.leaves((r_dev.worker, r_dev.manager, logs_dev)),
+                                                         jax.tree.leaves((r_emu.worker, r_emu.manager, logs_emu))))
+    out["sessions_differ"] = not np.array_equal(r_dev.obs.items[0], r_dev.obs.items[1])
+    out["episodes"] = float(logs_dev["episodes"][0])
+    # 2. run(): auto shards, a repeat, and a resume after losing the last checkpoint.
+    cfg = train_config(total_updates=4, chunk_updates=2, seeds=(1, 2))
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_sessions=128))
+    d = {tmp!r}
+    quiet = dict(progress=False, log=lambda *a: None)
+    res = run(cfg, run_dir=os.path.join(d, "a"), **quiet)
+    res2 = run(cfg, run_dir=os.path.join(d, "b"), **quiet)
+    shutil.rmtree(os.path.join(d, "b", "checkpoints", "4"))
+    os.remove(os.path.join(d, "b", "results.json"))
+    res3 = run(cfg, run_dir=os.path.join(d, "b"), resume=True, **quiet)
+    out["recorded_shards"] = json.load(open(os.path.join(d, "a", "config.json")))["train"]["session_shards"]
+    out["repeat_equal"] = res2["per_seed"] == res["per_seed"]
+    out["resume_equal"] = res3["per_seed"] == res["per_seed"]
+    read = lambda p: open(os.path.join(d, p, "metrics.jsonl")).read()
+    out["metrics_equal"] = read("a") == read("b")
+    out["R_cum"] = res["mean"]["R_cum"]
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_two_device_shards_match_one_device_and_repeat_exactly(tmp_path):
+    code = TWO_DEVICES.format(root=ROOT, tmp=str(tmp_path))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert out["replicas_equal"], out  # parameters, optimiser states, exposure window and logs
+    assert out["emulation_err"] < 1e-4, out
+    assert out["sessions_differ"] and out["episodes"] > 0, out
+    assert out["recorded_shards"] == 2
+    assert out["repeat_equal"] and out["resume_equal"] and out["metrics_equal"], out
+    assert np.isfinite(out["R_cum"])
