@@ -11,6 +11,9 @@ that cost is part of what a user pays today.
     python benchmarks/sweep_speed.py [--ks 5 20] [--envs envs/kuairec.toml] [--budget 0.05]
 
 Target on the 2-core CPU: sweep >= 1.5x faster than one by one.
+
+Both sides see one CPU device per core, as under ``train.py`` (``purerec.hostdevices``): the sweep
+spreads its runs over the devices, and each one-by-one run splits its sessions over them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
+
+from purerec.hostdevices import expose_host_cores  # noqa: E402
+
+expose_host_cores()  # before JAX starts
 
 from purerec.sweep import SweepSpec, expand, load_sweep, run_sweep  # noqa: E402
 

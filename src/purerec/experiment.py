@@ -6,6 +6,8 @@ Orbax checkpoint after each chunk, and checks the losses: a NaN or inf stops the
 error naming the update and the loss, while the last good checkpoint stays on disk. Checkpoints
 are written in the background while the next chunk computes (Orbax commits each one atomically;
 ``latest_checkpoint`` ignores uncommitted ones), and the loop waits for the last one on any exit.
+With ``train.session_shards`` > 1, ``init`` and the chunks run in a ``shard_map`` over that many
+local devices (Stage I and the evaluation stay one-device programs).
 
 Run directory::
 

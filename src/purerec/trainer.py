@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from jax.sharding import PartitionSpec as P
+from jax.sharding import PartitionSpec
 
 from purerec import diffusion, dsrm, ppo, slate
 from purerec import env as E
@@ -168,9 +168,9 @@ def _step_level(level: Level, grads, cfg: Config, actor_lr, critic_lr) -> Level:
 def runner_specs(axis_name: str, hierarchy: bool, lead: int = 1) -> Runner:
     """Partition specs (a prefix of a Runner with ``lead`` leading seed axes): the per-session
     arrays are split along their session axis, everything else is replicated."""
-    split = P(*(None,) * lead, axis_name)
-    return Runner(worker=P(), manager=P() if hierarchy else None, env_state=split, obs=split, z=split,
-                  fair_buf=P(), key=P(), update=P(), hyper=P())
+    split, rep = PartitionSpec(*(None,) * lead, axis_name), PartitionSpec()
+    return Runner(worker=rep, manager=rep if hierarchy else None, env_state=split, obs=split, z=split,
+                  fair_buf=rep, key=rep, update=rep, hyper=rep)
 
 
 def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
@@ -203,7 +203,7 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
     interval = cfg.agent.manager_interval
     stage1 = make_stage1(cfg, params)
     # A slate holds distinct items, so an item gets at most one exposure per session and step:
-    # the window's counts are integers in [0, B * fair_window] and a histogram replaces the sort.
+    # the window's counts are integers in [0, num_envs * fair_window] and a histogram replaces the sort.
     max_exposure = B_all * cfg.agent.fair_window
     exposure_gini = partial(gini_of_counts, max_count=max_exposure) if max_exposure <= 8 * n_items else gini
 
