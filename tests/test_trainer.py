@@ -216,3 +216,20 @@ def test_seed_batching_modes_agree():
     assert out_map["a"].shape == (3, 3)
     with pytest.raises(ConfigError, match="train.seed_batching"):
         dataclasses.replace(Config().train, seed_batching="pmap").validate()
+
+
+def test_periodic_evaluation_writes_test_world_curves(tmp_path):
+    """eval_every_chunks = 1: one evals.jsonl line per chunk; the last is the final evaluation,
+    and evaluating in the loop compiles no chunk again."""
+    cfg = train_config(total_updates=4, chunk_updates=2, seeds=(5,), eval_every_chunks=1)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_sessions=64))
+    d = tmp_path / "evals"
+    res = run(cfg, run_dir=str(d), progress=False, log=lambda *a: None)
+    with open(d / "evals.jsonl") as fh:
+        rows = [json.loads(ln) for ln in fh]
+    assert [r["update"] for r in rows] == [2, 4]
+    assert rows[-1]["per_seed"] == res["per_seed"]
+    assert rows[0]["per_seed"] != rows[1]["per_seed"]  # the policy changed between the two
+    for key in ("R_cum", "AD", "probe_cos_purified"):
+        assert np.isfinite(rows[0]["mean"][key]), key
+    assert res["recompiles_in_loop"] == 0 and res["timings"]["eval_s"] > 0

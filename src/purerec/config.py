@@ -294,6 +294,9 @@ class TrainConfig:
     a fixed value; 0 = as many as there are local devices (see ``resolve_session_shards``), and the
     resolved value is what ``config.json`` records.
 
+    ``eval_every_chunks`` (0 = only at the end) also evaluates on the test world every that many
+    chunks, into the run's ``evals.jsonl``: test-world learning curves, never used for training.
+
     ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
     seed has completed that many training episodes (the paper budgets training in episodes:
     20,000 in Table 4); ``total_updates`` stays the cap. ``seed_batching`` picks how one program

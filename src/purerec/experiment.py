@@ -13,6 +13,7 @@ Run directory::
 
     config.json      the resolved config
     metrics.jsonl    one line per (seed, update): the learning curves and losses
+    evals.jsonl      with train.eval_every_chunks = N: the test-world evaluation every N chunks
     stage1.json      Stage-I loss curves per seed (first/last values)
     checkpoints/N    Orbax checkpoint after N updates
     results.json     final evaluation on the test world, per seed and mean/std
@@ -118,12 +119,19 @@ def _append_metrics(path: str, logs: dict, first_update: int, seeds) -> None:
                 fh.write(json.dumps(row) + "\n")
 
 
+def _line_update(ln: str) -> float:
+    try:
+        return json.loads(ln)["update"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+        return float("inf")
+
+
 def _truncate_metrics(path: str, up_to_update: int) -> None:
     """Drop lines past the checkpoint (written by a chunk whose checkpoint never landed)."""
     if not os.path.exists(path):
         return
     with open(path) as fh:
-        keep = [ln for ln in fh if json.loads(ln)["update"] <= up_to_update]
+        keep = [ln for ln in fh if _line_update(ln) <= up_to_update]
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.writelines(keep)
@@ -167,6 +175,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))
     ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    evals_path = os.path.join(run_dir, "evals.jsonl")
     seeds = list(cfg.train.seeds)
     t_all = time.perf_counter()
 
@@ -180,7 +189,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns["stage1"]))
     init_v, chunk_v, sharding = _stage2_programs(fns, over_seeds, shards)
-    timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0}
+    timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
     checkpointer = ocp.StandardCheckpointer()
 
     def timed_compile(fn, *args):
@@ -208,6 +217,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             f"{np.mean(curves['dsrm_loss'][:, -1]):.3f}")
         done_updates = 0
         _truncate_metrics(metrics_path, 0)
+        _truncate_metrics(evals_path, 0)
         t0 = time.perf_counter()
         # Host copies: Orbax then writes plain arrays in the background (cheaper than device shards).
         checkpointer.save(os.path.join(ckpt_dir, "0"), jax.device_get({"frozen": frozen, "runner": runner}))
@@ -224,6 +234,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                                      {"frozen": frozen_abs, "runner": runner_abs})
         frozen, runner = state["frozen"], state["runner"]
         _truncate_metrics(metrics_path, done_updates)
+        _truncate_metrics(evals_path, done_updates)
         log(f"resumed {run_dir} after update {done_updates}")
 
     n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
@@ -235,6 +246,15 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
     target = cfg.train.target_episodes
     episodes = _episodes(metrics_path, seeds)  # read once (a resumed run's earlier chunks), then tallied
+    every = cfg.train.eval_every_chunks
+    last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
+
+    def evaluate_now() -> dict:
+        t0 = time.perf_counter()
+        fz, rn = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
+        out = evaluate_run(cfg, fns["agent"], fz, rn, p_train, p_test)
+        timings["eval_s"] += time.perf_counter() - t0
+        return out
     try:
         for c in range(first_chunk, n_chunks):
             if target and done_updates and min(episodes.values()) >= target:
@@ -255,6 +275,12 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             checkpointer.save(os.path.join(ckpt_dir, str(done_updates)),
                             jax.device_get({"frozen": frozen, "runner": runner}))
             timings["checkpoint_s"] += time.perf_counter() - t0
+            if every and (c + 1) % every == 0:
+                counter.active = False  # the evaluation's own compilation is not a chunk recompile
+                last_eval = (done_updates, evaluate_now())
+                counter.active = True
+                with open(evals_path, "a") as fh:
+                    fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
             bar.update(cfg.train.chunk_updates)
             bar.set_postfix(Len=f"{np.mean(logs['Len'][:, -1]):.2f}", AD=f"{np.mean(logs['AD'][:, -1]):.3f}",
                             R_cum=f"{np.mean(logs['R_cum'][:, -1]):.2f}")
@@ -269,8 +295,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                "updates": done_updates,
                "timings": dict(timings), "episodes": episodes}
     if evaluate_at_end:
-        frozen, runner = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
-        results.update(evaluate_run(cfg, fns["agent"], frozen, runner, p_train, p_test))
+        results.update(last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now())
+        results["timings"]["eval_s"] = timings["eval_s"]
     results["timings"]["total_s"] = time.perf_counter() - t_all
     write_json(os.path.join(run_dir, "results.json"), results)
     return results
