@@ -110,6 +110,11 @@ def test_sweeps_refuse_session_shards(tmp_path):
                     '[grid]\n"agent.lambda_fair" = [0.0]\n')
     with pytest.raises(ConfigError, match="train.session_shards"):
         sweep.expand(sweep.load_sweep(str(spec)))
+    # Run ids leave the field out, so records written before it existed keep their ids.
+    cfg = small_config()
+    ids = {sweep._cfg_hash(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=n)))
+           for n in (0, 1, 2)}
+    assert len(ids) == 1
 
 
 TWO_DEVICES = textwrap.dedent("""

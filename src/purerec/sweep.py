@@ -120,7 +120,11 @@ def scale_budget(cfg: Config, budget: float) -> Config:
 
 
 def _cfg_hash(cfg: Config) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """Run id: a hash of the config without ``train.session_shards``, which is 1 in every sweep
+    (leaving it out keeps the ids of records written before the field existed)."""
+    d = dataclasses.asdict(cfg)
+    d["train"].pop("session_shards")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
