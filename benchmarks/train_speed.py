@@ -102,17 +102,14 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
 
     stop = {"train.target_episodes": episodes_target} if episodes_target else {}
     cfg = apply_overrides(cfg, {"train.total_updates": updates, **stop}).validate()
-    import jax
-
-    from purerec.config import resolve_session_shards
-
-    cfg = resolve_session_shards(cfg, jax.local_device_count())
     load0 = os.getloadavg()
     run_dir = tempfile.mkdtemp(prefix="purerec-train-speed-")
     try:
         res = run(cfg, run_dir=run_dir, progress=False, evaluate_at_end=False, log=lambda *a, **k: None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    import jax
+
     t = res["timings"]
     seeds = list(cfg.train.seeds)
     updates = res["updates"]
@@ -123,7 +120,7 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         "num_envs": tr.num_envs,
         "rollout_len": tr.rollout_len,
         "updates": updates,
-        "session_shards": cfg.train.session_shards,
+        "session_shards": res["session_shards"],
         "devices": jax.local_device_count(),
         "backend": jax.default_backend(),
         "chunk_updates": tr.chunk_updates,

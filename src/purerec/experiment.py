@@ -188,7 +188,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     k_init = jax.vmap(init_key)(keys)
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns["stage1"]))
-    init_v, chunk_v, sharding = _stage2_programs(fns, over_seeds, shards)
+    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards)
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
     checkpointer = ocp.StandardCheckpointer()
 
@@ -203,8 +203,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         stage1_c = timed_compile(stage1_v, k_stage1)
         t0 = time.perf_counter()
         frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
-        if sharding is not None:
-            frozen = jax.device_put(frozen, sharding(frozen, None)[0])
+        if replicated is not None:
+            frozen = jax.device_put(frozen, replicated)
         timings["stage1_s"] = time.perf_counter() - t0
         init_c = timed_compile(init_v, k_init, frozen)
         runner = jax.block_until_ready(init_c(k_init, frozen))
@@ -225,11 +225,10 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     else:
         frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
         runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
-        if sharding is not None:
-            with_sharding = lambda t, sh: jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), t, sh)
-            f_sh, r_sh = sharding(frozen_abs, runner_abs)
-            frozen_abs, runner_abs = with_sharding(frozen_abs, f_sh), with_sharding(runner_abs, r_sh)
+        if replicated is not None:
+            placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+            frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
+            runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
         state = checkpointer.restore(os.path.join(ckpt_dir, str(done_updates)),
                                      {"frozen": frozen_abs, "runner": runner_abs})
         frozen, runner = state["frozen"], state["runner"]
@@ -292,7 +291,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         bar.close()
     recompiles = counter.count
     results = {"run_dir": run_dir, "agent": cfg.agent.kind, "seeds": seeds, "recompiles_in_loop": recompiles,
-               "updates": done_updates,
+               "updates": done_updates, "session_shards": shards,
                "timings": dict(timings), "episodes": episodes}
     if evaluate_at_end:
         results.update(last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now())
@@ -316,24 +315,21 @@ def check_session_shards(cfg: Config) -> int:
 
 def _stage2_programs(fns, over_seeds, shards: int):
     """Jitted (init, chunk) over the seeds, shard_mapped over the session shards when there are
-    several; and ``sharding(frozen, runner)``, their shardings as trees (None for one shard): the
-    frozen Stage-I products are replicated, the runner split as ``runner_specs`` says."""
+    several; then the replicated sharding (for the frozen Stage-I products) and a function giving
+    a runner's shardings as ``runner_specs`` says (both None for one shard)."""
     if shards == 1:
-        return jax.jit(over_seeds(fns["init"])), jax.jit(over_seeds(fns["chunk"])), None
+        return jax.jit(over_seeds(fns["init"])), jax.jit(over_seeds(fns["chunk"])), None, None
     mesh = Mesh(np.array(jax.local_devices()[:shards]), (SESSIONS,))
     specs = fns["runner_specs"]()
     smap = lambda f, i, o: jax.jit(jax.shard_map(over_seeds(f), mesh=mesh, in_specs=i, out_specs=o, check_vma=False))
     init_v = smap(fns["init"], (P(), P()), specs)
     chunk_v = smap(fns["chunk"], (specs, P()), (specs, P()))
 
-    def sharding(frozen, runner):
-        replicated = jax.tree.map(lambda _: NamedSharding(mesh, P()), frozen)
-        if runner is None:
-            return replicated, None
-        return replicated, jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
-                                        specs, runner, is_leaf=lambda x: isinstance(x, P))
+    def runner_sharding(runner):
+        return jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
+                            specs, runner, is_leaf=lambda x: isinstance(x, P))
 
-    return init_v, chunk_v, sharding
+    return init_v, chunk_v, NamedSharding(mesh, P()), runner_sharding
 
 
 def _episodes(metrics_path: str, seeds) -> dict:

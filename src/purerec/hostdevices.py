@@ -22,14 +22,12 @@ def core_count() -> int:
         return os.cpu_count() or 1
 
 
-def expose_host_cores(n: int | None = None) -> int:
-    """Ask for ``n`` host devices (default: one per core, at most 8) unless XLA_FLAGS already sets
-    a count or PUREREC_HOST_DEVICES gives one; returns the count asked for (0 = left as it was)."""
+def expose_host_cores() -> None:
+    """Ask for one host device per core (at most 8; PUREREC_HOST_DEVICES=N sets another count)
+    unless XLA_FLAGS already sets a count."""
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG in flags:
-        return 0
-    if n is None:
-        n = int(os.environ.get("PUREREC_HOST_DEVICES", min(core_count(), MAX_HOST_DEVICES)))
+        return
+    n = int(os.environ.get("PUREREC_HOST_DEVICES", min(core_count(), MAX_HOST_DEVICES)))
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={n}".strip()
-    return n
