@@ -106,19 +106,28 @@ def format_table(rows: dict[str, dict[str, float]], columns: list[str], stds: di
 
 
 def run_reference(cfg: Config) -> dict[str, dict[str, float]]:
-    """Roll out the reference policies on the test world and return their metric rows."""
-    import jax
-
+    """The reference policies' rows on the test world under the test protocol (``purerec.evaluation``)."""
     from purerec.datasets import get_worlds
     from purerec.env import make_params
+    from purerec.evaluation import test_protocol
     from purerec.policies import REFERENCE_POLICIES
-    from purerec.rollout import evaluate
 
     _, test = get_worlds(cfg, verbose=True)
     params = make_params(test, cfg)
-    key = jax.random.key(cfg.eval.seed)
-    return {name: evaluate(key, pol, params, cfg.eval.n_sessions, cfg.eval.ad_form)
-            for name, pol in REFERENCE_POLICIES.items()}
+    return {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
+
+
+def _n_test(cfg: Config) -> int:
+    return min(cfg.eval.n_sessions, cfg.world.n_test_users)
+
+
+def protocol_line(cfg: Config, n_sessions: int | None = None) -> str:
+    """The evaluation protocol in words, for every table's caption."""
+    e = cfg.eval
+    n = n_sessions if n_sessions is not None else e.n_sessions
+    return (f"protocol test: held-out test world, {n} distinct users x {e.repeats} repeats "
+            f"(seeds {e.seed}..{e.seed + e.repeats - 1}), each to its first exit, max_len {cfg.env.max_len}, "
+            f"AD = {e.ad_form} form")
 
 
 TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_share"]
@@ -127,10 +136,18 @@ TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_
 FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]
 
 
-def print_results(cfg: Config, res: dict) -> None:
-    print(f"\nTest world, greedy policy, {cfg.eval.n_sessions} sessions per seed, seeds {list(cfg.train.seeds)}, "
-          f"max_len {cfg.env.max_len}, AD = {cfg.eval.ad_form} form (mean ± std over seeds)\n")
-    print(format_table({cfg.agent.kind: res["mean"]}, TABLE_COLUMNS, {cfg.agent.kind: res["std"]}))
+def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None:
+    name = cfg.agent.kind
+    print(f"\n{protocol_line(cfg, res['n_sessions'])}; training seeds {list(cfg.train.seeds)} (mean ± std over seeds)\n")
+    rows = {f"{name} ({rule})": res["test"][rule]["mean"] for rule in res["test"]}
+    stds = {f"{name} ({rule})": res["test"][rule]["std"] for rule in res["test"]}
+    for ref, row in (reference or {}).items():
+        rows[f"reference: {ref}"] = row
+    print(format_table(rows, TABLE_COLUMNS, stds))
+    print(f"\nprotocol train_report: mean of the last {cfg.eval.report_updates} training updates (train world, "
+          f"exploring policy)\n")
+    tr = res["train_report"]
+    print(format_table({name: tr["mean"]}, ["Len", "R_each", "R_cum", "AD"], {name: tr["std"]}))
     print("\nPurification fidelity (cosine to the hidden preference via a linear probe; to s* in state space)\n")
     print(format_table({cfg.agent.kind: res["mean"]}, FIDELITY, {cfg.agent.kind: res["std"]}))
     t = res["timings"]
@@ -206,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if opts.get("reference"):
         rows = run_reference(cfg)
-        print(f"\nReference policies on the test world ({cfg.eval.n_sessions} sessions, max_len "
-              f"{cfg.env.max_len}, AD = {cfg.eval.ad_form} form)\n")
+        print(f"\nReference policies; {protocol_line(cfg, _n_test(cfg))}\n")
         print(format_table(rows, TABLE_COLUMNS))
         return 0
     from purerec.experiment import TrainingError, load_run_config, run
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print_results(cfg, res)
+    print_results(cfg, res, run_reference(cfg))
     return 0
 
 

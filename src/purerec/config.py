@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXIT_RULES = ("temper", "tag_repeat", "none")
+FAIR_SCOPES = ("slate", "session")
 AD_FORMS = ("exposure", "item")
 WORLD_SOURCES = ("synthetic", "kuairec", "kuairand")
 PRESETS = ("kuairec", "kuairand")
@@ -117,6 +118,7 @@ class EnvConfig:
     obs_window: int = 20
     max_len: int = 30
     exit_rule: str = "temper"
+    fair_scope: str = "slate"
     temper_init: float = 0.0
     temper_offset: float = 2.0
     fair_threshold: float = 0.3
@@ -131,6 +133,8 @@ class EnvConfig:
         _check(1 <= self.obs_window <= 1000, f"{p}.obs_window", self.obs_window, "an integer in [1, 1000]")
         _check(1 <= self.max_len <= 10000, f"{p}.max_len", self.max_len, "an integer in [1, 10000]")
         _check(self.exit_rule in EXIT_RULES, f"{p}.exit_rule", self.exit_rule, f"one of {EXIT_RULES}")
+        _check(self.fair_scope in FAIR_SCOPES, f"{p}.fair_scope", self.fair_scope,
+               f"one of {FAIR_SCOPES} (slate: this step's slate, the authors' rule; session: all items shown so far)")
         _check(self.temper_init >= 0, f"{p}.temper_init", self.temper_init,
                ">= 0 (0 means: start at max_len)")
         _check(self.temper_offset >= 0, f"{p}.temper_offset", self.temper_offset, ">= 0")
@@ -149,17 +153,39 @@ class EnvConfig:
         return float(self.temper_init) if self.temper_init > 0 else float(self.max_len)
 
 
+EVAL_PROTOCOLS = ("test", "train_report")
+EVAL_ACTIONS = ("greedy", "sample")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol: how many sessions, and which AD form the reports use."""
+    """The evaluation protocol, one for every agent (``purerec.evaluation``).
 
+    ``protocol = "test"``: the held-out test world, ``n_sessions`` distinct users (capped at the
+    world's users), each run to its first exit, ``repeats`` repeats with seeds ``seed + r``; a
+    seed's figure is the mean over its repeats, the table gives mean +- std over training seeds.
+    ``protocol = "train_report"``: the paper's likely reading (KuaiSim's report): the mean of the
+    last ``report_updates`` updates' training metrics on the train world, exploration on.
+    ``action``: how every agent acts at test time, ``greedy`` (mean goal and mean action) or
+    ``sample`` (the training policy); ``results.json`` holds the test protocol under both.
+    """
+
+    protocol: str = "test"
+    action: str = "greedy"
     n_sessions: int = 4096
+    repeats: int = 3
+    report_updates: int = 10
     ad_form: str = "exposure"
-    seed: int = 0
+    seed: int = 2027
 
     def validate(self, p: str = "eval") -> None:
+        _check(self.protocol in EVAL_PROTOCOLS, f"{p}.protocol", self.protocol, f"one of {EVAL_PROTOCOLS}")
+        _check(self.action in EVAL_ACTIONS, f"{p}.action", self.action, f"one of {EVAL_ACTIONS}")
         _check(self.n_sessions >= 1, f"{p}.n_sessions", self.n_sessions, "an integer >= 1")
+        _check(1 <= self.repeats <= 100, f"{p}.repeats", self.repeats, "an integer in [1, 100]")
+        _check(self.report_updates >= 1, f"{p}.report_updates", self.report_updates, "an integer >= 1")
         _check(self.ad_form in AD_FORMS, f"{p}.ad_form", self.ad_form, f"one of {AD_FORMS}")
+        _check(self.seed >= 0, f"{p}.seed", self.seed, "an integer >= 0")
 
 
 SCHEDULES = ("linear", "cosine")
@@ -176,7 +202,7 @@ class EncoderConfig:
     state_dim: int = 32
     hidden: int = 64
     lr: float = 3e-3
-    train_steps: int = 400
+    train_steps: int = 2000
     batch_size: int = 512
 
     def validate(self, p: str = "encoder") -> None:
@@ -222,19 +248,37 @@ class DSRMConfig:
         _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "an integer >= 1")
 
 
+AGENT_ACTIONS = ("hyper", "plackett_luce")
+SLATE_RULES = ("grouped", "topk")
+SCORES = ("dot", "cos")
+FAIR_REWARDS = ("slate", "batch")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    """Which agent and its hierarchy: see ``purerec.hrl``.
+    """Which agent, its hierarchy and how its policies act: see ``purerec.hrl``.
 
     ``kind``: dsrm_hrl (the method), hrl (no purifier: the paper's "HRL" row), flat (DSRM + one
-    PPO policy over items: the paper's "FLAT" row).
+    PPO policy: the paper's "FLAT" row). ``action``: ``hyper`` (the worker's Gaussian
+    hyper-action over the scorer's coefficients, deterministic slate by ``slate_rule``; the
+    authors' KuaiSim lineage) or ``plackett_luce`` (slates sampled over all items from the
+    scores). ``fair_reward``: the manager's Fair_t, ``slate`` = -Gini of the popular/long-tail
+    exposure of this session's slate L_t (= -|2p_t - 1| / 2; a per-session signal) or ``batch``
+    = -Gini of item exposure over all sessions' slates of the last ``fair_window`` steps.
     """
 
     kind: str = "dsrm_hrl"
-    lambda_fair: float = 0.1
-    manager_interval: int = 5
+    lambda_fair: float = 1.0
+    manager_interval: int = 4
+    fair_reward: str = "slate"
     fair_window: int = 1
     hidden: int = 64
+    action: str = "hyper"
+    slate_rule: str = "grouped"
+    score: str = "dot"
+    action_std: float = 0.05
+    manager_std: float = 0.3
+    context: bool = True
     init_logit_scale: float = 10.0
 
     def validate(self, p: str = "agent") -> None:
@@ -242,8 +286,16 @@ class AgentConfig:
         _check(self.lambda_fair >= 0, f"{p}.lambda_fair", self.lambda_fair, ">= 0")
         _check(1 <= self.manager_interval <= 1000, f"{p}.manager_interval", self.manager_interval,
                "an integer in [1, 1000]")
+        _check(self.fair_reward in FAIR_REWARDS, f"{p}.fair_reward", self.fair_reward, f"one of {FAIR_REWARDS}")
         _check(1 <= self.fair_window <= 1000, f"{p}.fair_window", self.fair_window, "an integer in [1, 1000]")
         _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.action in AGENT_ACTIONS, f"{p}.action", self.action, f"one of {AGENT_ACTIONS}")
+        _check(self.slate_rule in SLATE_RULES, f"{p}.slate_rule", self.slate_rule, f"one of {SLATE_RULES}")
+        _check(self.action == "hyper" or self.slate_rule == "topk", f"{p}.slate_rule", self.slate_rule,
+               "'topk' with action = 'plackett_luce' (sampled slates have no group quota)")
+        _check(self.score in SCORES, f"{p}.score", self.score, f"one of {SCORES}")
+        _check(0 < self.action_std <= 2.0, f"{p}.action_std", self.action_std, "in (0, 2]")
+        _check(0 < self.manager_std <= 2.0, f"{p}.manager_std", self.manager_std, "in (0, 2]")
         _check(self.init_logit_scale > 0, f"{p}.init_logit_scale", self.init_logit_scale, "> 0")
 
     @property
@@ -264,7 +316,7 @@ class PPOConfig:
     gamma: float = 0.9
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
-    ent_coef: float = 0.01
+    ent_coef: float = 0.001
     vf_coef: float = 0.5
     epochs: int = 4
     minibatches: int = 4
@@ -272,7 +324,7 @@ class PPOConfig:
 
     def validate(self, p: str = "ppo") -> None:
         for name in ("actor_lr", "critic_lr"):
-            _check(0 < getattr(self, name) < 1, f"{p}.{name}", getattr(self, name), "in (0, 1)")
+            _check(0 <= getattr(self, name) < 1, f"{p}.{name}", getattr(self, name), "in [0, 1) (0 freezes that network)")
         _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
         _check(0 <= self.gae_lambda <= 1, f"{p}.gae_lambda", self.gae_lambda, "in [0, 1]")
         _check(0 < self.clip_eps < 1, f"{p}.clip_eps", self.clip_eps, "in (0, 1)")
@@ -297,9 +349,9 @@ class TrainConfig:
     ``eval_every_chunks`` (0 = only at the end) also evaluates on the test world every that many
     chunks, into the run's ``evals.jsonl``: test-world learning curves, never used for training.
 
-    ``target_episodes`` (0 = off) ends a ``train.py`` run at the first chunk after which every
-    seed has completed that many training episodes (the paper budgets training in episodes:
-    20,000 in Table 4); ``total_updates`` stays the cap. ``seed_batching`` picks how one program
+    ``target_episodes`` (0 = off; default 20,000, the paper's budget) is a cap on the training
+    episodes of every seed: a ``train.py`` run stops before a chunk that would take any seed past
+    it, judged by that seed's episodes in its last chunk; ``total_updates`` stays the cap on updates. ``seed_batching`` picks how one program
     runs the seeds (see ``purerec.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
     that the runs sharing one program share one budget.
     """
@@ -307,9 +359,9 @@ class TrainConfig:
     seeds: tuple[int, ...] = (11, 15, 19)
     num_envs: int = 256
     rollout_len: int = 32
-    total_updates: int = 40
-    chunk_updates: int = 10
-    target_episodes: int = 0
+    total_updates: int = 80
+    chunk_updates: int = 2
+    target_episodes: int = 20000
     seed_batching: str = "auto"
     session_shards: int = 0
     stage1_sessions: int = 512

@@ -37,6 +37,7 @@ class EnvParams:
     obs_window: int = struct.field(pytree_node=False, default=20)
     max_len: int = struct.field(pytree_node=False, default=30)
     exit_rule: str = struct.field(pytree_node=False, default="temper")
+    fair_scope: str = struct.field(pytree_node=False, default="slate")
     tag_window: int = struct.field(pytree_node=False, default=10)
 
     @property
@@ -59,6 +60,7 @@ def make_params(world: World, cfg: Config) -> EnvParams:
         obs_window=e.obs_window,
         max_len=e.max_len,
         exit_rule=e.exit_rule,
+        fair_scope=e.fair_scope,
         tag_window=e.tag_window,
     )
 
@@ -99,9 +101,14 @@ def true_observation(state: EnvState, params: EnvParams) -> Obs:
 
 def reset(key: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
     """Start a session with a uniformly drawn user of the world."""
+    return reset_user(jax.random.randint(key, (), 0, params.world.n_users), params)
+
+
+def reset_user(user: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
+    """Start a session with the given user (the test protocol's distinct users)."""
     h = params.history_len
     state = EnvState(
-        user=jax.random.randint(key, (), 0, params.world.n_users),
+        user=jnp.asarray(user, jnp.int32),
         t=jnp.int32(0),
         temper=params.temper_start.astype(jnp.float32),
         hist_items=jnp.full((h,), -1, jnp.int32),
@@ -130,8 +137,10 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
     n_popular = state.n_popular + n_new_pop
     temper = state.temper
     if params.exit_rule == "temper":
+        shown_p, pop_p = abandonment.imbalance_counts(params.fair_scope, slate.shape[0], n_new_pop, n_shown,
+                                                      n_popular)
         temper, terminated = abandonment.temper_update(
-            state.temper, reward, n_shown, n_popular, params.temper_offset, params.fair_threshold,
+            state.temper, reward, shown_p, pop_p, params.temper_offset, params.fair_threshold,
             params.fair_penalty)
     elif params.exit_rule == "tag_repeat":
         terminated = abandonment.tag_repeat_exit(

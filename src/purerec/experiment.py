@@ -22,7 +22,6 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import tempfile
@@ -40,8 +39,9 @@ from purerec.config import Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.fidelity import fidelity
-from purerec.rollout import evaluate
-from purerec.trainer import agent_policy, init_key, make_train, stage1_key
+from purerec.config import EVAL_ACTIONS
+from purerec.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
+from purerec.trainer import init_key, make_train, policy_for, stage1_key
 
 TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
 SESSIONS = "sessions"  # the device axis session shards are split along
@@ -245,19 +245,21 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
     target = cfg.train.target_episodes
     episodes = _episodes(metrics_path, seeds)  # read once (a resumed run's earlier chunks), then tallied
+    last_chunk = _last_chunk_episodes(metrics_path, seeds, cfg.train.chunk_updates)
     every = cfg.train.eval_every_chunks
     last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
 
     def evaluate_now() -> dict:
         t0 = time.perf_counter()
         fz, rn = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
-        out = evaluate_run(cfg, fns["agent"], fz, rn, p_train, p_test)
+        out = evaluate_run(cfg, fns["agent"], fz, rn, p_train, p_test, metrics_path)
         timings["eval_s"] += time.perf_counter() - t0
         return out
     try:
         for c in range(first_chunk, n_chunks):
-            if target and done_updates and min(episodes.values()) >= target:
-                log(f"every seed has completed {target} episodes: stopping after update {done_updates}")
+            if target and any(episodes[s] + last_chunk.get(s, 0.0) > target for s in episodes):
+                log(f"another chunk would take a seed past {target} training episodes: stopping after update "
+                    f"{done_updates}")
                 break
             t0 = time.perf_counter()
             new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
@@ -267,7 +269,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             runner = new_runner
             _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
             for i, seed in enumerate(seeds):
-                episodes[seed] += float(np.sum(logs["episodes"][i]))
+                last_chunk[seed] = float(np.sum(logs["episodes"][i]))
+                episodes[seed] += last_chunk[seed]
             done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
             checkpointer.wait_until_finished()
@@ -296,6 +299,9 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     if evaluate_at_end:
         results.update(last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now())
         results["timings"]["eval_s"] = timings["eval_s"]
+    from purerec.report import plot_run_curves
+
+    results["curves_png"] = plot_run_curves(run_dir)
     results["timings"]["total_s"] = time.perf_counter() - t_all
     write_json(os.path.join(run_dir, "results.json"), results)
     return results
@@ -343,22 +349,48 @@ def _episodes(metrics_path: str, seeds) -> dict:
     return per_seed
 
 
-def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test) -> dict:
-    """Greedy evaluation of each seed on the test world + fidelity; per seed, mean and std."""
-    pol = functools.partial(agent_policy, agent)
-    per_seed = {}
-    for i, seed in enumerate(cfg.train.seeds):
-        take = lambda t: jax.tree.map(lambda x: x[i], t)
-        fz = take(frozen)
-        pp = (fz, take(runner.worker.actor), take(runner.manager.actor) if runner.manager is not None else None)
-        key = jax.random.PRNGKey(cfg.eval.seed)
-        row = evaluate(key, pol, p_test, cfg.eval.n_sessions, cfg.eval.ad_form, policy_params=pp)
-        row.update(fidelity(agent, fz, jax.random.PRNGKey(cfg.eval.seed + 1), p_train, p_test))
-        per_seed[str(seed)] = row
-    names = list(next(iter(per_seed.values())))
-    mean = {k: float(np.mean([r[k] for r in per_seed.values()])) for k in names}
-    std = {k: float(np.std([r[k] for r in per_seed.values()])) for k in names}
-    return {"per_seed": per_seed, "mean": mean, "std": std, "ad_form": cfg.eval.ad_form}
+def read_curves(metrics_path: str, seeds) -> dict[int, dict[str, list[float]]]:
+    """Per seed, every logged training curve (``metrics.jsonl``) in update order."""
+    out: dict[int, dict[str, list[float]]] = {int(s): {} for s in seeds}
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as fh:
+            rows = sorted((json.loads(ln) for ln in fh), key=lambda r: r["update"])
+        for row in rows:
+            for k, v in row.items():
+                if k not in ("seed", "update") and row["seed"] in out:
+                    out[row["seed"]].setdefault(k, []).append(v)
+    return out
+
+
+def _last_chunk_episodes(metrics_path: str, seeds, chunk: int) -> dict:
+    """Per seed, the training episodes of the last ``chunk`` recorded updates (a resumed run's last chunk)."""
+    curves = read_curves(metrics_path, seeds)
+    return {int(s): float(sum(curves[int(s)].get("episodes", [])[-chunk:])) for s in seeds}
+
+
+def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_path: str) -> dict:
+    """Every seed under the test protocol with both action rules (+ fidelity) and the train_report
+    protocol; ``mean`` / ``std`` / ``per_seed`` are the protocol and action rule the config names."""
+    seeds = list(cfg.train.seeds)
+    n = n_test_sessions(cfg.eval, p_test)
+    test = {}
+    for rule in EVAL_ACTIONS:
+        per_seed = {}
+        for i, seed in enumerate(seeds):
+            take = lambda t: jax.tree.map(lambda x: x[i], t)
+            fz = take(frozen)
+            pp = (fz, take(runner.worker.actor), take(runner.manager.actor) if runner.manager is not None else None)
+            row = test_protocol(policy_for(agent, rule == "sample"), p_test, cfg.eval, pp, jnp.zeros((n, 2)))
+            if rule == "greedy":
+                row.update(fidelity(agent, fz, jax.random.PRNGKey(cfg.eval.seed + 1000), p_train, p_test))
+            per_seed[str(seed)] = row
+        test[rule] = seed_summary(per_seed)
+    curves = read_curves(metrics_path, seeds)
+    report = seed_summary({str(s): train_report(curves[int(s)], cfg.eval.report_updates) for s in seeds})
+    chosen = test[cfg.eval.action] if cfg.eval.protocol == "test" else report
+    return {"protocol": cfg.eval.protocol, "action": cfg.eval.action if cfg.eval.protocol == "test" else "sample",
+            "n_sessions": n, "repeats": cfg.eval.repeats, "ad_form": cfg.eval.ad_form,
+            "test": test, "train_report": report, **chosen}
 
 
 def _progress(total: int, initial: int, enabled: bool):

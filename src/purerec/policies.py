@@ -1,8 +1,15 @@
-"""Reference policies: uniform random, most-popular and the oracle upper bound.
+"""Reference policies: the rows every comparison is read against.
+
+* ``random``: K distinct items uniformly at random.
+* ``most_popular``: the K most exposed items in the logs.
+* ``balanced``: the ceil(K/2) most popular items + the rest uniformly from the long tail, every
+  step: no learning and no user model, yet never unbalanced (a rule of thumb to beat).
+* ``oracle``: top-K by the hidden true preference (an upper bound, not a recommender).
+* ``balanced_oracle``: the same split as ``balanced``, each part the top of its group by the
+  hidden truth (an upper bound under the balance constraint).
 
 A policy is ``act(key, obs, env_state, params) -> i32[K]`` for one session; ``rollout`` vmaps
-it. Only the oracle reads ``env_state`` (the hidden user): it ranks items by the true
-preference and is an upper bound, not a recommender.
+it. Only the oracles read ``env_state`` (the hidden user).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from purerec.env import EnvParams, EnvState, Obs
+from purerec.slate import grouped_top_k
 from purerec.world import true_response
 
 
@@ -31,8 +39,34 @@ def oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) 
     return jax.lax.top_k(scores, params.slate_size)[1]
 
 
+def balanced_split(slate_size: int) -> tuple[int, int]:
+    """(popular, long-tail) slots of a balanced slate: ceil(K/2) popular, the rest long-tail."""
+    n_pop = -(-slate_size // 2)
+    return n_pop, slate_size - n_pop
+
+
+def balanced_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
+    """The ceil(K/2) most popular items + the rest drawn uniformly (distinct) from the long tail."""
+    world = params.world
+    n_pop, n_tail = balanced_split(params.slate_size)
+    # Popular part: by log exposure; long-tail part: uniform random keys.
+    u = jax.random.uniform(key, (world.n_items,))
+    scores = jnp.where(world.popular, world.item_pop, u)
+    return grouped_top_k(scores, world.popular, jnp.int32(n_tail), params.slate_size)
+
+
+def balanced_oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
+    """``balanced``'s split, each group's part the top of that group by the hidden truth."""
+    world = params.world
+    n_pop, n_tail = balanced_split(params.slate_size)
+    scores = true_response(world, state.user, jnp.arange(world.n_items))
+    return grouped_top_k(scores, world.popular, jnp.int32(n_tail), params.slate_size)
+
+
 REFERENCE_POLICIES = {
     "random": random_policy,
     "most_popular": most_popular_policy,
+    "balanced": balanced_policy,
     "oracle": oracle_policy,
+    "balanced_oracle": balanced_oracle_policy,
 }

@@ -550,3 +550,56 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------------------------
+# one run's learning curves
+
+RUN_CURVES = (("Len", "Len"), ("AD", "AD"), ("R_cum", "R_cum"), ("w_fair", "manager w_fair"),
+              ("tail_share", "long-tail share of slates"), ("worker_entropy", "worker policy entropy"),
+              ("manager_entropy", "manager policy entropy"))
+
+
+def plot_run_curves(run_dir: str) -> str | None:
+    """``run_dir/curves.png``: each training curve of ``metrics.jsonl`` per update, mean and
+    min-max band over seeds. Returns the path, or None without matplotlib or metrics."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    if not os.path.exists(path):
+        return None
+    per_seed: dict = defaultdict(lambda: defaultdict(dict))
+    with open(path) as fh:
+        for ln in fh:
+            try:
+                row = json.loads(ln)
+            except ValueError:
+                continue
+            for k, v in row.items():
+                per_seed[k][row["seed"]][row["update"]] = v
+    names = [(k, t) for k, t in RUN_CURVES if k in per_seed and not (k == "manager_entropy" and
+                                                                         not any(per_seed["w_fair"].values()))]
+    if not names:
+        return None
+    ncols = 4
+    fig, axes = _new_figure(math.ceil(len(names) / ncols), ncols, 3.6, 2.8)
+    for ax, (k, title) in zip(axes.flat, names):
+        updates = sorted(set().union(*(d.keys() for d in per_seed[k].values())))
+        vals = np.array([[per_seed[k][s].get(u, np.nan) for u in updates] for s in per_seed[k]])
+        mean = np.nanmean(vals, 0)
+        ax.plot(updates, mean, lw=1.6)
+        if vals.shape[0] > 1:
+            ax.fill_between(updates, np.nanmin(vals, 0), np.nanmax(vals, 0), alpha=0.25)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{os.path.basename(os.path.normpath(run_dir))}: training curves, mean and range over "
+                 f"{len(next(iter(per_seed.values())))} seed(s)", fontsize=9)
+    out = os.path.join(run_dir, "curves.png")
+    _save(fig, out)
+    return out

@@ -1,8 +1,11 @@
-"""Batched rollouts and evaluation: ``n_sessions`` sessions in parallel, one ``lax.scan``.
+"""Batched rollouts: ``n_sessions`` sessions in parallel, one ``lax.scan``.
 
-``evaluate`` runs exactly ``max_len`` steps from a fresh reset, so every slot completes its first
-session; metrics count only that session (``purerec.metrics.first_session_mask``), which does
-not over-weight short sessions as averaging over auto-reset episodes would.
+A policy acts for one session (``rollout`` vmaps it). Two forms:
+* stateless, ``act(key, obs, env_state, params[, policy_params]) -> i32[K]`` (reference policies);
+* with a carry (``carry`` given): ``act(key, obs, env_state, params, policy_params, carry) ->
+  (i32[K], carry)``, e.g. an HRL manager's goal held between its decisions.
+``users`` (optional, i32[n_sessions]) fixes each slot's first user (the test protocol's distinct
+users); later sessions of a slot (auto-reset) draw users at random.
 """
 
 from __future__ import annotations
@@ -13,44 +16,34 @@ from typing import Callable
 import jax
 
 from purerec import env as E
-from purerec import metrics as M
 
 
 @partial(jax.jit, static_argnames=("policy", "n_sessions", "n_steps"))
 def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: int, n_steps: int,
-            policy_params=None):
-    """Time-major trajectory dict of ``n_steps`` batched steps (auto-reset inside).
-
-    ``policy(key, obs, state, params[, policy_params])`` acts for one session; ``policy_params``
-    (network weights, say) is passed through as a traced argument.
-    """
-    act = policy if policy_params is None else (lambda k, o, s, p: policy(k, o, s, p, policy_params))
+            policy_params=None, users=None, carry=None):
+    """Time-major trajectory dict of ``n_steps`` batched steps (auto-reset inside)."""
+    if carry is None:
+        act1 = policy if policy_params is None else (lambda k, o, s, p: policy(k, o, s, p, policy_params))
+        act = lambda k, o, s, p, c: (act1(k, o, s, p), c)
+    else:
+        act = lambda k, o, s, p, c: policy(k, o, s, p, policy_params, c)
+        carry = jax.tree.map(lambda x: x, carry)
     k_reset, k_run = jax.random.split(key)
-    obs, state = E.batch_reset(k_reset, params, n_sessions)
+    if users is None:
+        obs, state = E.batch_reset(k_reset, params, n_sessions)
+    else:
+        obs, state = jax.vmap(E.reset_user, in_axes=(0, None))(users, params)
+    c0 = jax.numpy.zeros((n_sessions,)) if carry is None else carry
 
-    def body(carry, k):
-        obs, state = carry
+    def body(loop, k):
+        obs, state, c = loop
         k_act, k_env = jax.random.split(k)
-        slates = jax.vmap(act, in_axes=(0, 0, 0, None))(
-            jax.random.split(k_act, n_sessions), obs, state, params)
+        slates, c = jax.vmap(act, in_axes=(0, 0, 0, None, 0))(
+            jax.random.split(k_act, n_sessions), obs, state, params, c)
         obs, state, reward, term, trunc, info = E.batch_step(k_env, state, slates, params)
         out = {"reward": reward, "true_reward": info["true_reward"], "done": term | trunc,
                "terminated": term, "slates": slates, "n_popular": info["n_popular"]}
-        return (obs, state), out
+        return (obs, state, c), out
 
-    _, traj = jax.lax.scan(body, (obs, state), jax.random.split(k_run, n_steps))
+    _, traj = jax.lax.scan(body, (obs, state, c0), jax.random.split(k_run, n_steps))
     return traj
-
-
-def evaluate(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: int,
-             ad_form: str = "exposure", policy_params=None) -> dict[str, float]:
-    """The metrics table row for ``policy`` over ``n_sessions`` complete sessions."""
-    traj = rollout(key, policy, params, n_sessions, params.max_len, policy_params)
-    out = _metrics(traj, params.world.popular, ad_form)
-    return {k: float(v) for k, v in out.items()}
-
-
-@partial(jax.jit, static_argnames=("ad_form",))
-def _metrics(traj, popular, ad_form):
-    return M.all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"],
-                         traj["n_popular"], popular, ad_form)

@@ -40,6 +40,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -47,9 +48,8 @@ from purerec.config import Config, ConfigError, apply_overrides, load_config, lo
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
-from purerec.metrics import all_metrics
-from purerec.rollout import rollout
-from purerec.trainer import VMAPPABLE, agent_policy, hyper_from_config, make_train
+from purerec.evaluation import n_test_sessions, test_metrics
+from purerec.trainer import VMAPPABLE, hyper_from_config, make_train, policy_for
 
 
 @dataclass(frozen=True)
@@ -222,9 +222,10 @@ def run_group(group: Group, log=print) -> list[dict]:
         tp = p_test.replace(temper_offset=h["env.temper_offset"], fair_threshold=h["env.fair_threshold"],
                             fair_penalty=h["env.fair_penalty"])
         pp = (frozen, runner.worker.actor, runner.manager.actor if runner.manager is not None else None)
-        traj = rollout(jax.random.PRNGKey(cfg.eval.seed), _policy(agent), tp, cfg.eval.n_sessions, tp.max_len, pp)
-        metrics = all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"], traj["n_popular"],
-                              tp.world.popular, cfg.eval.ad_form)
+        # The test protocol (eval.action for every run); the mean over its repeats.
+        carry = jnp.zeros((n_test_sessions(cfg.eval, tp), 2))
+        per_rep = test_metrics(policy_for(agent, cfg.eval.action == "sample"), tp, cfg.eval, pp, carry)
+        metrics = jax.tree.map(lambda v: v.mean(0), per_rep)
         return logs, curves, metrics
 
     # Each device runs its share of the runs: mapped one after another on CPU, vmapped on
@@ -255,18 +256,6 @@ def run_group(group: Group, log=print) -> list[dict]:
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")
     return records
-
-
-_POLICIES: dict = {}
-
-
-def _policy(agent):
-    """One partial per agent object, so the jitted rollout sees a stable static argument."""
-    import functools
-
-    if id(agent) not in _POLICIES:
-        _POLICIES[id(agent)] = (agent, functools.partial(agent_policy, agent))
-    return _POLICIES[id(agent)][1]
 
 
 def _gather(tree):

@@ -22,6 +22,7 @@ level has its own actor and critic optimisers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -36,7 +37,7 @@ from purerec import diffusion, dsrm, ppo, slate
 from purerec import env as E
 from purerec.config import Config
 from purerec.encoder import StateEncoder
-from purerec.hrl import Critic, FlatActor, Manager, Worker, item_basis
+from purerec.hrl import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
 from purerec.metrics import gini, gini_of_counts
 from purerec.stage1 import make_stage1
 
@@ -72,8 +73,8 @@ class Runner:
     manager: Level | None
     env_state: E.EnvState
     obs: E.Obs
-    z: jax.Array  # f32[B, 2] the manager's current goal per session
-    fair_buf: jax.Array  # f32[fair_window, N] exposure counts of the last steps
+    u: jax.Array  # f32[B, 2] the manager's current goal logits per session (z = sigmoid(u))
+    fair_buf: jax.Array  # f32[fair_window, N] exposure counts of the last steps (fair_reward = batch)
     key: jax.Array
     update: jax.Array  # i32 updates done
     hyper: dict  # traced hyperparameters (see VMAPPABLE)
@@ -81,7 +82,7 @@ class Runner:
 
 @struct.dataclass
 class Frozen:
-    """Stage-I products, frozen in Stage II (the feedback head only seeds the actor's projection)."""
+    """Stage-I products, frozen in Stage II (the feedback head only seeds the actor's query)."""
 
     encoder: Any
     dsrm: Any
@@ -108,17 +109,39 @@ class Agent:
             return s
         return dsrm.purify(frozen.dsrm, self.denoiser, self.sched, self.cfg.dsrm, key, s)
 
-    def coefficients(self, worker_params, s, z):
-        """The worker's logit coefficients in the item basis (see ``purerec.hrl.Worker``)."""
+    def inputs(self, frozen: Frozen, key: jax.Array, obs: E.Obs, params: E.EnvParams):
+        """(s^, x): the purified state, and the manager's / critics' input x = [s^, context].
+
+        Context (``agent.context``): what the platform knows of this session beyond the state --
+        the step t / max_len and the popular share of the items in the observation window.
+        """
+        s = self.state(frozen, key, obs, params.world.item_emb)
+        if not self.cfg.agent.context:
+            return s, s
+        pop = params.world.popular[obs.items] & obs.valid
+        share = jnp.sum(pop, -1) / jnp.maximum(jnp.sum(obs.valid, -1), 1)
+        ctx = jnp.stack([obs.t / params.max_len, share], axis=-1).astype(s.dtype)
+        return s, jnp.concatenate([s, ctx], axis=-1)
+
+    def worker_dist(self, worker_params, s, z):
+        """(mean, log_std) of the worker's hyper-action (see ``purerec.hrl``)."""
         if self.cfg.agent.hierarchy:
             return self.worker.apply(worker_params, s, z)
         return self.worker.apply(worker_params, s)
 
-    def logits(self, worker_params, s, z, basis):
-        return self.coefficients(worker_params, s, z) @ basis.T
+    def tail_share(self, action, z):
+        """The long-tail share of the slate: the goal's w_fair / (w_acc + w_fair), or FLAT's own."""
+        if self.cfg.agent.hierarchy:
+            return z[..., 1] / jnp.maximum(z[..., 0] + z[..., 1], Z_EPS)
+        return jax.nn.sigmoid(action[..., -1])
 
-    def worker_critic_input(self, s, z):
-        return jnp.concatenate([s, z], axis=-1) if self.cfg.agent.hierarchy else s
+    def slate(self, action, z, basis, popular, k: int):
+        """The deterministic slate of one hyper-action (``agent.slate_rule``)."""
+        scores = basis @ action[: basis.shape[1]]
+        return slate.compose(scores, popular, self.tail_share(action, z), k, self.cfg.agent.slate_rule)
+
+    def worker_critic_input(self, x, z):
+        return jnp.concatenate([x, z], axis=-1) if self.cfg.agent.hierarchy else x
 
 
 def stage1_key(seed_key: jax.Array) -> jax.Array:
@@ -132,13 +155,14 @@ def init_key(seed_key: jax.Array) -> jax.Array:
 def make_agent(cfg: Config, emb_dim: int) -> Agent:
     a = cfg.agent
     d = cfg.encoder.state_dim
-    worker = Worker(emb_dim, a.init_logit_scale) if a.hierarchy else FlatActor(emb_dim, a.init_logit_scale)
+    actor = Worker if a.hierarchy else FlatActor
+    worker = actor(emb_dim, a.score, a.init_logit_scale, a.action_std)
     return Agent(
         cfg=cfg,
         encoder=StateEncoder(d, cfg.encoder.hidden),
         denoiser=dsrm.make_denoiser(cfg.dsrm, d),
         sched=diffusion.make_schedule(cfg.dsrm.steps, cfg.dsrm.schedule, cfg.dsrm.beta_start, cfg.dsrm.beta_end),
-        manager=Manager(a.hidden),
+        manager=Manager(a.hidden, a.manager_std),
         worker=worker,
         w_critic=Critic(a.hidden),
         m_critic=Critic(a.hidden),
@@ -169,7 +193,7 @@ def runner_specs(axis_name: str, hierarchy: bool, lead: int = 1) -> Runner:
     """Partition specs (a prefix of a Runner with ``lead`` leading seed axes): the per-session
     arrays are split along their session axis, everything else is replicated."""
     split, rep = PartitionSpec(*(None,) * lead, axis_name), PartitionSpec()
-    return Runner(worker=rep, manager=rep if hierarchy else None, env_state=split, obs=split, z=split,
+    return Runner(worker=rep, manager=rep if hierarchy else None, env_state=split, obs=split, u=split,
                   fair_buf=rep, key=rep, update=rep, hyper=rep)
 
 
@@ -182,11 +206,12 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
     """
     world = params.world
     agent = make_agent(cfg, world.item_emb.shape[1])
-    basis = item_basis(world.item_emb, world.item_pop)
+    basis = item_basis(world.item_emb, world.item_pop, cfg.agent.score)
     n_items, k_slate = world.n_items, params.slate_size
     shards = cfg.train.session_shards if axis_name else 1
     B_all, T = cfg.train.num_envs, cfg.train.rollout_len
     B = B_all // shards  # this device's sessions
+    hyper_action = cfg.agent.action == "hyper"
 
     def across(x):
         """Sum over the session shards (identity without them)."""
@@ -216,63 +241,82 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
         k_env, k_w, k_wc, k_m, k_mc, k_run = jax.random.split(key, 6)
         obs, env_state = E.batch_reset(own(k_env), env_params(hyper), B)
         s0, z0 = jnp.zeros((1, d)), jnp.full((1, 2), 0.5)
+        _, x0 = agent.inputs(frozen, k_run, jax.tree.map(lambda a: a[:1], obs), params)
+        x0 = jnp.zeros_like(x0)
         w_actor = agent.worker.init(k_w, s0, z0) if hier else agent.worker.init(k_w, s0)
-        # Warm start: the actor's query projection W starts as Stage I's feedback predictor, so
-        # cos(W s^, e_i) ranks items by predicted (observed) feedback from the first update.
-        w_actor = {"params": {**w_actor["params"], "Dense_0": frozen.feedback_head["params"]["Dense_0"]}}
-        worker = _level(w_actor, agent.w_critic.init(k_wc, agent.worker_critic_input(s0, z0)), cfg)
-        manager = _level(agent.manager.init(k_m, s0), agent.m_critic.init(k_mc, s0), cfg) if hier else None
+        # Warm start: the actor's query q = W s^ + b starts as Stage I's feedback predictor, so the
+        # scores rank items by predicted (observed) feedback from the first update.
+        p = w_actor["params"]
+        w_actor = {"params": {**p, "query": {**p["query"], "Dense_0": frozen.feedback_head["params"]["Dense_0"]}}}
+        worker = _level(w_actor, agent.w_critic.init(k_wc, agent.worker_critic_input(x0, z0)), cfg)
+        manager = _level(agent.manager.init(k_m, x0), agent.m_critic.init(k_mc, x0), cfg) if hier else None
         return Runner(worker=worker, manager=manager, env_state=env_state, obs=obs,
-                      z=jnp.full((B, 2), 0.5), fair_buf=jnp.zeros((cfg.agent.fair_window, n_items)),
+                      u=jnp.zeros((B, 2)), fair_buf=jnp.zeros((cfg.agent.fair_window, n_items)),
                       key=k_run, update=jnp.int32(0), hyper=hyper)
 
     def rollout_step(frozen: Frozen, carry, key):
         r: Runner = carry
         k_s, k_m, k_w, k_e = jax.random.split(own(key), 4)
-        s = agent.state(frozen, k_s, r.obs, world.item_emb)
+        s, x = agent.inputs(frozen, k_s, r.obs, params)
         if hier:
-            dist = agent.manager.apply(r.manager.actor, s)
-            z_new = jnp.clip(dist.sample(seed=k_m), Z_EPS, 1 - Z_EPS)
+            mean_m, ls_m = agent.manager.apply(r.manager.actor, x)
+            u_new = mean_m + jnp.exp(ls_m) * jax.random.normal(k_m, mean_m.shape)
             decide = (r.obs.t % interval) == 0
-            z = jnp.where(decide[:, None], z_new, r.z)
-            logp_m = jnp.sum(dist.log_prob(z), -1)
-            v_m = agent.m_critic.apply(r.manager.critic, s)
+            u = jnp.where(decide[:, None], u_new, r.u)
+            logp_m = gaussian_log_prob(u, mean_m, ls_m)
+            v_m = agent.m_critic.apply(r.manager.critic, x)
         else:
             decide = jnp.zeros((B,), bool)
-            z = r.z
+            u = r.u
             logp_m = v_m = jnp.zeros((B,))
-        logits = agent.logits(r.worker.actor, s, z, basis)
-        slates, logp_w = jax.vmap(slate.sample_with_log_prob, in_axes=(0, 0, None))(
-            jax.random.split(k_w, B), logits, k_slate)
-        v_w = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s, z))
+        z = jax.nn.sigmoid(u)
+        mean_w, ls_w = agent.worker_dist(r.worker.actor, s, z)
+        if hyper_action:
+            a = mean_w + jnp.exp(ls_w) * jax.random.normal(k_w, mean_w.shape)
+            logp_w = gaussian_log_prob(a, mean_w, ls_w)
+            slates = jax.vmap(agent.slate, in_axes=(0, 0, None, None, None))(a, z, basis, world.popular, k_slate)
+        else:
+            a = jnp.zeros((B, 1))
+            logits = mean_w[:, : basis.shape[1]] @ basis.T
+            slates, logp_w = jax.vmap(slate.sample_with_log_prob, in_axes=(0, 0, None))(
+                jax.random.split(k_w, B), logits, k_slate)
+        v_w = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(x, z))
         obs, env_state, reward, term, trunc, info = E.batch_step(k_e, r.env_state, slates, env_params(r.hyper))
-        counts = across(jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0))
-        fair_buf = jnp.concatenate([r.fair_buf[1:], counts[None]], axis=0)
-        fair = -exposure_gini(fair_buf.sum(0))
+        if cfg.agent.fair_reward == "slate":
+            # Fair(L_t) = -Gini of the (popular, long-tail) exposure of this slate = -|2p - 1| / 2.
+            fair = -0.5 * jnp.abs(2.0 * info["n_popular"] / k_slate - 1.0)
+            fair_buf = r.fair_buf
+        else:
+            counts = across(jnp.zeros((n_items,)).at[slates.reshape(-1)].add(1.0))
+            fair_buf = jnp.concatenate([r.fair_buf[1:], counts[None]], axis=0)
+            fair = jnp.broadcast_to(-exposure_gini(fair_buf.sum(0)), (B,))
         done = term | trunc
-        tr = {"s": s, "z": z, "decide": decide, "slate": slates, "logp_w": logp_w, "logp_m": logp_m,
-              "v_w": v_w, "v_m": v_m, "r": reward, "r_h": reward + r.hyper["agent.lambda_fair"] * fair, "done": done,
+        tr = {"s": s, "x": x, "u": u, "z": z, "a": a, "decide": decide, "slate": slates, "logp_w": logp_w,
+              "logp_m": logp_m, "v_w": v_w, "v_m": v_m, "r": reward,
+              "r_h": reward + r.hyper["agent.lambda_fair"] * fair, "done": done,
               "ep_len": jnp.where(done, info["episode_len"], 0), "ep_ret": jnp.where(done, info["episode_return"], 0.0),
               "n_pop": info["n_popular"], "fair": fair}
-        return r.replace(obs=obs, env_state=env_state, z=z, fair_buf=fair_buf), tr
+        return r.replace(obs=obs, env_state=env_state, u=u, fair_buf=fair_buf), tr
 
     def ppo_coefs(h):
         return h["ppo.clip_eps"], h["ppo.vf_coef"], h["ppo.ent_coef"]
 
     def worker_loss(p, mb, h):
         actor, critic = p
-        x = agent.coefficients(actor, mb["s"], mb["z"])
-        logp, ent = slate.linear_log_prob_entropy(x, basis, mb["slate"])
-        v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["s"], mb["z"]))
+        mean, ls = agent.worker_dist(actor, mb["s"], mb["z"])
+        if hyper_action:
+            logp, ent = gaussian_log_prob(mb["a"], mean, ls), gaussian_entropy(ls)
+        else:
+            logp, ent = slate.linear_log_prob_entropy(mean[:, : basis.shape[1]], basis, mb["slate"])
+        v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["x"], mb["z"]))
         return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h),
                                 axis_name=axis_name)
 
     def manager_loss(p, mb, h):
         actor, critic = p
-        dist = agent.manager.apply(actor, mb["s"])
-        logp = jnp.sum(dist.log_prob(mb["z"]), -1)
-        ent = jnp.sum(dist.entropy(), -1)
-        v = agent.m_critic.apply(critic, mb["s"])
+        mean, ls = agent.manager.apply(actor, mb["x"])
+        logp, ent = gaussian_log_prob(mb["u"], mean, ls), gaussian_entropy(ls)
+        v = agent.m_critic.apply(critic, mb["x"])
         return ppo.clipped_loss(logp, mb["logp_m"], mb["adv_m"], v, mb["tgt_m"], ent, *ppo_coefs(h),
                                 weight=mb["decide"], axis_name=axis_name)
 
@@ -308,17 +352,17 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
         gamma, lam = h["ppo.gamma"], h["ppo.gae_lambda"]
         key, k_roll, k_last, k_sgd = jax.random.split(r.key, 4)
         r, tr = jax.lax.scan(partial(rollout_step, frozen), r, jax.random.split(k_roll, T))
-        s_last = agent.state(frozen, own(k_last), r.obs, world.item_emb)
-        v_w_last = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(s_last, r.z))
+        _, x_last = agent.inputs(frozen, own(k_last), r.obs, params)
+        v_w_last = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(x_last, jax.nn.sigmoid(r.u)))
         adv_w, tgt_w = ppo.gae(tr["r"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
         if hier:
-            v_m_last = agent.m_critic.apply(r.manager.critic, s_last)
+            v_m_last = agent.m_critic.apply(r.manager.critic, x_last)
             adv_m, tgt_m = ppo.gae(tr["r_h"], tr["v_m"], tr["done"], v_m_last, gamma, lam)
         else:
             # FLAT: one policy on the fairness-shaped reward.
             adv_w, tgt_w = ppo.gae(tr["r_h"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
             adv_m, tgt_m = jnp.zeros_like(adv_w), jnp.zeros_like(adv_w)
-        batch = {k: tr[k] for k in ("s", "z", "decide", "slate", "logp_w", "logp_m")}
+        batch = {k: tr[k] for k in ("s", "x", "u", "z", "a", "decide", "slate", "logp_w", "logp_m")}
         batch.update(adv_w=adv_w, tgt_w=tgt_w, adv_m=adv_m, tgt_m=tgt_m)
         batch = jax.tree.map(lambda x: x.reshape((B * T,) + x.shape[2:]), batch)
         r = r.replace(key=key)
@@ -336,6 +380,7 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
             "Fair": tr["fair"].mean(),
             "w_acc": across(jnp.sum(tr["z"][..., 0] * tr["decide"])) / n_dec,
             "w_fair": across(jnp.sum(tr["z"][..., 1] * tr["decide"])) / n_dec,
+            "tail_share": 1.0 - across(tr["n_pop"].sum()) / (B_all * T * k_slate),
             **losses,
         }
         return r.replace(update=r.update + 1), logs
@@ -357,14 +402,32 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
             "train": train, "runner_specs": partial(runner_specs, axis_name, hier) if axis_name else None}
 
 
-def agent_policy(agent: Agent, key, obs, state, params: E.EnvParams, pp):
-    """Greedy evaluation policy for one session: mean z, top-k of the worker's logits."""
+def agent_policy(agent: Agent, sample: bool, key, obs, state, params: E.EnvParams, pp, u):
+    """The agent acting in one session, as in training (carry ``u``: the goal logits, held for
+    ``manager_interval`` steps). ``sample``: draw the goal and the action (the training policy);
+    else take their means (greedy). Returns (slate, u)."""
     frozen, worker_actor, manager_actor = pp
     world = params.world
-    basis = item_basis(world.item_emb, world.item_pop)
-    s = agent.state(frozen, key, obs, world.item_emb)
-    if agent.cfg.agent.hierarchy:
-        z = jnp.clip(agent.manager.apply(manager_actor, s).mean(), Z_EPS, 1 - Z_EPS)
-    else:
-        z = jnp.zeros((2,))
-    return slate.greedy(agent.logits(worker_actor, s, z, basis), params.slate_size)
+    cfg = agent.cfg.agent
+    basis = item_basis(world.item_emb, world.item_pop, cfg.score)
+    k_s, k_m, k_w = jax.random.split(key, 3)
+    s, x = agent.inputs(frozen, k_s, obs, params)
+    if cfg.hierarchy:
+        mean_m, ls_m = agent.manager.apply(manager_actor, x)
+        u_new = mean_m + jnp.exp(ls_m) * jax.random.normal(k_m, mean_m.shape) if sample else mean_m
+        u = jnp.where(obs.t % cfg.manager_interval == 0, u_new, u)
+    z = jax.nn.sigmoid(u)
+    mean_w, ls_w = agent.worker_dist(worker_actor, s, z)
+    if cfg.action == "hyper":
+        a = mean_w + jnp.exp(ls_w) * jax.random.normal(k_w, mean_w.shape) if sample else mean_w
+        return agent.slate(a, z, basis, world.popular, params.slate_size), u
+    logits = basis @ mean_w[: basis.shape[1]]
+    if sample:
+        return slate.sample(k_w, logits, params.slate_size), u
+    return slate.greedy(logits, params.slate_size), u
+
+
+@functools.lru_cache(maxsize=None)
+def policy_for(agent: Agent, sample: bool):
+    """One policy object per (agent, action rule): a stable static argument for the jitted rollout."""
+    return functools.partial(agent_policy, agent, sample)
