@@ -3,15 +3,17 @@
 
 Workload: DSRM-HRL (agent ``dsrm_hrl``), K = 20 diffusion steps, max_len 30, the KuaiRec-size
 train world (10,728 items; the default synthetic world of ``envs/kuairec.toml``, cached under
-``~/.cache/purerec`` after its first build) and at least 20,000 training episodes per seed.
+``~/.cache/purerec`` after its first build) and 20,000 training episodes per seed (the paper's budget).
 
 Budget. With ``num_envs = 256`` parallel sessions and ``rollout_len = 32`` one update is 8,192
-env steps. Training stops at the first chunk boundary after which every seed has completed the
-target episodes (``train.target_episodes``); chunks are ``CHUNK`` = 1 update here, so training
-stops right after the update that reaches the target (checkpoints are written in the background,
-so a chunk per update costs little). The cap ``ceil(episodes * max_len / 8192)`` updates (74 for
-20,000 episodes: no session lasts more than ``max_len`` steps) can never cut the run short. The
-updates actually run and the episodes completed are reported. No calibration run is made.
+env steps. ``train.target_episodes`` caps the episodes: training stops before an update that
+would take a seed past the target (judged by that seed's last update); chunks are ``CHUNK`` = 1
+update here, so a seed ends within one update's episodes (~350) below 20,000 (checkpoints are
+written in the background, so a chunk per update costs little). The workload counts as Table 4's
+when every seed has completed at least ``TABLE4_MIN_SHARE`` of the target. The cap
+``ceil(episodes * max_len / 8192)`` updates (74 for 20,000 episodes: no session lasts more than
+``max_len`` steps) can never cut the run short. The updates actually run and the episodes
+completed are reported. No calibration run is made.
 
 Two configurations, each in a fresh subprocess (this script re-runs itself with ``--single``)
 so that compile time and peak RSS are per configuration: 1 seed (11), and 3 seeds (11 15 19)
@@ -140,6 +142,7 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         "steps_per_s_total": steps_per_seed * len(seeds) / t["run_s"],
         "episodes": episodes,
         "episodes_min": min(episodes.values()),
+        "episodes_max": max(episodes.values()),
         "recompiles_in_loop": res["recompiles_in_loop"],
         "peak_rss_mb": peak_rss_mb(),
         "loadavg_start": load0,
@@ -170,12 +173,13 @@ def verdict(ok: bool) -> str:
 
 
 TABLE4_EPISODES = 20000
+TABLE4_MIN_SHARE = 0.97  # the episode cap stops a run within one update below the target
 TABLE4_ITEMS = 10728
 
 
 def is_table4(r: dict, quick: bool) -> bool:
     """Whether a measurement is the paper's workload (only then is the wall-time target assessed)."""
-    return (not quick and r["episodes_min"] >= TABLE4_EPISODES and r["world_items"] == TABLE4_ITEMS
+    return (not quick and r["episodes_min"] >= TABLE4_MIN_SHARE * TABLE4_EPISODES and r["world_items"] == TABLE4_ITEMS
             and r["diffusion_steps"] == 20 and r["max_len"] == 30 and r["agent"] == "dsrm_hrl")
 
 
@@ -229,8 +233,10 @@ def report(rows: dict[str, dict], quick: bool) -> list[str]:
                      f"<= {TARGET_RSS_MB:,.0f} MB")
     for name, r in rows.items():
         if r["episodes_target"] is not None:
-            lines.append(f"{verdict(r['episodes_min'] >= r['episodes_target'])}  {name} episodes completed "
-                         f"{r['episodes_min']:,.0f} >= {r['episodes_target']:,} per seed")
+            low = TABLE4_MIN_SHARE * r["episodes_target"]
+            lines.append(f"{verdict(low <= r['episodes_min'] and r['episodes_max'] <= r['episodes_target'])}  "
+                         f"{name} episodes completed {r['episodes_min']:,.0f}..{r['episodes_max']:,.0f} per seed, "
+                         f"within [{low:,.0f}, {r['episodes_target']:,}]")
     return lines
 
 

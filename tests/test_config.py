@@ -235,3 +235,36 @@ def test_duplicate_seeds():
 
 def test_popular_frac_range():
     raises_on("world.popular_frac", overrides={"popular-frac": "1.0"})
+
+
+# --------------------------------------------------------------------------------------------
+# Fields added with the slate-scope exit rule, the test protocol and the hyper-action agents
+# --------------------------------------------------------------------------------------------
+
+
+def test_new_field_defaults():
+    cfg = Config()
+    assert cfg.env.fair_scope == "slate"
+    assert (cfg.eval.protocol, cfg.eval.action, cfg.eval.seed) == ("test", "greedy", 2027)
+    assert cfg.train.target_episodes == 20000
+
+
+@pytest.mark.parametrize("field,bad", [("env.fair_scope", "batch"), ("eval.protocol", "paper"),
+                                       ("eval.action", "argmax"), ("eval.repeats", "0"),
+                                       ("eval.report_updates", "0"), ("agent.fair_reward", "gini"),
+                                       ("agent.action", "softmax"), ("agent.score", "l2"),
+                                       ("agent.action_std", "0"), ("agent.manager_std", "2.5"),
+                                       ("ppo.actor_lr", "-0.1"), ("ppo.critic_lr", "1")])
+def test_new_fields_reject_bad_values(field, bad):
+    raises_on(field, overrides={field: bad})
+
+
+def test_session_scope_and_frozen_learners_are_valid():
+    cfg = load_config(overrides={"env.fair_scope": "session", "ppo.actor_lr": "0", "ppo.critic_lr": "0"})
+    assert cfg.env.fair_scope == "session" and cfg.ppo.actor_lr == 0.0 and cfg.ppo.critic_lr == 0.0
+
+
+def test_sampled_slates_need_the_topk_rule():
+    raises_on("agent.slate_rule", overrides={"agent.action": "plackett_luce"})
+    cfg = load_config(overrides={"agent.action": "plackett_luce", "agent.slate_rule": "topk"})
+    assert cfg.agent.action == "plackett_luce"

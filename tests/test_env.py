@@ -16,7 +16,8 @@ from purerec import metrics as M
 from purerec.config import Config, EnvConfig, FeedbackConfig
 from purerec.env import make_params
 from purerec.policies import most_popular_policy, oracle_policy, random_policy
-from purerec.rollout import evaluate, rollout
+from purerec.evaluation import evaluate
+from purerec.rollout import rollout
 from purerec.world import World
 
 B = 160  # sessions in the batched invariant checks
@@ -351,14 +352,18 @@ POP4 = [True, True, False, False]
 TEMPER_SLATES = [[0, 2], [0, 1], [2, 3], [2, 3], [2, 3], [0, 2]]
 
 
-def ref_temper(r, popular, slates, start, offset=2.0, thr=0.3, penalty=1.0):
-    """NumPy reference of the temper rule: list of (temper, leaves) after each step."""
+def ref_temper(r, popular, slates, start, offset=2.0, thr=0.3, penalty=1.0, scope="session"):
+    """NumPy reference of the temper rule: list of (temper, leaves) after each step.
+
+    ``scope``: p = popular share of this step's slate (``slate``) or of all items shown so far
+    in the session (``session``)."""
     temper, shown, n_pop, out = start, 0, 0, []
     for s in slates:
         mean_r = float(np.mean([r[i] for i in s]))
+        slate_pop = sum(bool(popular[i]) for i in s)
         shown += len(s)
-        n_pop += sum(bool(popular[i]) for i in s)
-        p = n_pop / shown
+        n_pop += slate_pop
+        p = slate_pop / len(s) if scope == "slate" else n_pop / shown
         temper += min(max(mean_r - offset, -2.0), 0.0)
         if abs(2 * p - 1) >= thr:
             temper -= penalty
@@ -366,31 +371,94 @@ def ref_temper(r, popular, slates, start, offset=2.0, thr=0.3, penalty=1.0):
     return out
 
 
-def test_temper_rule_hand_trajectory():
-    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0)
+# By hand (offset 2, penalty 1 when |2p - 1| >= 0.3), temper_init 10, for each fair_scope:
+#   session (p = popular share of all items shown so far):
+#    1. [0,2] r=.85 p=1/2  (0)   -> 10 - 1.15          = 8.85
+#    2. [0,1] r=.70 p=3/4  (.5)  -> 8.85 - 1.30 - 1    = 6.55
+#    3. [2,3] r=.50 p=3/6  (0)   -> 6.55 - 1.50        = 5.05
+#    4. [2,3] r=.50 p=3/8  (.25) -> 5.05 - 1.50        = 3.55
+#    5. [2,3] r=.50 p=3/10 (.4)  -> 3.55 - 1.50 - 1    = 1.05   (>= 1: stays)
+#    6. [0,2] r=.85 p=4/12 (1/3) -> 1.05 - 1.15 - 1    = -1.10  (< 1: leaves)
+#   slate (p = popular share of this step's slate only):
+#    1. [0,2] r=.85 p=1/2 (0)    -> 10 - 1.15          = 8.85
+#    2. [0,1] r=.70 p=1   (1)    -> 8.85 - 1.30 - 1    = 6.55
+#    3. [2,3] r=.50 p=0   (1)    -> 6.55 - 1.50 - 1    = 4.05
+#    4. [2,3] r=.50 p=0   (1)    -> 4.05 - 1.50 - 1    = 1.55
+#    5. [2,3] r=.50 p=0   (1)    -> 1.55 - 1.50 - 1    = -0.95  (< 1: leaves)
+#    6. [0,2] r=.85 p=1/2 (0)    -> -0.95 - 1.15       = -2.10  (step_env keeps going)
+HAND_TEMPER = {
+    "session": ([8.85, 6.55, 5.05, 3.55, 1.05, -1.10], [False] * 5 + [True]),
+    "slate": ([8.85, 6.55, 4.05, 1.55, -0.95, -2.10], [False] * 4 + [True, True]),
+}
+
+
+@pytest.mark.parametrize("scope", ["session", "slate"])
+def test_temper_rule_hand_trajectory(scope):
+    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0, fair_scope=scope)
+    assert params.fair_scope == scope
     steps = run_slates(params, TEMPER_SLATES)
-    # By hand (offset 2, penalty 1 when |2p - 1| >= 0.3, p = popular share of all items shown so far):
-    #  1. [0,2] r=.85 p=1/2  (0)   -> 10 - 1.15          = 8.85
-    #  2. [0,1] r=.70 p=3/4  (.5)  -> 8.85 - 1.30 - 1    = 6.55
-    #  3. [2,3] r=.50 p=3/6  (0)   -> 6.55 - 1.50        = 5.05
-    #  4. [2,3] r=.50 p=3/8  (.25) -> 5.05 - 1.50        = 3.55
-    #  5. [2,3] r=.50 p=3/10 (.4)  -> 3.55 - 1.50 - 1    = 1.05   (>= 1: stays)
-    #  6. [0,2] r=.85 p=4/12 (1/3) -> 1.05 - 1.15 - 1    = -1.10  (< 1: leaves)
-    expected = [8.85, 6.55, 5.05, 3.55, 1.05, -1.10]
-    ref = ref_temper(R4, POP4, TEMPER_SLATES, 10.0)
+    expected, leaves = HAND_TEMPER[scope]
+    ref = ref_temper(R4, POP4, TEMPER_SLATES, 10.0, scope=scope)
     np.testing.assert_allclose([t for t, _ in ref], expected, atol=1e-9)
+    assert [leave for _, leave in ref] == leaves
     np.testing.assert_allclose([float(s.temper) for s, *_ in steps], expected, atol=1e-5)
-    assert [term for _, _, term, _, _ in steps] == [False] * 5 + [True]
-    assert [leave for _, leave in ref] == [False] * 5 + [True]
+    assert [term for _, _, term, _, _ in steps] == leaves
     assert not any(trunc for *_, trunc, _ in steps)
     np.testing.assert_allclose([rw for _, rw, *_ in steps], [0.85, 0.7, 0.5, 0.5, 0.5, 0.85], atol=1e-6)
+    # The session's running counts are kept whatever the scope.
     assert [int(s.n_popular) for s, *_ in steps] == [1, 3, 3, 3, 3, 4]
     assert int(steps[-1][0].n_shown) == 12
     assert float(steps[-1][0].ret) == pytest.approx(0.85 + 0.7 + 0.5 * 3 + 0.85, abs=1e-5)
 
 
-def test_temper_rule_auto_resets_after_exit():
+def test_default_fair_scope_is_slate():
+    assert EnvConfig().fair_scope == "slate"
     params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0)
+    assert params.fair_scope == "slate"
+    steps = run_slates(params, TEMPER_SLATES[:5])
+    np.testing.assert_allclose([float(s.temper) for s, *_ in steps], HAND_TEMPER["slate"][0][:5], atol=1e-5)
+
+
+def _random_temper_case(scope):
+    """Longer random trajectories with K = 4 (balanced slates possible): (env tempers, exits, reference)."""
+    rng = np.random.default_rng(5)
+    n = 8
+    r = rng.uniform(0.05, 0.95, n)
+    popular = np.arange(n) < 3
+    slates = [rng.choice(n, 4, replace=False).tolist() for _ in range(12)]
+    params = tiny_params(tiny_world(r, popular=popular), slate_size=4, exit_rule="temper", temper_init=20.0,
+                         max_len=100, fair_scope=scope, fair_threshold=0.5, fair_penalty=0.75)
+    steps = run_slates(params, slates)
+    ref = ref_temper(r, popular, slates, 20.0, thr=0.5, penalty=0.75, scope=scope)
+    return [float(s.temper) for s, *_ in steps], [term for _, _, term, _, _ in steps], ref
+
+
+@pytest.mark.parametrize("scope", ["session", "slate"])
+def test_temper_rule_random_slates_match_numpy(scope):
+    tempers, exits, ref = _random_temper_case(scope)
+    np.testing.assert_allclose(tempers, [t for t, _ in ref], atol=1e-4)
+    assert exits == [leave for _, leave in ref]
+
+
+def test_temper_rule_scopes_differ_on_random_slates():
+    """The random trajectories above are not a case where the two rules happen to agree."""
+    (a, exit_a, _), (b, exit_b, _) = _random_temper_case("session"), _random_temper_case("slate")
+    assert not np.allclose(a, b, atol=1e-3)
+    # With temper_init 20 the slate rule's user leaves within the 12 steps, the session rule's does not.
+    assert not any(exit_a) and any(exit_b)
+
+
+def test_imbalance_counts_per_scope():
+    n, p = abandonment.imbalance_counts("slate", 10, jnp.int32(3), jnp.int32(40), jnp.int32(25))
+    assert (int(n), int(p)) == (10, 3)
+    n, p = abandonment.imbalance_counts("session", 10, jnp.int32(3), jnp.int32(40), jnp.int32(25))
+    assert (int(n), int(p)) == (40, 25)
+    with pytest.raises(ValueError, match="fair_scope"):
+        abandonment.imbalance_counts("batch", 10, jnp.int32(3), jnp.int32(40), jnp.int32(25))
+
+
+def test_temper_rule_auto_resets_after_exit():
+    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0, fair_scope="session")
     steps = run_slates(params, TEMPER_SLATES + [[0, 2]], auto_reset=True)
     assert steps[5][2] and not steps[5][3]
     st = steps[5][0]
@@ -398,9 +466,20 @@ def test_temper_rule_auto_resets_after_exit():
     assert float(steps[6][0].temper) == pytest.approx(8.85, abs=1e-5)  # new session, fresh temper
 
 
-def test_temper_exit_at_max_len_is_terminated_not_truncated():
-    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0, max_len=6)
-    steps = run_slates(params, TEMPER_SLATES)
+def test_temper_rule_auto_resets_after_exit_slate_scope():
+    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0, fair_scope="slate")
+    steps = run_slates(params, TEMPER_SLATES[:5] + [[0, 1]], auto_reset=True)
+    assert steps[4][2] and not steps[4][3]
+    st = steps[4][0]
+    assert int(st.t) == 0 and float(st.temper) == 10.0 and int(st.n_shown) == 0 and int(st.n_popular) == 0
+    # New session: [0, 1] is all popular -> 10 - 1.30 - 1.
+    assert float(steps[5][0].temper) == pytest.approx(7.70, abs=1e-5)
+
+
+@pytest.mark.parametrize("scope,exit_step", [("session", 6), ("slate", 5)])
+def test_temper_exit_at_max_len_is_terminated_not_truncated(scope, exit_step):
+    params = tiny_params(tiny_world(R4, popular=POP4), temper_init=10.0, max_len=exit_step, fair_scope=scope)
+    steps = run_slates(params, TEMPER_SLATES[:exit_step])
     assert [(term, trunc) for _, _, term, trunc, _ in steps][-1] == (True, False)
     assert not any(term or trunc for _, _, term, trunc, _ in steps[:-1])
 

@@ -131,7 +131,8 @@ TWO_DEVICES = textwrap.dedent("""
     assert jax.local_device_count() == 2
     out = {{}}
     # 1. One update, shard_mapped over the two devices vs the same pieces vmapped on one device.
-    cfg = train_config(session_shards=2, seeds=(1,), total_updates=2, chunk_updates=1)
+    # rollout_len 32 >= max_len 30: every session ends within the update (episodes are counted).
+    cfg = train_config(session_shards=2, seeds=(1,), total_updates=2, chunk_updates=1, rollout_len=32)
     train_w, _ = get_worlds(cfg)
     fns = make_train(cfg, make_params(train_w, cfg), axis_name=SESSIONS)
     key = jax.random.PRNGKey(4)
@@ -146,9 +147,14 @@ TWO_DEVICES = textwrap.dedent("""
     emu = jax.vmap(lambda k, fz: fns["update"](fz, fns["init"](k, fz)), in_axes=(None, None),
                    axis_name=SESSIONS, axis_size=2)
     r_emu, logs_emu = jax.jit(emu)(key, frozen)
+    # logs["Fair"] is checked on its own (a known src bug: its per-session mean is not summed over
+    # the shards when agent.fair_reward = "slate"); every other replicated leaf must be equal.
+    logs_rest = {{k: v for k, v in logs_dev.items() if k != "Fair"}}
     replicated = {{"worker": r_dev.worker, "manager": r_dev.manager, "fair_buf": r_dev.fair_buf,
-                   "key": r_dev.key, "logs": logs_dev}}
+                   "key": r_dev.key, "logs": logs_rest}}
     out["replicas_equal"] = all(bool(np.array_equal(x[0], x[1])) for x in jax.tree.leaves(replicated))
+    out["fair_replicas_equal"] = bool(np.array_equal(logs_dev["Fair"][0], logs_dev["Fair"][1]))
+    out["n_sessions"] = cfg.train.num_envs
     # Largest difference relative to the leaf's scale: float rounding only (batched vs per-device kernels).
     err = lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (1e-12 + np.max(np.abs(np.asarray(b)))))
     out["emulation_err"] = max(err(a, b) for a, b in zip(jax.tree.leaves((r_dev.worker, r_dev.manager, logs_dev)),
@@ -183,7 +189,9 @@ def test_two_device_shards_match_one_device_and_repeat_exactly(tmp_path):
     out = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
     assert out["replicas_equal"], out  # parameters, optimiser states, exposure window and logs
     assert out["emulation_err"] < 1e-4, out
-    assert out["sessions_differ"] and out["episodes"] > 0, out
+    # Every session ends within the update (rollout_len >= max_len), counted over both shards.
+    assert out["sessions_differ"] and out["episodes"] >= out["n_sessions"], out
     assert out["recorded_shards"] == 2
     assert out["repeat_equal"] and out["resume_equal"] and out["metrics_equal"], out
     assert np.isfinite(out["R_cum"])
+    assert out["fair_replicas_equal"], out  # the logged Fair is the mean over both shards' sessions

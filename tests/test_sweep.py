@@ -189,7 +189,16 @@ def test_budget_factor_scales_updates_chunks_and_stage1():
     from purerec.config import Config
     from purerec.sweep import scale_budget
 
-    base = Config()  # 40 updates in chunks of 10, 400 + 1000 Stage-I steps, 4096 eval sessions
+    import dataclasses
+
+    # Explicit budget (not the defaults, which move): 40 updates in chunks of 10, 400 + 1000
+    # Stage-I steps, 4096 eval sessions.
+    base = Config()
+    base = dataclasses.replace(
+        base, train=dataclasses.replace(base.train, total_updates=40, chunk_updates=10),
+        encoder=dataclasses.replace(base.encoder, train_steps=400),
+        dsrm=dataclasses.replace(base.dsrm, train_steps=1000),
+        eval=dataclasses.replace(base.eval, n_sessions=4096)).validate()
     quarter = scale_budget(base, 0.25)
     assert (quarter.train.total_updates, quarter.train.chunk_updates) == (10, 10)
     assert (quarter.encoder.train_steps, quarter.dsrm.train_steps, quarter.eval.n_sessions) == (100, 250, 1024)

@@ -18,7 +18,7 @@ from purerec.config import Config
 from purerec.env import make_params
 from purerec.experiment import TrainingError, run
 from purerec.policies import REFERENCE_POLICIES
-from purerec.rollout import evaluate
+from purerec import evaluation
 from purerec.trainer import make_train
 
 
@@ -105,14 +105,46 @@ def test_unbiased_target_purifies_towards_true_state(small_cfg, small_worlds):
 
 
 def test_training_beats_reference_policies(finished_run, small_worlds):
+    """The agent's figures (test protocol, the configured action rule) against reference policies
+    under the very same protocol (same users, repeats and seeds)."""
     cfg, _, res = finished_run
+    assert (res["protocol"], res["action"]) == ("test", "greedy") == (cfg.eval.protocol, cfg.eval.action)
+    assert res["mean"] == res["test"]["greedy"]["mean"] and res["per_seed"] == res["test"]["greedy"]["per_seed"]
     params = make_params(small_worlds[1], cfg)
-    key = jax.random.PRNGKey(cfg.eval.seed)
-    rand = evaluate(key, REFERENCE_POLICIES["random"], params, cfg.eval.n_sessions)
-    pop = evaluate(key, REFERENCE_POLICIES["most_popular"], params, cfg.eval.n_sessions)
-    agent = res["mean"]
-    assert agent["R_cum"] > 1.15 * rand["R_cum"], (agent, rand)
-    assert agent["AD"] < pop["AD"] - 0.2, (agent, pop)
+    rand = evaluation.test_protocol(REFERENCE_POLICIES["random"], params, cfg.eval)
+    pop = evaluation.test_protocol(REFERENCE_POLICIES["most_popular"], params, cfg.eval)
+    for rule in ("greedy", "sample"):
+        agent = res["test"][rule]["mean"]
+        assert agent["R_cum"] > 1.15 * rand["R_cum"], (rule, agent, rand)
+        assert agent["Len"] > rand["Len"] + 2.0, (rule, agent, rand)
+        assert agent["AD"] < pop["AD"] - 0.2, (rule, agent, pop)
+    # The two action rules are two different evaluations of a stochastic policy.
+    assert res["test"]["greedy"]["per_seed"] != res["test"]["sample"]["per_seed"]
+
+
+def test_results_hold_both_protocols(finished_run):
+    cfg, d, res = finished_run
+    with open(os.path.join(d, "results.json")) as fh:
+        saved = json.load(fh)
+    assert saved["mean"] == res["mean"] and saved["test"] == res["test"]
+    assert saved["n_sessions"] == min(cfg.eval.n_sessions, cfg.world.n_test_users)
+    assert saved["repeats"] == cfg.eval.repeats
+    for rule in ("greedy", "sample"):
+        assert sorted(saved["test"][rule]["per_seed"]) == sorted(str(s) for s in cfg.train.seeds)
+        for name in ("Len", "R_cum", "AD"):
+            vals = [saved["test"][rule]["per_seed"][str(s)][name] for s in cfg.train.seeds]
+            assert saved["test"][rule]["mean"][name] == pytest.approx(np.mean(vals), rel=1e-9)
+            assert saved["test"][rule]["std"][name] == pytest.approx(np.std(vals), rel=1e-9, abs=1e-12)
+    # train_report: the mean of the last report_updates updates' training curves, per seed.
+    with open(os.path.join(d, "metrics.jsonl")) as fh:
+        rows = [json.loads(ln) for ln in fh]
+    k = cfg.eval.report_updates
+    for s in cfg.train.seeds:
+        curve = [r for r in sorted(rows, key=lambda r: r["update"]) if r["seed"] == s]
+        for name in ("Len", "R_each", "R_cum", "AD"):
+            want = np.mean([r[name] for r in curve[-k:]])
+            assert saved["train_report"]["per_seed"][str(s)][name] == pytest.approx(want, rel=1e-6), name
+    assert os.path.exists(os.path.join(d, "curves.png")) and res["curves_png"]
 
 
 def test_no_recompilation_between_chunks(finished_run):
@@ -147,28 +179,86 @@ def test_same_seed_same_numbers_and_seeds_differ(finished_run, tmp_path):
     cfg, d, res = finished_run
     res2 = run(cfg, run_dir=str(tmp_path / "again"), progress=False, log=lambda *a: None)
     assert res2["per_seed"] == res["per_seed"]
-    with open(os.path.join(d, "metrics.jsonl")) as a, open(tmp_path / "again" / "metrics.jsonl") as b:
-        assert a.read() == b.read()
+    # Every protocol and action rule, and the training episodes, repeat exactly.
+    assert res2["test"] == res["test"] and res2["train_report"] == res["train_report"]
+    assert res2["episodes"] == res["episodes"]
+    for name in ("metrics.jsonl", "stage1.json"):
+        with open(os.path.join(d, name)) as a, open(tmp_path / "again" / name) as b:
+            assert a.read() == b.read(), name
     s1, s2 = (res["per_seed"][str(s)] for s in cfg.train.seeds)
     assert s1 != s2
 
 
-def test_episode_target_stops_at_the_first_chunk_that_reaches_it(finished_run, tmp_path):
-    """target_episodes = what every seed completed in the first chunk: the run stops there, and
-    its curves are the first chunk of the full run's."""
-    cfg, d, res = finished_run
+def _chunk_episodes(d: str, cfg: Config):
+    """Per seed, the training episodes of the first and of the second chunk of a run's metrics."""
     ch = cfg.train.chunk_updates
     with open(os.path.join(d, "metrics.jsonl")) as fh:
         rows = [json.loads(ln) for ln in fh]
-    first = [r for r in rows if r["update"] <= ch]
-    per_seed = {s: sum(r["episodes"] for r in first if r["seed"] == s) for s in cfg.train.seeds}
-    cfg2 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, target_episodes=int(min(per_seed.values()))))
+    first = {s: sum(r["episodes"] for r in rows if r["seed"] == s and r["update"] <= ch) for s in cfg.train.seeds}
+    second = {s: sum(r["episodes"] for r in rows if r["seed"] == s and ch < r["update"] <= 2 * ch)
+              for s in cfg.train.seeds}
+    return rows, first, second
+
+
+def test_full_run_is_not_stopped_by_the_default_target(finished_run):
+    cfg, _, res = finished_run
+    assert cfg.train.target_episodes == 20000
+    assert res["updates"] == cfg.train.total_updates
+    assert all(0 < e <= cfg.train.target_episodes for e in res["episodes"].values())
+
+
+def test_episode_target_drops_the_chunk_that_would_pass_it(finished_run, tmp_path):
+    """target_episodes caps every seed's episodes: the first chunk that would take a seed past it is
+    dropped and the run ends on the chunk before. With target = the most episodes a seed completed
+    in the first chunk, that seed's second chunk passes it: the run keeps exactly the first chunk."""
+    cfg, d, res = finished_run
+    ch = cfg.train.chunk_updates
+    rows, first, _ = _chunk_episodes(d, cfg)
+    kept = [r for r in rows if r["update"] <= ch]
+    target = int(max(first.values()))
+    cfg2 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, target_episodes=target))
     d2 = str(tmp_path / "target")
     res2 = run(cfg2, run_dir=d2, progress=False, log=lambda *a: None, evaluate_at_end=False)
     assert res2["updates"] == ch < cfg.train.total_updates
     assert sorted(os.listdir(os.path.join(d2, "checkpoints"))) == ["0", str(ch)]
     with open(os.path.join(d2, "metrics.jsonl")) as fh:
-        assert [json.loads(ln) for ln in fh] == first
+        assert [json.loads(ln) for ln in fh] == kept
+    assert res2["episodes"] == {s: float(first[s]) for s in cfg.train.seeds}
+    assert all(e <= target for e in res2["episodes"].values())
+
+
+def _resume_with_target(d: str, dst: str, target: int, cfg: Config):
+    """The full run cut back to its first chunk, resumed with another target_episodes."""
+    shutil.copytree(d, dst)
+    shutil.rmtree(os.path.join(dst, "checkpoints", str(cfg.train.total_updates)))
+    os.remove(os.path.join(dst, "results.json"))
+    with open(os.path.join(dst, "config.json")) as fh:
+        saved = json.load(fh)
+    saved["train"]["target_episodes"] = target
+    with open(os.path.join(dst, "config.json"), "w") as fh:
+        json.dump(saved, fh)
+    return run(cfg, run_dir=dst, resume=True, progress=False, log=lambda *a: None, evaluate_at_end=False)
+
+
+def test_resumed_run_keeps_a_chunk_that_stays_within_the_target_and_drops_one_that_does_not(finished_run, tmp_path):
+    cfg, d, full = finished_run
+    assert cfg.train.total_updates == 2 * cfg.train.chunk_updates
+    _, first, second = _chunk_episodes(d, cfg)
+    total = {s: first[s] + second[s] for s in cfg.train.seeds}
+    # Target = the most episodes any seed completes in the whole run: the second chunk fits.
+    res = _resume_with_target(d, str(tmp_path / "fits"), int(max(total.values())), cfg)
+    assert res["updates"] == cfg.train.total_updates
+    with open(os.path.join(d, "metrics.jsonl")) as a, open(os.path.join(tmp_path / "fits", "metrics.jsonl")) as b:
+        assert a.read() == b.read()
+    assert res["episodes"] == full["episodes"]
+    # One episode less: that seed's second chunk would pass it, so the chunk is dropped.
+    target = int(max(total.values())) - 1
+    res3 = _resume_with_target(d, str(tmp_path / "stop"), target, cfg)
+    assert res3["updates"] == cfg.train.chunk_updates
+    assert res3["episodes"] == {s: float(first[s]) for s in cfg.train.seeds}
+    assert all(e <= target for e in res3["episodes"].values())
+    with open(os.path.join(tmp_path / "stop", "metrics.jsonl")) as fh:
+        assert max(json.loads(ln)["update"] for ln in fh) == cfg.train.chunk_updates
 
 
 def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path, monkeypatch, small_worlds):

@@ -193,6 +193,7 @@ DSRM_TARGETS = ("paper", "unbiased")
 REVERSE_STARTS = ("noise", "observed")
 AGENTS = ("dsrm_hrl", "hrl", "flat")
 SEED_BATCHING = ("auto", "vmap", "map")
+STAGE1_BEHAVIOURS = ("popularity", "uniform")
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ class AgentConfig:
     score: str = "dot"
     action_std: float = 0.05
     manager_std: float = 0.3
+    pop_scale: float = 0.05
     context: bool = True
     init_logit_scale: float = 10.0
 
@@ -296,6 +298,8 @@ class AgentConfig:
         _check(self.score in SCORES, f"{p}.score", self.score, f"one of {SCORES}")
         _check(0 < self.action_std <= 2.0, f"{p}.action_std", self.action_std, "in (0, 2]")
         _check(0 < self.manager_std <= 2.0, f"{p}.manager_std", self.manager_std, "in (0, 2]")
+        _check(0 < self.pop_scale <= 100.0, f"{p}.pop_scale", self.pop_scale,
+               "in (0, 100] (the initial weight kappa of eq. 6's popularity term)")
         _check(self.init_logit_scale > 0, f"{p}.init_logit_scale", self.init_logit_scale, "> 0")
 
     @property
@@ -349,9 +353,10 @@ class TrainConfig:
     ``eval_every_chunks`` (0 = only at the end) also evaluates on the test world every that many
     chunks, into the run's ``evals.jsonl``: test-world learning curves, never used for training.
 
-    ``target_episodes`` (0 = off; default 20,000, the paper's budget) is a cap on the training
-    episodes of every seed: a ``train.py`` run stops before a chunk that would take any seed past
-    it, judged by that seed's episodes in its last chunk; ``total_updates`` stays the cap on updates. ``seed_batching`` picks how one program
+    ``target_episodes`` (0 = off; default 20,000, the paper's budget) caps the training episodes
+    of every seed: a ``train.py`` run drops the first chunk that would take any seed past it (the
+    run ends on the chunk before; only a first chunk is always kept); ``total_updates`` stays the
+    cap on updates. ``seed_batching`` picks how one program
     runs the seeds (see ``purerec.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
     that the runs sharing one program share one budget.
     """
@@ -365,6 +370,7 @@ class TrainConfig:
     seed_batching: str = "auto"
     session_shards: int = 0
     stage1_sessions: int = 512
+    stage1_behaviour: str = "popularity"
     run_dir: str = "runs"
     eval_every_chunks: int = 0
 
@@ -384,6 +390,8 @@ class TrainConfig:
                "an integer >= 0 (0 = one shard per local device)")
         _check(self.target_episodes >= 0, f"{p}.target_episodes", self.target_episodes,
                "an integer >= 0 (0 = run all total_updates)")
+        _check(self.stage1_behaviour in STAGE1_BEHAVIOURS, f"{p}.stage1_behaviour", self.stage1_behaviour,
+               f"one of {STAGE1_BEHAVIOURS} (the exposure policy of Stage I's pre-training sessions)")
         _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
         _check(self.eval_every_chunks >= 0, f"{p}.eval_every_chunks", self.eval_every_chunks,
                "an integer >= 0 (0 = only at the end)")

@@ -245,7 +245,6 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
     target = cfg.train.target_episodes
     episodes = _episodes(metrics_path, seeds)  # read once (a resumed run's earlier chunks), then tallied
-    last_chunk = _last_chunk_episodes(metrics_path, seeds, cfg.train.chunk_updates)
     every = cfg.train.eval_every_chunks
     last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
 
@@ -257,20 +256,22 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         return out
     try:
         for c in range(first_chunk, n_chunks):
-            if target and any(episodes[s] + last_chunk.get(s, 0.0) > target for s in episodes):
-                log(f"another chunk would take a seed past {target} training episodes: stopping after update "
-                    f"{done_updates}")
-                break
             t0 = time.perf_counter()
             new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
             timings["run_s"] += time.perf_counter() - t0
             logs = jax.device_get(logs)
+            chunk_eps = {seed: float(np.sum(logs["episodes"][i])) for i, seed in enumerate(seeds)}
+            if target and done_updates and any(episodes[s] + chunk_eps[s] > target for s in seeds):
+                # The episode cap: this chunk would take a seed past it, so it is dropped (nothing of it
+                # is written) and the run ends on the previous chunk's state.
+                log(f"the next chunk would take a seed past {target} training episodes: stopping after update "
+                    f"{done_updates}")
+                break
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
             _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
-            for i, seed in enumerate(seeds):
-                last_chunk[seed] = float(np.sum(logs["episodes"][i]))
-                episodes[seed] += last_chunk[seed]
+            for seed in seeds:
+                episodes[seed] += chunk_eps[seed]
             done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
             checkpointer.wait_until_finished()
@@ -360,12 +361,6 @@ def read_curves(metrics_path: str, seeds) -> dict[int, dict[str, list[float]]]:
                 if k not in ("seed", "update") and row["seed"] in out:
                     out[row["seed"]].setdefault(k, []).append(v)
     return out
-
-
-def _last_chunk_episodes(metrics_path: str, seeds, chunk: int) -> dict:
-    """Per seed, the training episodes of the last ``chunk`` recorded updates (a resumed run's last chunk)."""
-    curves = read_curves(metrics_path, seeds)
-    return {int(s): float(sum(curves[int(s)].get("episodes", [])[-chunk:])) for s in seeds}
 
 
 def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_path: str) -> dict:

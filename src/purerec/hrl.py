@@ -87,17 +87,21 @@ class _Query(nn.Module):
 
 
 class Worker(nn.Module):
-    """(mean, log_std) of the hyper-action x in f32[..., emb_dim + 1]: [w_acc q, -w_fair kappa] (eq. 6)."""
+    """(mean, log_std) of the hyper-action x in f32[..., emb_dim + 1]: [w_acc q, -w_fair kappa] (eq. 6).
+
+    kappa starts at ``init_pop_scale`` (small: the scores start as Stage I's feedback prediction,
+    as FLAT's do) and is learned."""
 
     emb_dim: int
     score: str
     init_logit_scale: float
     init_std: float
+    init_pop_scale: float = 0.05
 
     @nn.compact
     def __call__(self, s, z):
         q = _Query(self.emb_dim, self.score, self.init_logit_scale, name="query")(s)
-        kappa = jnp.exp(self.param("log_pop_scale", nn.initializers.zeros, ()))
+        kappa = jnp.exp(self.param("log_pop_scale", nn.initializers.constant(math.log(self.init_pop_scale)), ()))
         x = jnp.concatenate([z[..., :1] * q, -z[..., 1:] * kappa], axis=-1)
         return x, jnp.broadcast_to(_log_std(self, self.init_std, x.shape[-1]), x.shape)
 

@@ -1,8 +1,10 @@
 """Stage I: gather sessions with a behaviour policy in the train world, pre-train the state
 encoder (next-feedback prediction) and then DSRM (eq. 7) on the encoder's states.
 
-The behaviour policy is the platform's: Plackett-Luce slates with logits log(1 + pop_i), i.e.
-popularity-biased exploration like the logging policy that produced the world's logs.
+The behaviour policy (``train.stage1_behaviour``) is the platform's: ``popularity`` =
+Plackett-Luce slates with logits log(1 + pop_i), popularity-biased like the logging policy that
+produced the world's logs; or ``uniform`` = random exposure, the kind of traffic behind
+KuaiRand's random-exposure log (``envs/kuairand.toml`` uses it).
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ from purerec.encoder import FeedbackHead, StateEncoder
 
 
 def behaviour_policy(key, obs, state, params: E.EnvParams):
+    """The platform's popularity-biased logging policy: Plackett-Luce over log(1 + pop)."""
     return slate.sample(key, params.world.log_pop, params.slate_size)
 
 
-def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int):
+def uniform_policy(key, obs, state, params: E.EnvParams):
+    """Random exposure (KuaiRand's random-exposure traffic): K distinct items uniformly."""
+    return jax.lax.top_k(jax.random.uniform(key, (params.world.n_items,)), params.slate_size)[1]
+
+
+BEHAVIOUR = {"popularity": behaviour_policy, "uniform": uniform_policy}
+
+
+def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int, behaviour: str = "popularity"):
     """Flattened samples: observation, true-feedback observation, next slate and its feedback."""
     k_reset, k_run = jax.random.split(key)
     obs, state = E.batch_reset(k_reset, params, n_sessions)
@@ -29,7 +40,7 @@ def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int):
     def body(carry, k):
         obs, state = carry
         k_act, k_env = jax.random.split(k)
-        slates = jax.vmap(behaviour_policy, in_axes=(0, 0, 0, None))(
+        slates = jax.vmap(BEHAVIOUR[behaviour], in_axes=(0, 0, 0, None))(
             jax.random.split(k_act, n_sessions), obs, state, params)
         true_obs = jax.vmap(E.true_observation, in_axes=(0, None))(state, params)
         obs2, state2, _, _, _, info = E.batch_step(k_env, state, slates, params)
@@ -68,7 +79,7 @@ def make_stage1(cfg: Config, params: E.EnvParams):
 
     def run(key):
         k_data, k_enc_init, k_enc, k_den_init, k_den = jax.random.split(key, 5)
-        data = collect(k_data, params, cfg.train.stage1_sessions, params.max_len)
+        data = collect(k_data, params, cfg.train.stage1_sessions, params.max_len, cfg.train.stage1_behaviour)
         n = data["slate"].shape[0]
         emb_w = lambda o: item_emb[o.items]
         d = cfg.encoder.state_dim

@@ -11,13 +11,23 @@ sessions with its own random stream, and takes its share of every PPO minibatch;
 counts behind Fair, the gradients and the logged sums are summed over the axis, so parameters,
 optimiser states and the exposure window stay identical on every device (``runner_specs``).
 
-Rewards. Worker: the env reward r_t. Manager (and FLAT): r_t + lambda * Fair_t with
-Fair_t = -Gini of item exposure over all items of the world, counted over the slates of all
-parallel sessions in the last ``fair_window`` steps -- the platform-level exposure the fairness
-objective is about. The manager decides z every ``manager_interval`` steps of a session (and at
-its first step); its advantages come from step-level GAE on its reward, and its policy loss uses
-only the decision steps. No gradient flows between levels: the worker gets z as data, and each
-level has its own actor and critic optimisers.
+Acting (``agent.action = "hyper"``, the default; the authors' KuaiSim lineage). The manager
+draws goal logits u ~ N(mu(x), sigma_m) at a session's first step and every ``manager_interval``
+steps after (held in between), z = sigmoid(u) = [w_acc, w_fair]. The worker draws a
+hyper-action a ~ N(x(s^, z), sigma_w): the coefficients of eq. 6's scorer in the item basis;
+the slate is deterministic given a (``purerec.slate.compose``): with ``slate_rule = grouped``
+it holds round(K w_fair / (w_acc + w_fair)) long-tail items and the rest popular, each part the
+top of its group by Psi. PPO uses the Gaussian densities of u and a (no slate likelihood), so an
+update costs no pass over the items. ``plackett_luce`` samples slates from the scores instead.
+
+Rewards. Worker: the env reward r_t. Manager (and FLAT): r_t + lambda * Fair_t; with
+``fair_reward = slate`` (default) Fair_t = Fair(L_t) = -Gini of the popular / long-tail exposure
+of this session's slate = -|2 p_t - 1| / 2, a per-session signal; with ``batch`` it is -Gini of
+item exposure over all items, counted over all parallel sessions' slates of the last
+``fair_window`` steps (one number shared by the batch). The manager's advantages come from
+step-level GAE on its reward, and its policy loss uses only the decision steps. No gradient
+flows between levels: the worker gets z as data, and each level has its own actor and critic
+optimisers. The manager and both critics also see the session context (``Agent.inputs``).
 """
 
 from __future__ import annotations
@@ -155,8 +165,10 @@ def init_key(seed_key: jax.Array) -> jax.Array:
 def make_agent(cfg: Config, emb_dim: int) -> Agent:
     a = cfg.agent
     d = cfg.encoder.state_dim
-    actor = Worker if a.hierarchy else FlatActor
-    worker = actor(emb_dim, a.score, a.init_logit_scale, a.action_std)
+    if a.hierarchy:
+        worker = Worker(emb_dim, a.score, a.init_logit_scale, a.action_std, a.pop_scale)
+    else:
+        worker = FlatActor(emb_dim, a.score, a.init_logit_scale, a.action_std)
     return Agent(
         cfg=cfg,
         encoder=StateEncoder(d, cfg.encoder.hidden),
@@ -377,7 +389,7 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
             "R_cum": across(tr["ep_ret"].sum()) / n_done,
             "R_each": mean_all(tr["r"]),
             "AD": jnp.mean(jnp.abs(2 * p - 1)),
-            "Fair": tr["fair"].mean(),
+            "Fair": mean_all(tr["fair"]),
             "w_acc": across(jnp.sum(tr["z"][..., 0] * tr["decide"])) / n_dec,
             "w_fair": across(jnp.sum(tr["z"][..., 1] * tr["decide"])) / n_dec,
             "tail_share": 1.0 - across(tr["n_pop"].sum()) / (B_all * T * k_slate),
