@@ -213,3 +213,32 @@ def test_missing_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"purerec\[plots\]"):
         write_report(str(tmp_path))
+
+
+def test_reference_rows_appear_under_the_agents(tmp_path):
+    """A sweep's reference.json puts one row per reference policy under the agents of each world's
+    table, with the values of that world and max_len."""
+    rng = np.random.default_rng(3)
+    recs = [make_record(rng, kind=k, preset=p, max_len=L, seed=s)
+            for k in ("dsrm_hrl", "flat") for p in ("kuairec", "kuairand") for L in (30, 50) for s in (11, 15)]
+    d = str(tmp_path / "sw")
+    write_sweep(d, recs, {"agent.kind": ["dsrm_hrl", "flat"], "env.max_len": [30, 50]}, seeds=(11, 15))
+    ref = {p: {str(L): {name: {"Len": 10.0 + L + i + (100 if p == "kuairand" else 0), "R_each": 0.5,
+                               "R_cum": 7.0, "AD": 0.25 * i}
+                        for i, name in enumerate(("balanced", "random"))} for L in (30, 50)}
+           for p in ("kuairec", "kuairand")}
+    with open(os.path.join(d, "reference.json"), "w") as fh:
+        json.dump(ref, fh)
+    md = read(write_report(d))
+    for p in ("kuairec", "kuairand"):
+        table = parse_table(section(md, "Table 2"), p)
+        labels = list(table)
+        assert labels[-2:] == ["reference: balanced", "reference: random"], labels
+        for name in ("balanced", "random"):
+            for L in (30, 50):
+                assert table[f"reference: {name}"][f"Len@{L}"] == f"{ref[p][str(L)][name]['Len']:.4g}"
+                assert table[f"reference: {name}"][f"AD@{L}"] == f"{ref[p][str(L)][name]['AD']:.4g}"
+    # Without reference.json there are no reference rows.
+    os.remove(os.path.join(d, "reference.json"))
+    md = read(write_report(d))
+    assert "reference:" not in md

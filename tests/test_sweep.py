@@ -133,6 +133,15 @@ def test_sweep_runs_and_records_every_run(one_device_sweep):
         assert r["timing"]["group_runs"] == 4
     by = {(r["seed"], r["point"]["agent.lambda_fair"]): r["metrics"]["R_cum"] for r in recs}
     assert by[(1, 0.0)] != by[(2, 0.0)]
+    # The reference rows for the report: one set per world and max_len, the test protocol's.
+    with open(os.path.join(out, "reference.json")) as fh:
+        ref = json.load(fh)
+    cfg = sweep.expand(spec)[0].cfg
+    assert list(ref) == [cfg.world.preset] and list(ref[cfg.world.preset]) == [str(cfg.env.max_len)]
+    rows = ref[cfg.world.preset][str(cfg.env.max_len)]
+    from purerec.evaluation import reference_rows
+    assert rows == json.loads(json.dumps(reference_rows(cfg)))
+    assert rows["balanced"]["AD"] == 0.0 and rows["most_popular"]["AD"] == 1.0
 
 
 def test_resume_skips_finished_runs_and_reproduces_lost_ones(one_device_sweep, tmp_path):

@@ -106,15 +106,10 @@ def format_table(rows: dict[str, dict[str, float]], columns: list[str], stds: di
 
 
 def run_reference(cfg: Config) -> dict[str, dict[str, float]]:
-    """The reference policies' rows on the test world under the test protocol (``purerec.evaluation``)."""
-    from purerec.datasets import get_worlds
-    from purerec.env import make_params
-    from purerec.evaluation import test_protocol
-    from purerec.policies import REFERENCE_POLICIES
+    """The reference policies' rows under the test protocol (``purerec.evaluation.reference_rows``)."""
+    from purerec.evaluation import reference_rows
 
-    _, test = get_worlds(cfg, verbose=True)
-    params = make_params(test, cfg)
-    return {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
+    return reference_rows(cfg, verbose=True)
 
 
 def _n_test(cfg: Config) -> int:

@@ -96,3 +96,31 @@ def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict:
     mean = {k: float(np.mean([r[k] for r in per_seed.values()])) for k in names}
     std = {k: float(np.std([r[k] for r in per_seed.values()])) for k in names}
     return {"per_seed": per_seed, "mean": mean, "std": std}
+
+
+def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
+    """Every reference policy's test-protocol row on ``cfg``'s test world. The rows depend only on
+    the world, the dynamics and the protocol, so they are cached next to the worlds."""
+    import dataclasses
+    import hashlib
+    import json
+    import os
+
+    from purerec.atomic import atomic_write
+    from purerec.datasets import _fingerprint, cache_dir, get_worlds
+    from purerec.policies import REFERENCE_POLICIES, REFERENCE_VERSION
+
+    key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), dataclasses.asdict(cfg.env),
+                      dataclasses.asdict(cfg.eval), sorted(REFERENCE_POLICIES), REFERENCE_VERSION], sort_keys=True)
+    path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        pass
+    _, test = get_worlds(cfg, verbose=verbose)
+    params = E.make_params(test, cfg)
+    rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))
+    return rows

@@ -63,6 +63,9 @@ def balanced_oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: En
     return grouped_top_k(scores, world.popular, jnp.int32(n_tail), params.slate_size)
 
 
+# Bump when a reference policy or the evaluation changes: ``train.py`` caches their rows on disk.
+REFERENCE_VERSION = 1
+
 REFERENCE_POLICIES = {
     "random": random_policy,
     "most_popular": most_popular_policy,

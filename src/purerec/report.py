@@ -221,8 +221,9 @@ def _values(runs: list[Run], name: str) -> np.ndarray:
 # tables
 
 
-def _results_table(runs: list[Run], order: dict[str, int]) -> list[str]:
-    """Rows = method labels, columns = TABLE_METRICS at each max_len, cells mean ± std over seeds."""
+def _results_table(runs: list[Run], order: dict[str, int], reference: dict | None = None) -> list[str]:
+    """Rows = method labels, columns = TABLE_METRICS at each max_len, cells mean ± std over seeds;
+    then the reference policies' rows (``reference``: {max_len: {policy: row}}), one number a cell."""
     lens = sorted({r.max_len for r in runs}, key=lambda x: (x is None, x or 0))
     cells = defaultdict(list)
     labels = {}
@@ -240,10 +241,18 @@ def _results_table(runs: list[Run], order: dict[str, int]) -> list[str]:
                 counts.add(len(rs))
             row += [mean_std(_metric(r, m) for r in rs) for m in TABLE_METRICS]
         rows.append(row)
+    names = sorted({n for L in lens for n in (reference or {}).get(str(L), {})})
+    for name in names:
+        row = [f"reference: {name}"]
+        for L in lens:
+            ref = (reference or {}).get(str(L), {}).get(name)
+            row += [_fmt(ref[m]) if ref and m in ref else "–" for m in TABLE_METRICS]
+        rows.append(row)
     out = _md_table(header, rows)
     n = ", ".join(str(c) for c in sorted(counts)) or "0"
     out.append("")
-    out.append(f"Cells: mean ± std (population) over seeds; runs per cell: {n}.")
+    out.append(f"Cells: mean ± std (population) over seeds; runs per cell: {n}."
+               + (" Reference rows: the same test protocol, one evaluation." if names else ""))
     return out
 
 
@@ -445,7 +454,8 @@ def write_report(sweep_dir: str) -> str:
     ``hrl_*``; only when a world has at least two of them), one per world preset, columns
     ``Len@L | R_each@L | R_cum@L | AD@L`` for every max_len L, cells ``mean ± std`` with the
     population std (``np.std``) over seeds, 4 significant digits. Table 4: training wall time per
-    row label and world.
+    row label and world. Under the agents, Tables 2 and 3 show the reference policies' rows from
+    ``DIR/reference.json`` (same protocol), when the sweep wrote one.
 
     Plots (written only when the data exists; otherwise the report says why, and a stale file of
     that name from an earlier report is removed):
@@ -461,6 +471,12 @@ def write_report(sweep_dir: str) -> str:
         raise ImportError("purerec.report needs matplotlib for its plots: pip install purerec[plots]") from e
 
     spec, records, unreadable = _load(sweep_dir)
+    reference = {}  # written by the sweep: the reference policies' rows per world and max_len
+    try:
+        with open(os.path.join(sweep_dir, "reference.json")) as fh:
+            reference = json.load(fh)
+    except (OSError, ValueError):
+        pass
     ok = [_to_run(r) for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     varying = _assign_fields(ok, spec)
@@ -489,13 +505,14 @@ def write_report(sweep_dir: str) -> str:
     else:
         lines += ["## Table 2: main results", ""]
         for p in presets:
-            lines += [f"### World: {p}", ""] + _results_table([r for r in ok if r.preset == p], order) + [""]
+            lines += [f"### World: {p}", ""] + _results_table([r for r in ok if r.preset == p], order,
+                                                               reference.get(p)) + [""]
 
         abl_tables = []
         for p in presets:
             rs = [r for r in ok if r.preset == p and _is_ablation(r.kind)]
             if len({r.kind for r in rs}) >= 2:
-                abl_tables += [f"### World: {p}", ""] + _results_table(rs, order) + [""]
+                abl_tables += [f"### World: {p}", ""] + _results_table(rs, order, reference.get(p)) + [""]
         if abl_tables:
             lines += ["## Table 3: ablations", "",
                       "Ablation methods: dsrm_hrl, hrl, flat and hrl_* variants.", ""] + abl_tables

@@ -48,7 +48,7 @@ from purerec.config import Config, ConfigError, apply_overrides, load_config, lo
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
-from purerec.evaluation import n_test_sessions, test_metrics
+from purerec.evaluation import n_test_sessions, reference_rows, test_metrics
 from purerec.trainer import VMAPPABLE, hyper_from_config, make_train, policy_for
 
 
@@ -297,4 +297,18 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
             for rec in new:
                 write_json(os.path.join(out_dir, "runs", f"{rec['run_id']}.json"), rec)
                 records[rec["run_id"]] = rec
+    if writer:
+        write_json(os.path.join(out_dir, "reference.json"), reference_for(runs))
     return {"plan": text, "records": records}
+
+
+def reference_for(runs: list[RunSpec]) -> dict:
+    """{preset: {max_len: {policy: row}}}: the reference rows (test protocol, cached) for every world
+    and session length of a sweep, shown under the agents in its report's tables."""
+    out: dict = {}
+    for r in runs:
+        c = r.cfg
+        by_len = out.setdefault(c.world.preset, {})
+        if str(c.env.max_len) not in by_len:
+            by_len[str(c.env.max_len)] = reference_rows(c)
+    return out
