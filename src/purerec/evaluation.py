@@ -115,8 +115,9 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
     try:
         with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
+            cached = json.load(fh)
+        return {name: cached[name] for name in REFERENCE_POLICIES}  # in the registry's order
+    except (OSError, ValueError, KeyError):
         pass
     _, test = get_worlds(cfg, verbose=verbose)
     params = E.make_params(test, cfg)
