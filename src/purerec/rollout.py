@@ -14,6 +14,7 @@ from functools import partial
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 from purerec import env as E
 
@@ -27,13 +28,12 @@ def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: i
         act = lambda k, o, s, p, c: (act1(k, o, s, p), c)
     else:
         act = lambda k, o, s, p, c: policy(k, o, s, p, policy_params, c)
-        carry = jax.tree.map(lambda x: x, carry)
     k_reset, k_run = jax.random.split(key)
     if users is None:
         obs, state = E.batch_reset(k_reset, params, n_sessions)
     else:
         obs, state = jax.vmap(E.reset_user, in_axes=(0, None))(users, params)
-    c0 = jax.numpy.zeros((n_sessions,)) if carry is None else carry
+    c0 = jnp.zeros((n_sessions,)) if carry is None else carry
 
     def body(loop, k):
         obs, state, c = loop
