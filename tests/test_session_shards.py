@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import ppo
+from purerec import losses as ppo
 from purerec.config import ConfigError, resolve_session_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,10 +44,10 @@ def test_sharded_loss_parts_and_gradients_sum_to_the_whole_minibatch(weighted):
     coefs = (0.2, 0.5, 0.01)
 
     def whole(lp, v):
-        return ppo.clipped_loss(lp, old, adv, v, target, ent, *coefs, weight=w)
+        return ppo.ppo_clip(lp, old, adv, v, target, ent, *coefs, weight=w)
 
     def share(lp, v, o, a, t, e, wt):
-        return ppo.clipped_loss(lp, o, a, v, t, e, *coefs, weight=wt if weighted else None, axis_name="s")
+        return ppo.ppo_clip(lp, o, a, v, t, e, *coefs, weight=wt if weighted else None, axis_name="s")
 
     (loss, parts), grads = jax.value_and_grad(whole, argnums=(0, 1), has_aux=True)(logp, value)
     halves = lambda x: x.reshape(2, -1)
@@ -59,7 +59,7 @@ def test_sharded_loss_parts_and_gradients_sum_to_the_whole_minibatch(weighted):
     for g, g_s in zip(grads, grads_s):
         np.testing.assert_allclose(g_s.reshape(-1), g, rtol=1e-5, atol=1e-7)
     # The shards' statistics are the whole minibatch's: a loss on one half alone differs.
-    alone = ppo.clipped_loss(logp[:6], old[:6], adv[:6], value[:6], target[:6], ent[:6], *coefs,
+    alone = ppo.ppo_clip(logp[:6], old[:6], adv[:6], value[:6], target[:6], ent[:6], *coefs,
                              weight=None if w is None else w[:6])[0]
     assert abs(float(alone) - float(loss_s[0])) > 1e-3
 

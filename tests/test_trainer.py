@@ -262,16 +262,16 @@ def test_resumed_run_keeps_a_chunk_that_stays_within_the_target_and_drops_one_th
 
 
 def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path, monkeypatch, small_worlds):
-    from purerec import ppo
+    from purerec import losses
 
-    real = ppo.clipped_loss
+    real = losses.ppo_clip
 
     def poisoned(*a, **k):
         total, parts = real(*a, **k)
         parts = dict(parts, actor=parts["actor"] * jnp.nan)
         return total * jnp.nan, parts
 
-    monkeypatch.setattr(ppo, "clipped_loss", poisoned)
+    monkeypatch.setattr(losses, "ppo_clip", poisoned)
     cfg = train_config(total_updates=4, chunk_updates=2, seeds=(3,))
     d = str(tmp_path / "nan")
     with pytest.raises(TrainingError, match=r"non-finite \w+ = nan at update 1 \(seed 3\)"):

@@ -30,6 +30,12 @@ class ConfigError(ValueError):
         super().__init__(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
 
 
+def traced(default: Any) -> Any:
+    """A field whose value is a traced array in the compiled program (rejax's habit): runs that
+    differ only in such fields share one program in a sweep (``traced_paths``)."""
+    return field(default=default, metadata={"traced": True})
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(name, value, allowed)
@@ -120,9 +126,9 @@ class EnvConfig:
     exit_rule: str = "temper"
     fair_scope: str = "slate"
     temper_init: float = 0.0
-    temper_offset: float = 2.0
-    fair_threshold: float = 0.3
-    fair_penalty: float = 1.0
+    temper_offset: float = traced(2.0)
+    fair_threshold: float = traced(0.3)
+    fair_penalty: float = traced(1.0)
     tag_window: int = 10
     tag_threshold: int = 1
 
@@ -191,7 +197,15 @@ class EvalConfig:
 SCHEDULES = ("linear", "cosine")
 DSRM_TARGETS = ("paper", "unbiased")
 REVERSE_STARTS = ("noise", "observed")
-AGENTS = ("dsrm_hrl", "hrl", "flat")
+# Registered agent kinds (``purerec.agents.REGISTRY``; kept here so that validation needs no import
+# of the agents) and the preset aliases that also choose the purifier.
+AGENT_KINDS = ("hrl", "flat", "a2c", "td3", "dnair", "sac4ir")
+AGENT_ALIASES = {"dsrm_hrl": ("hrl", "dsrm")}
+AGENTS = AGENT_KINDS + tuple(AGENT_ALIASES)
+PURIFIERS = ("auto", "none", "dsrm")
+# ``state.purifier = auto``: the purifier each kind has in the paper's rows (FLAT = flat + DSRM);
+# every other kind observes the encoder's state as is.
+DEFAULT_PURIFIER = {"flat": "dsrm"}
 SEED_BATCHING = ("auto", "vmap", "map")
 STAGE1_BEHAVIOURS = ("popularity", "uniform")
 
@@ -257,10 +271,12 @@ FAIR_REWARDS = ("slate", "batch")
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Which agent, its hierarchy and how its policies act: see ``purerec.hrl``.
+    """Which agent, its hierarchy and how its policies act: see ``purerec.nets``.
 
-    ``kind``: dsrm_hrl (the method), hrl (no purifier: the paper's "HRL" row), flat (DSRM + one
-    PPO policy: the paper's "FLAT" row). ``action``: ``hyper`` (the worker's Gaussian
+    ``kind``: a registered agent (``purerec.agents``): hrl, flat, a2c, td3, dnair, sac4ir; or the
+    alias dsrm_hrl = hrl with ``state.purifier = dsrm`` (the method). With ``state.purifier =
+    auto``, hrl is the paper's "HRL" row (no purifier) and flat its "FLAT" row (DSRM + one PPO
+    policy). The fields below are the HRL / FLAT agents'; baselines read their own sections. ``action``: ``hyper`` (the worker's Gaussian
     hyper-action over the scorer's coefficients, deterministic slate by ``slate_rule``; the
     authors' KuaiSim lineage) or ``plackett_luce`` (slates sampled over all items from the
     scores). ``fair_reward``: the manager's Fair_t, ``slate`` = -Gini of the popular/long-tail
@@ -269,7 +285,7 @@ class AgentConfig:
     """
 
     kind: str = "dsrm_hrl"
-    lambda_fair: float = 1.0
+    lambda_fair: float = traced(1.0)
     manager_interval: int = 4
     fair_reward: str = "slate"
     fair_window: int = 1
@@ -303,25 +319,48 @@ class AgentConfig:
         _check(self.init_logit_scale > 0, f"{p}.init_logit_scale", self.init_logit_scale, "> 0")
 
     @property
-    def use_dsrm(self) -> bool:
-        return self.kind != "hrl"
+    def resolved_kind(self) -> str:
+        """The registry kind (aliases resolved)."""
+        return AGENT_ALIASES[self.kind][0] if self.kind in AGENT_ALIASES else self.kind
 
-    @property
-    def hierarchy(self) -> bool:
-        return self.kind != "flat"
+
+@dataclass(frozen=True)
+class StateConfig:
+    """How every agent's state is built: the Stage-I encoder's state, then a purifier.
+
+    ``purifier``: ``none`` (the encoder's state s~), ``dsrm`` (the diffusion purifier's s^,
+    ``purerec.dsrm``), or ``auto`` = the agent's row in the paper (DSRM for flat and for the
+    dsrm_hrl alias, none otherwise). Stage I trains DSRM only when the purifier is dsrm.
+    """
+
+    purifier: str = "auto"
+
+    def validate(self, p: str = "state") -> None:
+        _check(self.purifier in PURIFIERS, f"{p}.purifier", self.purifier, f"one of {PURIFIERS}")
+
+
+def resolve_agent(cfg: "Config") -> tuple[str, str]:
+    """(registry kind, purifier) of a config: aliases and ``state.purifier = auto`` resolved."""
+    kind, alias_purifier = AGENT_ALIASES.get(cfg.agent.kind, (cfg.agent.kind, None))
+    purifier = cfg.state.purifier
+    if cfg.agent.kind in AGENT_ALIASES and purifier == "auto":
+        purifier = alias_purifier
+    if purifier == "auto":
+        purifier = DEFAULT_PURIFIER.get(kind, "none")
+    return kind, purifier
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     """PPO for both levels (defaults from the sibling HRL4PFG code where public)."""
 
-    actor_lr: float = 3e-4
-    critic_lr: float = 1e-3
-    gamma: float = 0.9
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.001
-    vf_coef: float = 0.5
+    actor_lr: float = traced(3e-4)
+    critic_lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    gae_lambda: float = traced(0.95)
+    clip_eps: float = traced(0.2)
+    ent_coef: float = traced(0.001)
+    vf_coef: float = traced(0.5)
     epochs: int = 4
     minibatches: int = 4
     max_grad_norm: float = 0.5
@@ -336,6 +375,141 @@ class PPOConfig:
         _check(self.vf_coef >= 0, f"{p}.vf_coef", self.vf_coef, ">= 0")
         _check(1 <= self.epochs <= 100, f"{p}.epochs", self.epochs, "an integer in [1, 100]")
         _check(self.minibatches >= 1, f"{p}.minibatches", self.minibatches, "an integer >= 1")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+def _check_rate(p: str, name: str, v: float) -> None:
+    _check(0 <= v < 1, f"{p}.{name}", v, "in [0, 1) (0 freezes that network)")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The replay buffer and gradient steps of the off-policy agents (TD3, DNaIR, SAC4IR).
+
+    Each update adds the ``num_envs x rollout_len`` transitions of its rollout (flashbax item
+    buffer, FIFO) and then takes ``grad_steps`` gradient steps on minibatches of ``batch_size``
+    uniformly sampled transitions (none before the buffer holds ``min_size``).
+    """
+
+    capacity: int = 100000
+    batch_size: int = 256
+    grad_steps: int = 64
+    min_size: int = 2048
+
+    def validate(self, p: str = "replay") -> None:
+        _check(self.capacity >= 1, f"{p}.capacity", self.capacity, "an integer >= 1")
+        _check(1 <= self.batch_size <= self.capacity, f"{p}.batch_size", self.batch_size, "an integer in [1, capacity]")
+        _check(self.grad_steps >= 1, f"{p}.grad_steps", self.grad_steps, "an integer >= 1")
+        _check(self.batch_size <= self.min_size <= self.capacity, f"{p}.min_size", self.min_size,
+               "an integer in [batch_size, capacity]")
+
+
+@dataclass(frozen=True)
+class A2CConfig:
+    """A2C (general RL, the KuaiSim lineage): a Gaussian hyper-action = the coefficients of a
+    linear scorer over the item basis, top-K slate; synchronous advantage actor-critic on the
+    env reward (``purerec.agents.a2c``)."""
+
+    actor_lr: float = traced(3e-4)
+    critic_lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    gae_lambda: float = traced(1.0)
+    ent_coef: float = traced(0.0)
+    vf_coef: float = traced(0.5)
+    action_std: float = 0.05
+    minibatches: int = 4
+    hidden: int = 64
+    max_grad_norm: float = 0.5
+
+    def validate(self, p: str = "a2c") -> None:
+        _check_rate(p, "actor_lr", self.actor_lr)
+        _check_rate(p, "critic_lr", self.critic_lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 <= self.gae_lambda <= 1, f"{p}.gae_lambda", self.gae_lambda, "in [0, 1]")
+        _check(self.ent_coef >= 0, f"{p}.ent_coef", self.ent_coef, ">= 0")
+        _check(self.vf_coef >= 0, f"{p}.vf_coef", self.vf_coef, ">= 0")
+        _check(0 < self.action_std <= 2.0, f"{p}.action_std", self.action_std, "in (0, 2]")
+        _check(self.minibatches >= 1, f"{p}.minibatches", self.minibatches, "an integer >= 1")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    """TD3 (Fujimoto et al. 2018; general RL): a deterministic actor outputs a query in item-
+    embedding space (plus a popularity weight), the slate is the top-K of its scores; twin
+    critics, target policy smoothing, delayed actor (``purerec.agents.td3``)."""
+
+    actor_lr: float = traced(1e-4)
+    critic_lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    tau: float = traced(0.01)
+    explore_std: float = traced(0.1)
+    policy_noise: float = traced(0.2)
+    noise_clip: float = traced(0.5)
+    policy_delay: int = 2
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "td3") -> None:
+        _check_rate(p, "actor_lr", self.actor_lr)
+        _check_rate(p, "critic_lr", self.critic_lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 < self.tau <= 1, f"{p}.tau", self.tau, "in (0, 1]")
+        for name in ("explore_std", "policy_noise", "noise_clip"):
+            _check(getattr(self, name) >= 0, f"{p}.{name}", getattr(self, name), ">= 0")
+        _check(1 <= self.policy_delay <= 100, f"{p}.policy_delay", self.policy_delay, "an integer in [1, 100]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class DNaIRConfig:
+    """DNaIR (Shi et al. 2023; fairness-aware): DQN with per-item Q values, slate = top-K of Q,
+    reward + ``novelty_weight`` x the slate's mean q_i / log10(pop_i + 1.1) (``purerec.agents.dnair``)."""
+
+    lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    tau: float = traced(0.01)
+    epsilon: float = traced(0.1)
+    novelty_weight: float = traced(0.2)
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "dnair") -> None:
+        _check_rate(p, "lr", self.lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 < self.tau <= 1, f"{p}.tau", self.tau, "in (0, 1]")
+        _check(0 <= self.epsilon <= 1, f"{p}.epsilon", self.epsilon, "in [0, 1]")
+        _check(self.novelty_weight >= 0, f"{p}.novelty_weight", self.novelty_weight, ">= 0")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class SAC4IRConfig:
+    """SAC4IR (Shi et al. 2023; fairness-aware): discrete soft actor-critic over items, twin Q,
+    automatic temperature with target entropy ``target_entropy_ratio`` x log|I|; fairness
+    enters only through the entropy (``purerec.agents.sac4ir``)."""
+
+    actor_lr: float = traced(1e-4)
+    critic_lr: float = traced(3e-4)
+    alpha_lr: float = traced(1e-4)
+    gamma: float = traced(0.9)
+    tau: float = traced(0.01)
+    target_entropy_ratio: float = traced(0.8)
+    init_log_alpha: float = -1.5
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "sac4ir") -> None:
+        for name in ("actor_lr", "critic_lr", "alpha_lr"):
+            _check_rate(p, name, getattr(self, name))
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 < self.tau <= 1, f"{p}.tau", self.tau, "in (0, 1]")
+        _check(0 < self.target_entropy_ratio <= 1, f"{p}.target_entropy_ratio", self.target_entropy_ratio, "in (0, 1]")
+        _check(-10 <= self.init_log_alpha <= 2, f"{p}.init_log_alpha", self.init_log_alpha, "in [-10, 2]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
         _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
 
 
@@ -405,8 +579,14 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dsrm: DSRMConfig = field(default_factory=DSRMConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    td3: TD3Config = field(default_factory=TD3Config)
+    dnair: DNaIRConfig = field(default_factory=DNaIRConfig)
+    sac4ir: SAC4IRConfig = field(default_factory=SAC4IRConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
@@ -428,6 +608,26 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Sections every run reads; an agent adds the ones it declares (``AgentSpec.sections``).
+SHARED_SECTIONS = ("world", "feedback", "env", "eval", "encoder", "state", "agent", "train")
+
+
+def run_sections(cfg: Config, agent_sections: tuple[str, ...]) -> tuple[str, ...]:
+    """The config sections a run depends on: the shared ones, dsrm with that purifier, the agent's."""
+    extra = ("dsrm",) if resolve_agent(cfg)[1] == "dsrm" else ()
+    return SHARED_SECTIONS + extra + tuple(agent_sections)
+
+
+def traced_paths(cfg: Config, sections: tuple[str, ...]) -> tuple[str, ...]:
+    """Dotted paths of the fields declared ``traced`` in ``sections``."""
+    out = []
+    for name in sections:
+        for f in dataclasses.fields(getattr(cfg, name)):
+            if f.metadata.get("traced"):
+                out.append(f"{name}.{f.name}")
+    return tuple(out)
 
 
 def shards_fit(cfg: Config, shards: int) -> bool:

@@ -15,8 +15,10 @@ import optax
 
 from purerec import diffusion, dsrm, slate
 from purerec import env as E
-from purerec.config import Config
+from purerec.config import Config, resolve_agent
 from purerec.encoder import FeedbackHead, StateEncoder
+from purerec.rollout import unroll
+from purerec.state import Frozen
 
 
 def behaviour_policy(key, obs, state, params: E.EnvParams):
@@ -34,21 +36,18 @@ BEHAVIOUR = {"popularity": behaviour_policy, "uniform": uniform_policy}
 
 def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int, behaviour: str = "popularity"):
     """Flattened samples: observation, true-feedback observation, next slate and its feedback."""
+    act = BEHAVIOUR[behaviour]
+
+    def policy(key, obs, state, carry):
+        slates = jax.vmap(act, in_axes=(0, 0, 0, None))(jax.random.split(key, n_sessions), obs, state, params)
+        true_obs = jax.vmap(E.true_observation, in_axes=(0, None))(state, params)
+        return slates, carry, {"true_obs": true_obs, "user": state.user}
+
     k_reset, k_run = jax.random.split(key)
     obs, state = E.batch_reset(k_reset, params, n_sessions)
-
-    def body(carry, k):
-        obs, state = carry
-        k_act, k_env = jax.random.split(k)
-        slates = jax.vmap(BEHAVIOUR[behaviour], in_axes=(0, 0, 0, None))(
-            jax.random.split(k_act, n_sessions), obs, state, params)
-        true_obs = jax.vmap(E.true_observation, in_axes=(0, None))(state, params)
-        obs2, state2, _, _, _, info = E.batch_step(k_env, state, slates, params)
-        out = {"obs": obs, "true_obs": true_obs, "slate": slates, "feedback": info["feedback"],
-               "user": state.user}
-        return (obs2, state2), out
-
-    _, data = jax.lax.scan(body, (obs, state), jax.random.split(k_run, n_steps))
+    _, tr = unroll(k_run, policy, params, obs, state, (), n_steps)
+    data = {"obs": tr.obs, "true_obs": tr.extras["true_obs"], "slate": tr.slate, "feedback": tr.feedback,
+            "user": tr.extras["user"]}
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
 
 
@@ -69,7 +68,9 @@ def _fit(key, loss, params, lr: float, steps: int, n: int, batch: int):
 
 
 def make_stage1(cfg: Config, params: E.EnvParams):
-    """A pure ``stage1(key) -> (encoder, dsrm, feedback_head params, loss curves)`` for the train world."""
+    """A pure ``stage1(key) -> (Frozen, loss curves)`` for the train world. DSRM is trained only
+    when the run's purifier is ``dsrm`` (its parameters keep their initial values otherwise)."""
+    train_dsrm = resolve_agent(cfg)[1] == "dsrm"
     enc = StateEncoder(cfg.encoder.state_dim, cfg.encoder.hidden)
     head = FeedbackHead(params.world.item_emb.shape[1])
     den = dsrm.make_denoiser(cfg.dsrm, cfg.encoder.state_dim)
@@ -106,8 +107,10 @@ def make_stage1(cfg: Config, params: E.EnvParams):
         def den_loss(p, idx, k):
             return dsrm.loss_fn(p, den, sched, k, targets[idx], states[idx])
 
-        den_p, den_curve = _fit(k_den, den_loss, den_p, cfg.dsrm.lr, cfg.dsrm.train_steps, n,
-                                cfg.dsrm.batch_size)
-        return enc_p, den_p, head_p, {"encoder_loss": enc_curve, "dsrm_loss": den_curve}
+        curves = {"encoder_loss": enc_curve}
+        if train_dsrm:
+            den_p, curves["dsrm_loss"] = _fit(k_den, den_loss, den_p, cfg.dsrm.lr, cfg.dsrm.train_steps, n,
+                                              cfg.dsrm.batch_size)
+        return Frozen(encoder=enc_p, dsrm=den_p, feedback_head=head_p), curves
 
     return run

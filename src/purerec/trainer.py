@@ -43,11 +43,11 @@ import optax
 from flax import struct
 from jax.sharding import PartitionSpec
 
-from purerec import diffusion, dsrm, ppo, slate
+from purerec import diffusion, dsrm, losses, returns, slate
 from purerec import env as E
 from purerec.config import Config
 from purerec.encoder import StateEncoder
-from purerec.hrl import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
+from purerec.nets import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
 from purerec.metrics import gini, gini_of_counts
 from purerec.stage1 import make_stage1
 
@@ -134,7 +134,7 @@ class Agent:
         return s, jnp.concatenate([s, ctx], axis=-1)
 
     def worker_dist(self, worker_params, s, z):
-        """(mean, log_std) of the worker's hyper-action (see ``purerec.hrl``)."""
+        """(mean, log_std) of the worker's hyper-action (see ``purerec.nets``)."""
         if self.cfg.agent.hierarchy:
             return self.worker.apply(worker_params, s, z)
         return self.worker.apply(worker_params, s)
@@ -321,7 +321,7 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
         else:
             logp, ent = slate.linear_log_prob_entropy(mean[:, : basis.shape[1]], basis, mb["slate"])
         v = agent.w_critic.apply(critic, agent.worker_critic_input(mb["x"], mb["z"]))
-        return ppo.clipped_loss(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h),
+        return losses.ppo_clip(logp, mb["logp_w"], mb["adv_w"], v, mb["tgt_w"], ent, *ppo_coefs(h),
                                 axis_name=axis_name)
 
     def manager_loss(p, mb, h):
@@ -329,7 +329,7 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
         mean, ls = agent.manager.apply(actor, mb["x"])
         logp, ent = gaussian_log_prob(mb["u"], mean, ls), gaussian_entropy(ls)
         v = agent.m_critic.apply(critic, mb["x"])
-        return ppo.clipped_loss(logp, mb["logp_m"], mb["adv_m"], v, mb["tgt_m"], ent, *ppo_coefs(h),
+        return losses.ppo_clip(logp, mb["logp_m"], mb["adv_m"], v, mb["tgt_m"], ent, *ppo_coefs(h),
                                 weight=mb["decide"], axis_name=axis_name)
 
     def sgd(r: Runner, batch, key):
@@ -366,13 +366,13 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None):
         r, tr = jax.lax.scan(partial(rollout_step, frozen), r, jax.random.split(k_roll, T))
         _, x_last = agent.inputs(frozen, own(k_last), r.obs, params)
         v_w_last = agent.w_critic.apply(r.worker.critic, agent.worker_critic_input(x_last, jax.nn.sigmoid(r.u)))
-        adv_w, tgt_w = ppo.gae(tr["r"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
+        adv_w, tgt_w = returns.gae(tr["r"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
         if hier:
             v_m_last = agent.m_critic.apply(r.manager.critic, x_last)
-            adv_m, tgt_m = ppo.gae(tr["r_h"], tr["v_m"], tr["done"], v_m_last, gamma, lam)
+            adv_m, tgt_m = returns.gae(tr["r_h"], tr["v_m"], tr["done"], v_m_last, gamma, lam)
         else:
             # FLAT: one policy on the fairness-shaped reward.
-            adv_w, tgt_w = ppo.gae(tr["r_h"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
+            adv_w, tgt_w = returns.gae(tr["r_h"], tr["v_w"], tr["done"], v_w_last, gamma, lam)
             adv_m, tgt_m = jnp.zeros_like(adv_w), jnp.zeros_like(adv_w)
         batch = {k: tr[k] for k in ("s", "x", "u", "z", "a", "decide", "slate", "logp_w", "logp_m")}
         batch.update(adv_w=adv_w, tgt_w=tgt_w, adv_m=adv_m, tgt_m=tgt_m)

@@ -1,0 +1,68 @@
+"""The agent registry: ``agent.kind`` -> ``AgentSpec`` (row label, report group, config sections,
+and the module whose ``make(cfg, params, axis_name)`` builds the ``purerec.agents.base.Agent``).
+
+Nothing outside this registry tests a kind string. Adding an agent = one module in this package
+with a ``make`` function, one entry below, its kind in ``purerec.config.AGENT_KINDS`` and its
+config section in ``purerec.config.Config``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from purerec.config import AGENT_KINDS, Config, resolve_agent
+
+GROUPS = ("method", "ablation", "baseline")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    kind: str
+    label: str  # the report's row name without a purifier
+    group: str  # "method" | "ablation" | "baseline": which report table the row goes to
+    sections: tuple[str, ...]  # the config sections the agent reads besides the shared ones
+    module: str  # purerec.agents.<module> holds make()
+    # Row labels for a purifier other than "none" (default: "<label>+<PURIFIER>").
+    purified_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def make(self) -> Callable:
+        return importlib.import_module(f"purerec.agents.{self.module}").make
+
+    def row_label(self, purifier: str) -> str:
+        if purifier == "none":
+            return self.label
+        return dict(self.purified_labels).get(purifier, f"{self.label}+{purifier.upper()}")
+
+
+REGISTRY: dict[str, AgentSpec] = {
+    "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl", (("dsrm", "DSRM-HRL"),)),
+    "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),)),
+    "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c"),
+    "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3"),
+    "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair"),
+    "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir"),
+}
+assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
+
+
+def get(kind: str) -> AgentSpec:
+    if kind not in REGISTRY:
+        raise KeyError(f"unknown agent kind {kind!r}; registered: {sorted(REGISTRY)}")
+    return REGISTRY[kind]
+
+
+def spec_of(cfg: Config) -> AgentSpec:
+    return get(resolve_agent(cfg)[0])
+
+
+def describe(cfg: Config) -> dict[str, str]:
+    """{"kind", "purifier", "method" (row label), "group" (report table)} of a config; DSRM-HRL is
+    the paper's method, its other rows (HRL, FLAT and purifier variants) are ablations."""
+    kind, purifier = resolve_agent(cfg)
+    spec = get(kind)
+    label = spec.row_label(purifier)
+    group = "method" if (kind, purifier) == ("hrl", "dsrm") else spec.group
+    return {"kind": kind, "purifier": purifier, "method": label, "group": group}
