@@ -22,7 +22,9 @@ from purerec.config import EvalConfig
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.rollout import rollout
-from purerec.trainer import agent_policy, make_train, policy_for
+from purerec.loop import make_train
+from purerec.nets import Manager
+from purerec.state import make_observer
 
 M_INTERVAL = 3
 N = 48  # sessions
@@ -43,15 +45,15 @@ def agent_setup(small_worlds):
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
     fns = make_train(cfg, p_train)
     key = jax.random.PRNGKey(0)
-    frozen, _ = jax.jit(fns["stage1"])(key)
-    runner = jax.jit(fns["init"])(key, frozen)
-    pp = (frozen, runner.worker.actor, runner.manager.actor)
-    return cfg, fns["agent"], pp, p_test
+    frozen, _ = jax.jit(fns.stage1)(key)
+    state = jax.jit(fns.init)(key, frozen)
+    pp = fns.agent.policy_params(frozen, state)
+    return cfg, fns.agent, pp, p_test
 
 
 def _vpolicy(agent, sample):
-    return jax.jit(jax.vmap(lambda k, o, s, params, pp, u: agent_policy(agent, sample, k, o, s, params, pp, u),
-                            in_axes=(0, 0, 0, None, None, 0)))
+    act = agent.act.sample if sample else agent.act.greedy
+    return jax.jit(jax.vmap(act, in_axes=(0, 0, 0, None, None, 0)))
 
 
 def _step_by_step(agent_setup, sample: bool, seed: int = 0):
@@ -110,21 +112,21 @@ def test_greedy_goal_is_the_manager_mean(agent_setup):
     cfg, agent, pp, params = agent_setup
     frozen, _, manager_actor = pp
     for s in _step_by_step(agent_setup, sample=False)[: 2 * M_INTERVAL + 1]:
-        _, x = agent.inputs(frozen, jax.random.PRNGKey(9), s["obs"], params)  # no purifier: key unused
-        mean, _ = agent.manager.apply(manager_actor, x)
+        _, x = make_observer(cfg).inputs(frozen, jax.random.PRNGKey(9), s["obs"], params)  # no purifier
+        mean, _ = Manager(cfg.agent.hidden, cfg.agent.manager_std).apply(manager_actor, x)
         decide = s["t"] % M_INTERVAL == 0
         np.testing.assert_allclose(s["u"][decide], np.asarray(mean)[decide], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(s["u"][~decide], s["u_old"][~decide])
 
 
 def test_evaluation_rollout_keeps_the_decision_schedule(agent_setup):
-    """The rollout the test protocol runs (policy_for + carry): within each session's first
+    """The rollout the test protocol runs (agent.act + carry): within each session's first
     episode, the number of popular items per slate is constant between decisions, and it does
     change at decisions."""
     cfg, agent, pp, params = agent_setup
     users = jnp.arange(N)
-    traj = rollout(jax.random.PRNGKey(3), policy_for(agent, True), params, N, params.max_len, pp, users,
-                   jnp.zeros((N, 2)))
+    traj = rollout(jax.random.PRNGKey(3), agent.act.sample, params, N, params.max_len, pp, users,
+                   agent.init_carry(N))
     n_pop = np.asarray(traj["n_popular"])
     active = np.asarray(M.first_session_mask(traj["done"]))
     changes_at = np.zeros(M_INTERVAL, int)
@@ -154,9 +156,9 @@ def test_eval_action_changes_a_stochastic_agents_metrics(agent_setup):
     cfg, agent, pp, params = agent_setup
     ev = EvalConfig(n_sessions=N, repeats=1, seed=4)
     carry = jnp.zeros((N, 2))
-    g1 = evaluation.test_protocol(policy_for(agent, False), params, ev, pp, carry)
-    g2 = evaluation.test_protocol(policy_for(agent, False), params, ev, pp, carry)
-    s1 = evaluation.test_protocol(policy_for(agent, True), params, ev, pp, carry)
+    g1 = evaluation.test_protocol(agent.act.greedy, params, ev, pp, carry)
+    g2 = evaluation.test_protocol(agent.act.greedy, params, ev, pp, carry)
+    s1 = evaluation.test_protocol(agent.act.sample, params, ev, pp, carry)
     assert g1 == g2
     assert s1 != g1
     assert s1["AD"] != g1["AD"] and s1["R_cum"] != g1["R_cum"]

@@ -221,7 +221,7 @@ def test_int_field_rejects_non_integral_or_boolean_values(value):
 
 
 def test_minibatches_must_divide_batch():
-    e = raises_on("ppo.minibatches", overrides={"num-envs": "10", "rollout-len": "3", "minibatches": "4"})
+    e = raises_on("ppo.minibatches", overrides={"num-envs": "10", "rollout-len": "3", "ppo.minibatches": "4"})
     assert "30" in str(e)
 
 

@@ -23,7 +23,9 @@ def make_record(rng, kind="dsrm_hrl", preset="kuairec", max_len=30, seed=11, K=2
                 status="ok", error=None, n_updates=6, timing=(2.0, 12.0, 6, 1), group="g0"):
     grid = dict(grid or {})
     rid = f"{kind}-{preset}-{max_len}-{K}-{lam}-{seed}-{status}"
+    table = "method" if kind == "dsrm_hrl" else "ablation" if kind in ("hrl", "flat") or kind.startswith("hrl_") else "baseline"
     rec = {"run_id": rid, "seed": seed, "point": {"env": f"envs/{preset}.toml", **grid}, "group": group,
+           "method": kind, "table": table,
            "config": {"agent": {"kind": kind, "lambda_fair": lam}, "env": {"max_len": max_len},
                       "world": {"preset": preset}, "dsrm": {"steps": K}, "eval": {"ad_form": "ratio"}},
            "status": status,

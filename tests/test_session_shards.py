@@ -126,7 +126,7 @@ TWO_DEVICES = textwrap.dedent("""
     from purerec.datasets import get_worlds
     from purerec.env import make_params
     from purerec.experiment import SESSIONS, run
-    from purerec.trainer import make_train
+    from purerec.loop import make_train
 
     assert jax.local_device_count() == 2
     out = {{}}
@@ -136,15 +136,15 @@ TWO_DEVICES = textwrap.dedent("""
     train_w, _ = get_worlds(cfg)
     fns = make_train(cfg, make_params(train_w, cfg), axis_name=SESSIONS)
     key = jax.random.PRNGKey(4)
-    frozen, _ = jax.jit(fns["stage1"])(key)
+    frozen, _ = jax.jit(fns.stage1)(key)
     mesh = Mesh(np.array(jax.devices()), (SESSIONS,))
-    specs = fns["runner_specs"](lead=0)
-    init = jax.jit(jax.shard_map(fns["init"], mesh=mesh, in_specs=(P(), P()), out_specs=specs, check_vma=False))
+    specs = fns.state_specs(lead=0)
+    init = jax.jit(jax.shard_map(fns.init, mesh=mesh, in_specs=(P(), P()), out_specs=specs, check_vma=False))
     copies = lambda f: (lambda *a: jax.tree.map(lambda x: x[None], f(*a)))  # every device's copy
-    upd = jax.jit(jax.shard_map(copies(lambda r, fz: fns["update"](fz, r)), mesh=mesh, in_specs=(specs, P()),
+    upd = jax.jit(jax.shard_map(copies(lambda r, fz: fns.update(fz, r)), mesh=mesh, in_specs=(specs, P()),
                                 out_specs=P(SESSIONS), check_vma=False))
     r_dev, logs_dev = upd(init(key, frozen), frozen)
-    emu = jax.vmap(lambda k, fz: fns["update"](fz, fns["init"](k, fz)), in_axes=(None, None),
+    emu = jax.vmap(lambda k, fz: fns.update(fz, fns.init(k, fz)), in_axes=(None, None),
                    axis_name=SESSIONS, axis_size=2)
     r_emu, logs_emu = jax.jit(emu)(key, frozen)
     # logs["Fair"] is checked on its own (a known src bug: its per-session mean is not summed over

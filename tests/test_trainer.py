@@ -19,7 +19,7 @@ from purerec.env import make_params
 from purerec.experiment import TrainingError, run
 from purerec.policies import REFERENCE_POLICIES
 from purerec import evaluation
-from purerec.trainer import make_train
+from purerec.loop import make_train
 
 
 def train_config(**train) -> Config:
@@ -91,7 +91,7 @@ def test_stage1_losses_decrease(finished_run):
 def test_unbiased_target_purifies_towards_true_state(small_cfg, small_worlds):
     """Trained on s_0 = s*, DSRM moves s~ measurably closer to s* (the true-feedback state)."""
     from purerec.fidelity import fidelity
-    from purerec.trainer import make_agent
+    from purerec.state import make_observer
 
     cfg = train_config()
     cfg = dataclasses.replace(cfg, dsrm=dataclasses.replace(cfg.dsrm, target="unbiased", train_steps=1500,
@@ -99,8 +99,8 @@ def test_unbiased_target_purifies_towards_true_state(small_cfg, small_worlds):
     train_w, test_w = small_worlds
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
     fns = make_train(cfg, p_train)
-    frozen, _ = jax.jit(fns["stage1"])(jax.random.PRNGKey(0))
-    fid = fidelity(make_agent(cfg, train_w.item_emb.shape[1]), frozen, jax.random.PRNGKey(1), p_train, p_test)
+    frozen, _ = jax.jit(fns.stage1)(jax.random.PRNGKey(0))
+    fid = fidelity(make_observer(cfg), frozen, jax.random.PRNGKey(1), p_train, p_test)
     assert fid["state_cos_purified"] > fid["state_cos_observed"] + 0.01, fid
 
 

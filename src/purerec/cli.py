@@ -1,6 +1,8 @@
 """Command line: ``python train.py [--env FILE] [--field value ...]``.
 
-Trains DSRM-HRL (default) and evaluates it on the test world.
+Trains DSRM-HRL (default) or any registered agent (``--agent KIND``: dsrm_hrl, hrl, flat, a2c,
+td3, dnair, sac4ir; ``--state.purifier none|dsrm`` crosses any of them with the purifier) and
+evaluates it on the test world.
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
 ``python train.py report DIR``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
@@ -132,7 +134,9 @@ FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "s
 
 
 def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None:
-    name = cfg.agent.kind
+    from purerec.agents import describe
+
+    name = describe(cfg)["method"]
     print(f"\n{protocol_line(cfg, res['n_sessions'])}; training seeds {list(cfg.train.seeds)} (mean ± std over seeds)\n")
     rows = {f"{name} ({rule})": res["test"][rule]["mean"] for rule in res["test"]}
     stds = {f"{name} ({rule})": res["test"][rule]["std"] for rule in res["test"]}
@@ -144,7 +148,7 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None
     tr = res["train_report"]
     print(format_table({name: tr["mean"]}, ["Len", "R_each", "R_cum", "AD"], {name: tr["std"]}))
     print("\nPurification fidelity (cosine to the hidden preference via a linear probe; to s* in state space)\n")
-    print(format_table({cfg.agent.kind: res["mean"]}, FIDELITY, {cfg.agent.kind: res["std"]}))
+    print(format_table({name: res["mean"]}, FIDELITY, {name: res["std"]}))
     t = res["timings"]
     print(f"\ncompile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s, total {t['total_s']:.1f}s; "
           f"results in {res['run_dir']}/results.json")

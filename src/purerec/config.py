@@ -597,8 +597,9 @@ class Config:
             else:
                 section.validate()
         batch = self.train.num_envs * self.train.rollout_len
-        _check(batch % self.ppo.minibatches == 0, "ppo.minibatches", self.ppo.minibatches,
-               f"a divisor of num_envs * rollout_len ({batch})")
+        for name in ("ppo", "a2c"):
+            mbs = getattr(self, name).minibatches
+            _check(batch % mbs == 0, f"{name}.minibatches", mbs, f"a divisor of num_envs * rollout_len ({batch})")
         s = self.train.session_shards
         if s > 1:
             _check(shards_fit(self, s), "train.session_shards", s,

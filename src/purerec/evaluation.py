@@ -10,8 +10,9 @@
   the last ``report_updates`` updates' training metrics (exploring rollouts on the train world).
 
 The action rule (``eval.action``: ``greedy`` or ``sample``) is applied identically to every
-agent: ``purerec.trainer.agent_policy`` takes mean goals and actions, or samples them as in
-training. The manager keeps its training decision schedule (a goal held ``manager_interval`` steps).
+agent: ``agent.act.greedy`` (each agent's deterministic rule: mean goals and actions, top-K of
+Q, ...) or ``agent.act.sample`` (its training policy). Per-session memory (the HRL manager's goal,
+held ``manager_interval`` steps) is carried as in training.
 """
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ def test_metrics(policy: Callable, params: E.EnvParams, ev: EvalConfig, policy_p
     return jax.lax.map(one, jnp.arange(ev.repeats))
 
 
+_test_metrics_jit = jax.jit(test_metrics, static_argnums=(0, 2))
+
+
 def test_protocol(policy: Callable, params: E.EnvParams, ev: EvalConfig, policy_params=None,
                   carry=None) -> dict[str, float]:
     """The test protocol's row for one policy (one training seed): means over the repeats, and
     each metric's spread over the repeats as ``<metric>_repeat_std``."""
-    per_rep = jax.device_get(jax.jit(test_metrics, static_argnums=(0, 2))(policy, params, ev, policy_params, carry))
+    per_rep = jax.device_get(_test_metrics_jit(policy, params, ev, policy_params, carry))
     row = {k: float(np.mean(v)) for k, v in per_rep.items()}
     row.update({f"{k}_repeat_std": float(np.std(per_rep[k])) for k in REPORT_METRICS})
     return row

@@ -41,7 +41,9 @@ from purerec.env import make_params
 from purerec.fidelity import fidelity
 from purerec.config import EVAL_ACTIONS
 from purerec.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
-from purerec.trainer import init_key, make_train, policy_for, stage1_key
+from purerec.agents import describe
+from purerec.loop import init_key, make_train, stage1_key
+from purerec.state import make_observer
 
 TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
 SESSIONS = "sessions"  # the device axis session shards are split along
@@ -140,7 +142,7 @@ def _truncate_metrics(path: str, up_to_update: int) -> None:
 
 def new_run_dir(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(cfg.train.run_dir, f"{stamp}-{cfg.agent.kind}")
+    base = os.path.join(cfg.train.run_dir, f"{stamp}-{describe(cfg)['method'].lower().replace('+', '-')}")
     path, i = base, 1
     while os.path.exists(path):
         path, i = f"{base}-{i}", i + 1
@@ -187,7 +189,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     k_stage1 = jax.vmap(stage1_key)(keys)
     k_init = jax.vmap(init_key)(keys)
     over_seeds = seed_batcher(cfg.train.seed_batching)
-    stage1_v = jax.jit(over_seeds(fns["stage1"]))
+    stage1_v = jax.jit(over_seeds(fns.stage1))
     init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards)
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
     checkpointer = ocp.StandardCheckpointer()
@@ -212,9 +214,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
                       for i, seed in enumerate(seeds)}
         write_json(os.path.join(run_dir, "stage1.json"), stage1_log)
-        log(f"stage I: encoder loss {np.mean(curves['encoder_loss'][:, 0]):.4f} -> "
-            f"{np.mean(curves['encoder_loss'][:, -1]):.4f}, DSRM loss {np.mean(curves['dsrm_loss'][:, 0]):.3f} -> "
-            f"{np.mean(curves['dsrm_loss'][:, -1]):.3f}")
+        log("stage I: " + ", ".join(f"{k.replace('_', ' ')} {np.mean(v[:, 0]):.4f} -> {np.mean(v[:, -1]):.4f}"
+                                    for k, v in curves.items()))
         done_updates = 0
         _truncate_metrics(metrics_path, 0)
         _truncate_metrics(evals_path, 0)
@@ -239,7 +240,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
     first_chunk = done_updates // cfg.train.chunk_updates
     chunk_c = timed_compile(chunk_v, runner, frozen)
-    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds in one program, agent {cfg.agent.kind})")
+    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds in one program, {describe(cfg)['method']})")
     counter = _counter()
     counter.count, counter.active = 0, True
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
@@ -251,7 +252,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     def evaluate_now() -> dict:
         t0 = time.perf_counter()
         fz, rn = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
-        out = evaluate_run(cfg, fns["agent"], fz, rn, p_train, p_test, metrics_path)
+        out = evaluate_run(cfg, fns.agent, fz, rn, p_train, p_test, metrics_path)
         timings["eval_s"] += time.perf_counter() - t0
         return out
     try:
@@ -294,7 +295,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         counter.active = False
         bar.close()
     recompiles = counter.count
-    results = {"run_dir": run_dir, "agent": cfg.agent.kind, "seeds": seeds, "recompiles_in_loop": recompiles,
+    results = {"run_dir": run_dir, "agent": cfg.agent.kind, **describe(cfg), "seeds": seeds, "recompiles_in_loop": recompiles,
                "updates": done_updates, "session_shards": shards,
                "timings": dict(timings), "episodes": episodes}
     if evaluate_at_end:
@@ -325,12 +326,12 @@ def _stage2_programs(fns, over_seeds, shards: int):
     several; then the replicated sharding (for the frozen Stage-I products) and a function giving
     a runner's shardings as ``runner_specs`` says (both None for one shard)."""
     if shards == 1:
-        return jax.jit(over_seeds(fns["init"])), jax.jit(over_seeds(fns["chunk"])), None, None
+        return jax.jit(over_seeds(fns.init)), jax.jit(over_seeds(fns.chunk)), None, None
     mesh = Mesh(np.array(jax.local_devices()[:shards]), (SESSIONS,))
-    specs = fns["runner_specs"]()
+    specs = fns.state_specs()
     smap = lambda f, i, o: jax.jit(jax.shard_map(over_seeds(f), mesh=mesh, in_specs=i, out_specs=o, check_vma=False))
-    init_v = smap(fns["init"], (P(), P()), specs)
-    chunk_v = smap(fns["chunk"], (specs, P()), (specs, P()))
+    init_v = smap(fns.init, (P(), P()), specs)
+    chunk_v = smap(fns.chunk, (specs, P()), (specs, P()))
 
     def runner_sharding(runner):
         return jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
@@ -368,16 +369,17 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     protocol; ``mean`` / ``std`` / ``per_seed`` are the protocol and action rule the config names."""
     seeds = list(cfg.train.seeds)
     n = n_test_sessions(cfg.eval, p_test)
+    observer = make_observer(cfg)
     test = {}
     for rule in EVAL_ACTIONS:
         per_seed = {}
         for i, seed in enumerate(seeds):
             take = lambda t: jax.tree.map(lambda x: x[i], t)
             fz = take(frozen)
-            pp = (fz, take(runner.worker.actor), take(runner.manager.actor) if runner.manager is not None else None)
-            row = test_protocol(policy_for(agent, rule == "sample"), p_test, cfg.eval, pp, jnp.zeros((n, 2)))
+            pp = agent.policy_params(fz, take(runner))
+            row = test_protocol(getattr(agent.act, rule), p_test, cfg.eval, pp, agent.init_carry(n))
             if rule == "greedy":
-                row.update(fidelity(agent, fz, jax.random.PRNGKey(cfg.eval.seed + 1000), p_train, p_test))
+                row.update(fidelity(observer, fz, jax.random.PRNGKey(cfg.eval.seed + 1000), p_train, p_test))
             per_seed[str(seed)] = row
         test[rule] = seed_summary(per_seed)
     curves = read_curves(metrics_path, seeds)

@@ -23,14 +23,14 @@ def _cos(a, b):
     return jnp.sum(a * b, -1) / jnp.maximum(na * nb, 1e-8)
 
 
-def _states(agent, frozen, key, params: E.EnvParams, n_sessions: int):
+def _states(observer, frozen, key, params: E.EnvParams, n_sessions: int):
     k_data, k_s = jax.random.split(key)
     data = collect(k_data, params, n_sessions, params.max_len)
     emb = params.world.item_emb
     obs, tobs = data["obs"], data["true_obs"]
-    s_obs = agent.encoder.apply(frozen.encoder, emb[obs.items], obs.feedback, obs.valid)
-    s_true = agent.encoder.apply(frozen.encoder, emb[tobs.items], tobs.feedback, tobs.valid)
-    s_hat = agent.state(frozen, k_s, obs, emb)
+    s_obs = observer.observed(frozen, obs, emb)
+    s_true = observer.observed(frozen, tobs, emb)
+    s_hat = observer.state(frozen, k_s, obs, params)
     pref = params.world.true_user[data["user"]][:, :-1]
     return s_obs, s_hat, s_true, pref, jnp.any(obs.valid, axis=-1)
 
@@ -45,11 +45,11 @@ def _predict(x, coef):
     return jnp.concatenate([x, jnp.ones((x.shape[0], 1))], 1) @ coef
 
 
-def fidelity(agent, frozen, key, train_params: E.EnvParams, test_params: E.EnvParams, n_sessions: int = 256):
+def fidelity(observer, frozen, key, train_params: E.EnvParams, test_params: E.EnvParams, n_sessions: int = 256):
     """Probe cosines for s~ and s^ (test world) and state-space cosines to s*."""
     k_tr, k_te = jax.random.split(key)
-    so_tr, sh_tr, _, pref_tr, m_tr = _states(agent, frozen, k_tr, train_params, n_sessions)
-    so_te, sh_te, st_te, pref_te, m_te = _states(agent, frozen, k_te, test_params, n_sessions)
+    so_tr, sh_tr, _, pref_tr, m_tr = _states(observer, frozen, k_tr, train_params, n_sessions)
+    so_te, sh_te, st_te, pref_te, m_te = _states(observer, frozen, k_te, test_params, n_sessions)
     w_tr = m_tr.astype(jnp.float32)
     w_te = m_te.astype(jnp.float32)
     mean = lambda v: jnp.sum(v * w_te) / jnp.maximum(w_te.sum(), 1)

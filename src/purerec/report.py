@@ -24,11 +24,12 @@ import numpy as np
 TABLE_METRICS = ("Len", "R_each", "R_cum", "AD")
 CURVE_METRICS = ("Len", "AD")
 K_METRICS = ("Len", "R_cum", "AD")
-CANONICAL_METHODS = ("dsrm_hrl", "hrl", "flat")
+# Report tables in order: the record's ``table`` (``purerec.agents.describe``) picks one.
+TABLE_ORDER = ("method", "ablation", "baseline")
 CANONICAL_WORLDS = ("kuairec", "kuairand")
 PLOTS = ("pareto.png", "learning_curves.png", "diffusion_steps.png")
 # Grid fields that never go into a row label: the method itself, the columns, the table.
-_NOT_IN_LABEL = ("agent.kind", "env.max_len", "world.preset", "env")
+_NOT_IN_LABEL = ("agent.kind", "state.purifier", "env.max_len", "world.preset", "env")
 LAMBDA, K_FIELD = "agent.lambda_fair", "dsrm.steps"
 
 
@@ -46,6 +47,8 @@ class Run:
     curves: dict
     timing: dict
     group: str
+    table: str = "method"  # which report table: method | ablation | baseline
+    paper_s: float | None = None  # the paper's Table-4 training seconds for this row, if any
     fields: tuple = field(default=())  # ((name, value), ...): the other varying grid fields
 
     def label(self, drop: tuple[str, ...] = ()) -> str:
@@ -149,8 +152,10 @@ def _to_run(rec: dict) -> Run:
     cfg = rec.get("config", {}) or {}
     point = dict(rec.get("point", {}) or {})
     max_len, K, lam = _get(cfg, "env", "max_len"), _get(cfg, "dsrm", "steps"), _get(cfg, "agent", "lambda_fair")
-    return Run(run_id=str(rec.get("run_id", "?")), seed=rec.get("seed"),
-               kind=str(_get(cfg, "agent", "kind", default=point.get("agent.kind", "?"))),
+    # Records name their row (``method``) and table; older records only their agent.kind.
+    kind = rec.get("method") or _get(cfg, "agent", "kind", default=point.get("agent.kind", "?"))
+    return Run(run_id=str(rec.get("run_id", "?")), seed=rec.get("seed"), kind=str(kind),
+               table=str(rec.get("table", "method")), paper_s=rec.get("paper_train_s"),
                preset=str(_get(cfg, "world", "preset", default=point.get("world.preset", "?"))),
                max_len=None if max_len is None else int(max_len), K=None if K is None else int(K),
                lam=None if lam is None else float(lam), point=point, metrics=rec.get("metrics", {}) or {},
@@ -186,9 +191,19 @@ def _assign_fields(runs: list[Run], spec: dict) -> list[str]:
 
 
 def _method_order(spec: dict, runs: list[Run]) -> dict[str, int]:
-    kinds = list((spec.get("grid") or {}).get("agent.kind", []) or [])
-    kinds += [k for k in CANONICAL_METHODS if k not in kinds]
-    kinds += sorted({r.kind for r in runs} - set(kinds))
+    """Rows: the method, then ablations, then baselines; within a table, in the order of the
+    sweep grid's ``agent.kind`` values, then by label."""
+    grid = [str(k) for k in (spec.get("grid") or {}).get("agent.kind", []) or []]
+
+    def key(r: Run):
+        t = TABLE_ORDER.index(r.table) if r.table in TABLE_ORDER else len(TABLE_ORDER)
+        g = str(r.point.get("agent.kind"))
+        return (t, grid.index(g) if g in grid else len(grid), r.kind)
+
+    kinds = []
+    for r in sorted(runs, key=key):
+        if r.kind not in kinds:
+            kinds.append(r.kind)
     return {k: i for i, k in enumerate(kinds)}
 
 
@@ -281,17 +296,23 @@ def _timing_table(runs: list[Run], order: dict[str, int], presets: list[str]) ->
                     groups[(r.group, r.timing.get("group_compile_s"), r.timing.get("group_run_s"))] = \
                         float(r.timing["group_compile_s"])
             devices = sorted({int(r.timing["devices"]) for r in rs if "devices" in r.timing})
+            paper = [r.paper_s for r in rs if r.paper_s is not None]
             rows.append([labels[key], p, _fmt(float(np.mean(per_run))) if per_run else "–",
                          _fmt(float(np.mean(list(groups.values())))) if groups else "–",
-                         str(len(rs)), ",".join(str(d) for d in devices) or "–"])
-    out = _md_table(["Method", "World", "train+eval s / run", "compile s / group", "runs", "devices"], rows)
+                         str(len(rs)), ",".join(str(d) for d in devices) or "–",
+                         _fmt(float(paper[0])) if paper else "–"])
+    out = _md_table(["Method", "World", "train+eval s / run", "compile s / group", "runs", "devices",
+                     "paper s"], rows)
     out += ["", "s / run: the group's run time divided by its runs (all runs of a group share one "
-            "program), averaged over runs; compile s: mean over the method's compiled groups."]
+            "program; this sweep's budget, max_len and evaluation included), averaged over runs; compile s: "
+            "mean over the method's compiled groups. paper s: the paper's Table 4 (20,000 episodes, KuaiRec, "
+            "max_len 30, its hardware); `benchmarks/train_speed.py` times exactly that workload here."]
     return out
 
 
-def _is_ablation(kind: str) -> bool:
-    return kind in CANONICAL_METHODS or kind.startswith("hrl_")
+def _is_ablation(r: Run) -> bool:
+    """Table 3 holds the method and its ablations."""
+    return r.table in ("method", "ablation")
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,15 +464,15 @@ def write_report(sweep_dir: str) -> str:
     Only records with status ``ok`` enter tables and plots; failed runs are listed at the end with
     their error.
 
-    Rows: a row is a method (``config.agent.kind``) *plus the values of any other grid field that
+    Rows: a row is a method (the record's ``method`` label, e.g. DSRM-HRL, TD3) *plus the values of any other grid field that
     varies in the sweep* (e.g. ``dsrm_hrl (dsrm.steps=20)``, ``flat (agent.lambda_fair=0.1)``);
     ``env.max_len`` is a column block and the world preset (``config.world.preset``) a separate
     table, so they never enter the label (the env file does only when several env files share a
     preset). Every cell is thus a plain mean over seeds of otherwise identical configs; no run is
     dropped or mixed with a different configuration.
 
-    Tables: Table 2 (all methods) and Table 3 (ablation kinds: ``dsrm_hrl``, ``hrl``, ``flat`` and
-    ``hrl_*``; only when a world has at least two of them), one per world preset, columns
+    Tables: Table 2 (all methods) and Table 3 (the method and its ablations, by each record's
+    ``table``; only when a world has at least two of them), one per world preset, columns
     ``Len@L | R_each@L | R_cum@L | AD@L`` for every max_len L, cells ``mean ± std`` with the
     population std (``np.std``) over seeds, 4 significant digits. Table 4: training wall time per
     row label and world. Under the agents, Tables 2 and 3 show the reference policies' rows from
@@ -510,12 +531,13 @@ def write_report(sweep_dir: str) -> str:
 
         abl_tables = []
         for p in presets:
-            rs = [r for r in ok if r.preset == p and _is_ablation(r.kind)]
+            rs = [r for r in ok if r.preset == p and _is_ablation(r)]
             if len({r.kind for r in rs}) >= 2:
                 abl_tables += [f"### World: {p}", ""] + _results_table(rs, order, reference.get(p)) + [""]
         if abl_tables:
             lines += ["## Table 3: ablations", "",
-                      "Ablation methods: dsrm_hrl, hrl, flat and hrl_* variants.", ""] + abl_tables
+                      "The method and its ablations (rows whose record's table is `method` or `ablation`).",
+                      ""] + abl_tables
 
         lines += ["## Table 4: training wall time", ""] + _timing_table(ok, order, presets) + [""]
 

@@ -12,9 +12,11 @@ Spec (``sweeps/*.toml``)::
     [grid]                      # the grid: dotted config field -> values
     "dsrm.steps" = [5, 10, 20]
 
-Grouping: runs that differ only in seeds and in ``purerec.trainer.VMAPPABLE`` fields (lambda,
-learning rates, entropy coefficient, ...) form one group, run by one compiled program; any
-other difference (K, max_len, slate size, agent, world) starts a new group.
+Grouping: runs that differ only in seeds and in fields declared ``traced`` (``purerec.config``:
+lambda, learning rates, entropy coefficient, ...) form one group, run by one compiled program;
+any other difference (K, max_len, slate size, agent, world) starts a new group. A run's id hashes
+only the config sections it reads (the shared ones and its agent's), so changing one agent's
+defaults never invalidates another agent's records.
 
 Devices: the group's run axis is sharded over all devices (``jax.sharding.Mesh`` +
 ``jax.shard_map``), padded to a multiple of the device count; on each device its runs are mapped
@@ -49,7 +51,10 @@ from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
 from purerec.evaluation import n_test_sessions, reference_rows, test_metrics
-from purerec.trainer import VMAPPABLE, hyper_from_config, make_train, policy_for
+from purerec.agents import describe, spec_of
+from purerec.agents.base import env_params, hyper_of, hyper_paths
+from purerec.config import run_sections
+from purerec.loop import make_train
 
 
 @dataclass(frozen=True)
@@ -120,9 +125,10 @@ def scale_budget(cfg: Config, budget: float) -> Config:
 
 
 def _cfg_hash(cfg: Config) -> str:
-    """Run id: a hash of the config without ``train.session_shards``, which is 1 in every sweep
-    (leaving it out keeps the ids of records written before the field existed)."""
-    d = dataclasses.asdict(cfg)
+    """Run id: a hash of the config sections the run reads (``purerec.config.run_sections``)
+    without ``train.session_shards``, which is 1 in every sweep."""
+    full = dataclasses.asdict(cfg)
+    d = {name: full[name] for name in run_sections(cfg, spec_of(cfg).sections)}
     d["train"].pop("session_shards")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -147,8 +153,8 @@ def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
 
 
 def group_key(cfg: Config) -> str:
-    """Hash of the config with seeds and vmappable fields blanked: equal keys share a program."""
-    blank = {p: 0.0 for p in VMAPPABLE}
+    """Hash of the config with seeds and traced fields blanked: equal keys share a program."""
+    blank = {p: 0.0 for p in hyper_paths(cfg)}
     c = apply_overrides(cfg, blank)
     c = dataclasses.replace(c, train=dataclasses.replace(c.train, seeds=(0,)))
     return _cfg_hash(c)
@@ -172,7 +178,7 @@ def describe_plan(spec: SweepSpec, groups: list[Group], done: set[str], n_device
         c = g.runs[0].cfg
         left = sum(r.run_id not in done for r in g.runs)
         fixed = {k: v for k, v in g.runs[0].point.items() if all(r.point.get(k) == v for r in g.runs)}
-        lines.append(f"  group {i + 1}: {len(g.runs)} runs ({left} to do), agent {c.agent.kind}, "
+        lines.append(f"  group {i + 1}: {len(g.runs)} runs ({left} to do), {describe(c)['method']}, "
                      f"world {c.world.preset} {c.world.n_items} items, max_len {c.env.max_len}, K {c.dsrm.steps}, "
                      f"{c.train.total_updates} updates; fixed {fixed}")
     return "\n".join(lines)
@@ -210,21 +216,20 @@ def run_group(group: Group, log=print) -> list[dict]:
     train_w, test_w = get_worlds(cfg)
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
     fns = make_train(cfg, p_train)
-    agent = fns["agent"]
+    agent = fns.agent
     keys = np.stack([np.asarray(jax.random.PRNGKey(group.runs[i].seed)) for i in order])
-    hypers = [hyper_from_config(group.runs[i].cfg) for i in order]
-    hyper = {k: np.stack([np.asarray(h[k]) for h in hypers]) for k in VMAPPABLE}
+    hypers = [hyper_of(group.runs[i].cfg) for i in order]
+    hyper = {k: np.stack([np.asarray(h[k]) for h in hypers]) for k in hypers[0]}
     keys_s = _shard(keys, mesh)
     hyper_s = {k: _shard(v, mesh) for k, v in hyper.items()}
 
     def train_eval(key, h):
-        frozen, runner, logs, curves = fns["train"](key, h)
-        tp = p_test.replace(temper_offset=h["env.temper_offset"], fair_threshold=h["env.fair_threshold"],
-                            fair_penalty=h["env.fair_penalty"])
-        pp = (frozen, runner.worker.actor, runner.manager.actor if runner.manager is not None else None)
+        frozen, state, logs, curves = fns.train(key, h)
+        tp = env_params(p_test, h)
         # The test protocol (eval.action for every run); the mean over its repeats.
-        carry = jnp.zeros((n_test_sessions(cfg.eval, tp), 2))
-        per_rep = test_metrics(policy_for(agent, cfg.eval.action == "sample"), tp, cfg.eval, pp, carry)
+        carry = agent.init_carry(n_test_sessions(cfg.eval, tp))
+        per_rep = test_metrics(getattr(agent.act, cfg.eval.action), tp, cfg.eval, agent.policy_params(frozen, state),
+                               carry)
         metrics = jax.tree.map(lambda v: v.mean(0), per_rep)
         return logs, curves, metrics
 
@@ -243,7 +248,7 @@ def run_group(group: Group, log=print) -> list[dict]:
     logs, curves, metrics = (_gather(x) for x in (logs, curves, metrics))
     records = []
     for i, r in enumerate(group.runs):
-        rec = {"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": group.key,
+        rec = {"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": group.key, **_row_of(r.cfg),
                "config": dataclasses.asdict(r.cfg), "status": "ok",
                "timing": {"group_compile_s": compile_s, "group_run_s": run_s, "group_runs": n, "devices": n_dev}}
         bad = [k for k, v in logs.items() if not np.all(np.isfinite(v[i]))]
@@ -256,6 +261,13 @@ def run_group(group: Group, log=print) -> list[dict]:
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")
     return records
+
+
+def _row_of(cfg: Config) -> dict:
+    """What the report needs to place a run: its row label and table (``purerec.agents.describe``)."""
+    d = describe(cfg)
+    return {"method": d["method"], "table": d["group"], "kind": d["kind"], "purifier": d["purifier"],
+            "paper_train_s": d["paper_train_s"]}
 
 
 def _gather(tree):
@@ -290,7 +302,7 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
         except Exception as e:  # a failing group is recorded; the sweep goes on
             msg = f"{type(e).__name__}: {e}"
             log(f"  group failed: {msg}")
-            new = [{"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": g.key,
+            new = [{"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": g.key, **_row_of(r.cfg),
                     "config": dataclasses.asdict(r.cfg), "status": "failed", "error": msg,
                     "traceback": traceback.format_exc(limit=5)} for r in todo]
         if writer:

@@ -1,0 +1,67 @@
+"""The training program of any registered agent, built by ``make_train(cfg, params)``.
+
+Stage I (``purerec.stage1``: encoder and, with ``state.purifier = dsrm``, the purifier) then the
+agent's ``init`` and ``update`` scanned (``purerec.agents.base``). ``chunk`` scans
+``train.chunk_updates`` updates (the host loop checkpoints between chunks); ``train(key, hyper)``
+is the whole run in one program (what sweeps compile). There is no agent code here: the agent
+comes from the registry. Seeds are mapped or vmapped by the caller
+(``purerec.experiment.seed_batcher``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+
+from purerec import agents
+from purerec import env as E
+from purerec.agents.base import Agent, hyper_of
+from purerec.config import Config, ConfigError
+from purerec.stage1 import make_stage1
+
+
+class TrainFns(NamedTuple):
+    agent: Agent
+    stage1: Callable  # key -> (Frozen, Stage-I loss curves)
+    init: Callable  # (key, frozen[, hyper]) -> agent state
+    update: Callable  # (frozen, state) -> (state, logs)
+    chunk: Callable  # (state, frozen) -> (state, logs over train.chunk_updates updates)
+    train: Callable  # (key[, hyper]) -> (frozen, state, logs, curves)
+    state_specs: Callable | None  # (lead=1) -> partition specs of the state (session shards)
+
+
+def stage1_key(seed_key: jax.Array) -> jax.Array:
+    return jax.random.fold_in(seed_key, 1)
+
+
+def init_key(seed_key: jax.Array) -> jax.Array:
+    return jax.random.fold_in(seed_key, 2)
+
+
+def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> TrainFns:
+    """Pure pieces for the train world. With ``axis_name``, ``init``, ``update`` and ``chunk`` are
+    one device's share of a run whose sessions are split in ``train.session_shards`` along that
+    mapped axis (``stage1`` and ``train`` stay whole-run pieces for ``axis_name = None``)."""
+    spec = agents.spec_of(cfg)
+    agent = spec.make(cfg, params, axis_name)
+    if axis_name is not None and agent.state_specs is None:
+        raise ConfigError("train.session_shards", cfg.train.session_shards,
+                          f"1: agent {spec.kind} does not split its sessions over devices")
+    stage1 = make_stage1(cfg, params)
+    default_hyper = hyper_of(cfg)
+
+    def init(key: jax.Array, frozen, hyper: dict | None = None):
+        return agent.init(key, frozen, default_hyper if hyper is None else hyper)
+
+    def chunk(state, frozen):
+        return jax.lax.scan(lambda s, _: agent.update(frozen, s), state, None, length=cfg.train.chunk_updates)
+
+    def train(key: jax.Array, hyper: dict | None = None):
+        frozen, curves = stage1(stage1_key(key))
+        state = init(init_key(key), frozen, hyper)
+        state, logs = jax.lax.scan(lambda s, _: agent.update(frozen, s), state, None, length=cfg.train.total_updates)
+        return frozen, state, logs, curves
+
+    return TrainFns(agent=agent, stage1=stage1, init=init, update=agent.update, chunk=chunk, train=train,
+                    state_specs=agent.state_specs)
