@@ -370,24 +370,30 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     seeds = list(cfg.train.seeds)
     n = n_test_sessions(cfg.eval, p_test)
     observer = make_observer(cfg)
+    counter = _counter()
+    was_active, count0 = counter.active, counter.count
+    compiles = [0] * len(seeds)  # XLA compilations per seed: the agent's evaluation compiles once per run
     test = {}
     for rule in EVAL_ACTIONS:
         per_seed = {}
         for i, seed in enumerate(seeds):
-            take = lambda t: jax.tree.map(lambda x: x[i], t)
+            counter.active, before = True, counter.count
+            take = lambda t: jax.tree.map(lambda x: np.asarray(x)[i], t)  # host slicing: no per-seed program
             fz = take(frozen)
             pp = agent.policy_params(fz, take(runner))
             row = test_protocol(getattr(agent.act, rule), p_test, cfg.eval, pp, agent.init_carry(n))
             if rule == "greedy":
                 row.update(fidelity(observer, fz, jax.random.PRNGKey(cfg.eval.seed + 1000), p_train, p_test))
+            compiles[i] += counter.count - before
             per_seed[str(seed)] = row
         test[rule] = seed_summary(per_seed)
+    counter.active, counter.count = was_active, count0
     curves = read_curves(metrics_path, seeds)
     report = seed_summary({str(s): train_report(curves[int(s)], cfg.eval.report_updates) for s in seeds})
     chosen = test[cfg.eval.action] if cfg.eval.protocol == "test" else report
     return {"protocol": cfg.eval.protocol, "action": cfg.eval.action if cfg.eval.protocol == "test" else "sample",
             "n_sessions": n, "repeats": cfg.eval.repeats, "ad_form": cfg.eval.ad_form,
-            "test": test, "train_report": report, **chosen}
+            "test": test, "train_report": report, "eval_compiles_per_seed": compiles, **chosen}
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -10,6 +10,8 @@ only steps with a non-empty history count.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -23,6 +25,7 @@ def _cos(a, b):
     return jnp.sum(a * b, -1) / jnp.maximum(na * nb, 1e-8)
 
 
+@partial(jax.jit, static_argnums=(0, 4))
 def _states(observer, frozen, key, params: E.EnvParams, n_sessions: int):
     k_data, k_s = jax.random.split(key)
     data = collect(k_data, params, n_sessions, params.max_len)
