@@ -416,7 +416,7 @@ class A2CConfig:
     gae_lambda: float = traced(1.0)
     ent_coef: float = traced(0.0)
     vf_coef: float = traced(0.5)
-    action_std: float = 0.05
+    action_std: float = 0.3
     minibatches: int = 4
     hidden: int = 64
     max_grad_norm: float = 0.5

@@ -41,7 +41,7 @@ from purerec.env import make_params
 from purerec.fidelity import fidelity
 from purerec.config import EVAL_ACTIONS
 from purerec.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
-from purerec.agents import describe
+from purerec.agents import describe, spec_of
 from purerec.loop import init_key, make_train, stage1_key
 from purerec.state import make_observer
 
@@ -171,7 +171,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         cfg = load_run_config(run_dir)
     n_dev = check_session_shards(cfg)
     if not resume:
-        cfg = resolve_session_shards(cfg, n_dev)
+        # 0 = one shard per device, for agents that split sessions; one shard for the others.
+        cfg = resolve_session_shards(cfg, n_dev if spec_of(cfg).session_shards else 1)
         run_dir = run_dir or new_run_dir(cfg)
         os.makedirs(run_dir, exist_ok=True)
         write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))

@@ -26,6 +26,7 @@ class AgentSpec:
     module: str  # purerec.agents.<module> holds make()
     # Row labels for a purifier other than "none" (default: "<label>+<PURIFIER>").
     purified_labels: tuple[tuple[str, str], ...] = ()
+    session_shards: bool = False  # whether its sessions can be split over devices (train.session_shards)
 
     @property
     def make(self) -> Callable:
@@ -38,8 +39,8 @@ class AgentSpec:
 
 
 REGISTRY: dict[str, AgentSpec] = {
-    "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl", (("dsrm", "DSRM-HRL"),)),
-    "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),)),
+    "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl", (("dsrm", "DSRM-HRL"),), session_shards=True),
+    "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True),
     "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c"),
     "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3"),
     "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair"),
