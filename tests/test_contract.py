@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from purerec.agents import REGISTRY
 from purerec.config import apply_overrides
 from purerec.env import make_params
 from purerec.experiment import run
-from purerec.loop import init_key, make_train, stage1_key
+from purerec.loop import make_train
 from purerec.policies import REFERENCE_POLICIES
 from purerec.world import World
 

@@ -138,3 +138,15 @@ def item_basis(item_emb: jax.Array, item_pop: jax.Array, score: str = "dot") -> 
     lp = jnp.log1p(item_pop)
     emb = _unit(item_emb) if score == "cos" else item_emb
     return jnp.concatenate([emb, (lp / jnp.maximum(jnp.max(lp), 1e-8))[:, None]], axis=1)
+
+
+def item_values(out: jax.Array, feats: jax.Array) -> jax.Array:
+    """Per-item values through item features, for every item: out = [phi (F), v (1)] from a state
+    head, feats f32[N, F] -> v + phi . f_i, f32[..., N]. A head over item features (not item ids)
+    scores the items of any world, the test world's included."""
+    return out[..., -1:] + out[..., :-1] @ feats.T
+
+
+def item_values_at(out: jax.Array, feats: jax.Array, items: jax.Array) -> jax.Array:
+    """``item_values`` at the items i32[..., K] only: f32[..., K]."""
+    return out[..., -1:] + jnp.einsum("...f,...kf->...k", out[..., :-1], feats[items])

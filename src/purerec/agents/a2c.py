@@ -44,7 +44,7 @@ from flax import struct
 
 from purerec import env as E
 from purerec import losses, optim, returns
-from purerec.agents.base import Acts, Agent, env_params
+from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
 from purerec.rollout import rollout_stats, unroll
@@ -90,12 +90,6 @@ def warm_start(actor_params: dict, frozen: Frozen) -> dict:
 def top_k_slate(a: jax.Array, basis: jax.Array, k: int) -> jax.Array:
     """The slate of one hyper-action a (f32[d + 1]) or a batch of them: top-K of basis @ a."""
     return jax.lax.top_k(a @ basis.T, k)[1]
-
-
-def no_session_shards(cfg: Config, axis_name: str | None, kind: str) -> None:
-    if axis_name is not None:
-        raise ConfigError("train.session_shards", cfg.train.session_shards,
-                          f"1: {kind} does not split sessions over devices")
 
 
 @struct.dataclass

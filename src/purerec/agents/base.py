@@ -87,5 +87,14 @@ class Shards:
         return x.mean() if self.axis_name is None else self.sum(x.sum()) / (x.size * self.n)
 
 
+def no_session_shards(cfg: Config, axis_name: str | None, kind: str) -> None:
+    """The config error of an agent that does not split its sessions over devices."""
+    if axis_name is not None:
+        from purerec.config import ConfigError
+
+        raise ConfigError("train.session_shards", cfg.train.session_shards,
+                          f"1: {kind} does not split sessions over devices")
+
+
 def shards_of(cfg: Config, axis_name: str | None) -> Shards:
     return Shards(axis_name, cfg.train.session_shards if axis_name else 1)

@@ -46,9 +46,9 @@ from flax import struct
 
 from purerec import env as E
 from purerec import losses, optim, replay
-from purerec.agents.base import Acts, Agent, env_params
-from purerec.config import Config, ConfigError
-from purerec.nets import MLP, item_basis
+from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.config import Config
+from purerec.nets import MLP, item_basis, item_values, item_values_at
 from purerec.rollout import rollout_stats, unroll
 from purerec.state import Frozen, make_observer
 
@@ -81,14 +81,12 @@ class QHead(MLP):
 
 def q_all(net: QHead, p, x: jax.Array, feats: jax.Array) -> jax.Array:
     """Q(x, i) for every item: f32[..., N]."""
-    out = net.apply(p, x)
-    return out[..., -1:] + out[..., :-1] @ feats.T
+    return item_values(net.apply(p, x), feats)
 
 
 def q_at(net: QHead, p, x: jax.Array, feats: jax.Array, slate: jax.Array) -> jax.Array:
     """Q(x, i) for the items of slates i32[..., K]: f32[..., K]."""
-    out = net.apply(p, x)
-    return out[..., -1:] + jnp.einsum("...f,...kf->...k", out[..., :-1], feats[slate])
+    return item_values_at(net.apply(p, x), feats, slate)
 
 
 def distinct_outside(key: jax.Array, excluded: jax.Array, n: int) -> jax.Array:
@@ -131,8 +129,7 @@ class DNaIRState:
 
 
 def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
-    if axis_name is not None:
-        raise ConfigError("train.session_shards", cfg.train.session_shards, "1: dnair does not split sessions over devices")
+    no_session_shards(cfg, axis_name, "dnair")
     c = cfg.dnair
     observer = make_observer(cfg)
     K, B, T = params.slate_size, cfg.train.num_envs, cfg.train.rollout_len

@@ -36,7 +36,6 @@ optimisers. The manager and both critics also see the session context (``purerec
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp

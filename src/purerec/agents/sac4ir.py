@@ -41,9 +41,9 @@ from flax import struct
 
 from purerec import env as E
 from purerec import losses, optim, replay, slate
-from purerec.agents.base import Acts, Agent, env_params
-from purerec.config import Config, ConfigError
-from purerec.nets import MLP, item_basis
+from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.config import Config
+from purerec.nets import MLP, item_basis, item_values, item_values_at
 from purerec.rollout import rollout_stats, unroll
 from purerec.state import Frozen, make_observer
 
@@ -61,13 +61,11 @@ def logits_all(actor: MLP, p, x: jax.Array, feats: jax.Array) -> jax.Array:
 
 
 def critic_all(critic: MLP, p, x: jax.Array, feats: jax.Array) -> jax.Array:
-    out = critic.apply(p, x)
-    return out[..., -1:] + out[..., :-1] @ feats.T
+    return item_values(critic.apply(p, x), feats)
 
 
 def critic_at(critic: MLP, p, x: jax.Array, feats: jax.Array, items: jax.Array) -> jax.Array:
-    out = critic.apply(p, x)
-    return out[..., -1:] + jnp.einsum("...f,...kf->...k", out[..., :-1], feats[items])
+    return item_values_at(critic.apply(p, x), feats, items)
 
 
 @struct.dataclass
@@ -85,9 +83,7 @@ class SAC4IRState:
 
 
 def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
-    if axis_name is not None:
-        raise ConfigError("train.session_shards", cfg.train.session_shards,
-                          "1: sac4ir does not split sessions over devices")
+    no_session_shards(cfg, axis_name, "sac4ir")
     c = cfg.sac4ir
     observer = make_observer(cfg)
     K, B, T = params.slate_size, cfg.train.num_envs, cfg.train.rollout_len

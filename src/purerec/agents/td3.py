@@ -40,8 +40,8 @@ from flax import struct
 
 from purerec import env as E
 from purerec import losses, optim, replay
-from purerec.agents.a2c import HyperActor, no_session_shards, top_k_slate, warm_start
-from purerec.agents.base import Acts, Agent, env_params
+from purerec.agents.a2c import HyperActor, top_k_slate, warm_start
+from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import Critic, item_basis
 from purerec.rollout import rollout_stats, unroll
