@@ -199,10 +199,14 @@ DSRM_TARGETS = ("paper", "unbiased")
 REVERSE_STARTS = ("noise", "observed")
 # Registered agent kinds (``purerec.agents.REGISTRY``; kept here so that validation needs no import
 # of the agents) and the preset aliases that also choose the purifier.
-AGENT_KINDS = ("hrl", "flat", "a2c", "td3", "dnair", "sac4ir")
-AGENT_ALIASES = {"dsrm_hrl": ("hrl", "dsrm")}
+AGENT_KINDS = ("hrl", "flat", "a2c", "td3", "bcq", "mofir", "dorl", "dnair", "sac4ir", "fcpo")
+AGENT_ALIASES = {"dsrm_hrl": ("hrl", "dsrm"), "hrl_tce": ("hrl", "tce"), "hrl_rce": ("hrl", "rce"),
+                 "hrl_bod": ("hrl", "bod")}
 AGENTS = AGENT_KINDS + tuple(AGENT_ALIASES)
-PURIFIERS = ("auto", "none", "dsrm")
+# The state purifiers: the diffusion purifier (DSRM) and the heuristic denoisers of the paper's
+# Table 3 (T-CE, R-CE, BOD; ``purerec.denoise``), which filter the history before the state is built.
+PURIFIERS = ("auto", "none", "dsrm", "tce", "rce", "bod")
+DENOISERS = ("tce", "rce", "bod")
 # ``state.purifier = auto``: the purifier each kind has in the paper's rows (FLAT = flat + DSRM);
 # every other kind observes the encoder's state as is.
 DEFAULT_PURIFIER = {"flat": "dsrm"}
@@ -522,6 +526,168 @@ class SAC4IRConfig:
 
 
 @dataclass(frozen=True)
+class OfflineConfig:
+    """The logged data of the offline and model-based agents (BCQ, DORL; ``purerec.logs``): the
+    train world's logging policy (Plackett-Luce over log(1 + pop), the rich-get-richer policy
+    behind the world's popularity counts) run for ``sessions`` parallel sessions x ``max_len``
+    steps (sessions that end are replaced, so more sessions than that are logged)."""
+
+    sessions: int = 1024
+
+    def validate(self, p: str = "offline") -> None:
+        _check(1 <= self.sessions <= 65536, f"{p}.sessions", self.sessions, "an integer in [1, 65536]")
+
+
+@dataclass(frozen=True)
+class BCQConfig:
+    """Discrete BCQ (Fujimoto et al. 2019; offline general RL), slate version: per-item Q and
+    imitation (behaviour) heads learned from the logs only; the slate is the top-K by Q among the
+    items whose imitation probability is at least ``threshold`` x that of the K-th most likely
+    item (``purerec.agents.bcq``). Gradient steps per update and batch: ``replay.grad_steps``,
+    ``replay.batch_size``."""
+
+    lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    threshold: float = traced(0.6)
+    imitation_penalty: float = traced(0.01)
+    target_every: int = 320
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "bcq") -> None:
+        _check_rate(p, "lr", self.lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 <= self.threshold <= 1, f"{p}.threshold", self.threshold, "in [0, 1]")
+        _check(self.imitation_penalty >= 0, f"{p}.imitation_penalty", self.imitation_penalty, ">= 0")
+        _check(1 <= self.target_every <= 100000, f"{p}.target_every", self.target_every, "an integer in [1, 100000]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class DORLConfig:
+    """DORL (Gao et al. 2023; model-based offline RL with a fairness-minded entropy bonus): an
+    ensemble of ``models`` heteroscedastic user models fitted on the logs, then the A2C policy
+    (section ``a2c``) trained in the learned model with reward max(0, r^ - lambda_var max var +
+    lambda_ent P_E - r_min) (``purerec.agents.dorl``). Defaults: the authors' KuaiRec values
+    (KuaiRand: lambda_var 0.01, lambda_ent 0.05, set in envs/kuairand.toml)."""
+
+    models: int = 5
+    model_lr: float = 1e-3
+    model_steps: int = 2000
+    model_batch: int = 256
+    model_hidden: int = 64
+    lambda_var: float = traced(0.05)
+    lambda_ent: float = traced(5.0)
+    r_min: float = traced(0.0)
+
+    def validate(self, p: str = "dorl") -> None:
+        _check(1 <= self.models <= 64, f"{p}.models", self.models, "an integer in [1, 64]")
+        _check_rate(p, "model_lr", self.model_lr)
+        _check(1 <= self.model_steps <= 1000000, f"{p}.model_steps", self.model_steps, "an integer in [1, 1e6]")
+        _check(1 <= self.model_batch <= 65536, f"{p}.model_batch", self.model_batch, "an integer in [1, 65536]")
+        _check(1 <= self.model_hidden <= 4096, f"{p}.model_hidden", self.model_hidden, "an integer in [1, 4096]")
+        for name in ("lambda_var", "lambda_ent"):
+            _check(0 <= getattr(self, name) <= 1000, f"{p}.{name}", getattr(self, name), "in [0, 1000]")
+        _check(-10 <= self.r_min <= 10, f"{p}.r_min", self.r_min, "in [-10, 10]")
+
+
+@dataclass(frozen=True)
+class MOFIRConfig:
+    """MOFIR (Ge et al. 2022; fairness-aware multi-objective RL), a reading (no public code): DDPG
+    whose actor and critic take a preference vector omega = [1 - w, w]; the critic outputs
+    [utility, fairness] Q values and the actor maximises omega . Q; w ~ U[0, 1] per training
+    session, ``eval_weight`` at test (swept to draw the Pareto front; ``purerec.agents.mofir``)."""
+
+    actor_lr: float = traced(1e-4)
+    critic_lr: float = traced(1e-3)
+    gamma: float = traced(0.9)
+    tau: float = traced(0.01)
+    explore_std: float = traced(0.1)
+    eval_weight: float = traced(0.5)
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "mofir") -> None:
+        _check_rate(p, "actor_lr", self.actor_lr)
+        _check_rate(p, "critic_lr", self.critic_lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 < self.tau <= 1, f"{p}.tau", self.tau, "in (0, 1]")
+        _check(0 <= self.explore_std <= 10, f"{p}.explore_std", self.explore_std, "in [0, 10]")
+        _check(0 <= self.eval_weight <= 1, f"{p}.eval_weight", self.eval_weight, "in [0, 1]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class FCPOConfig:
+    """FCPO (Ge et al. 2021; long-term fairness as a constraint): constrained policy optimisation
+    (CPO, Achiam et al. 2017) of a Gaussian hyper-action policy with cost = the number of popular
+    items in the slate and the limit ``cost_limit`` x K per step; the trust-region step is solved
+    in the dual with conjugate gradients and a backtracking line search (``purerec.agents.fcpo``)."""
+
+    cost_limit: float = traced(0.5)
+    max_kl: float = traced(0.01)
+    gamma: float = traced(0.9)
+    gae_lambda: float = traced(0.98)
+    critic_lr: float = traced(1e-3)
+    damping: float = traced(0.1)
+    action_std: float = 0.3
+    cg_iters: int = 10
+    line_search_iters: int = 10
+    backtrack: float = 0.8
+    critic_minibatches: int = 4
+    critic_epochs: int = 2
+    hidden: int = 64
+    max_grad_norm: float = 10.0
+
+    def validate(self, p: str = "fcpo") -> None:
+        _check(0 <= self.cost_limit <= 1, f"{p}.cost_limit", self.cost_limit, "in [0, 1] (a share of the slate)")
+        _check(0 < self.max_kl <= 1, f"{p}.max_kl", self.max_kl, "in (0, 1]")
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(0 <= self.gae_lambda <= 1, f"{p}.gae_lambda", self.gae_lambda, "in [0, 1]")
+        _check_rate(p, "critic_lr", self.critic_lr)
+        _check(0 <= self.damping <= 10, f"{p}.damping", self.damping, "in [0, 10]")
+        _check(0 < self.action_std <= 2.0, f"{p}.action_std", self.action_std, "in (0, 2]")
+        _check(1 <= self.cg_iters <= 100, f"{p}.cg_iters", self.cg_iters, "an integer in [1, 100]")
+        _check(1 <= self.line_search_iters <= 100, f"{p}.line_search_iters", self.line_search_iters,
+               "an integer in [1, 100]")
+        _check(0 < self.backtrack < 1, f"{p}.backtrack", self.backtrack, "in (0, 1)")
+        _check(self.critic_minibatches >= 1, f"{p}.critic_minibatches", self.critic_minibatches, "an integer >= 1")
+        _check(1 <= self.critic_epochs <= 100, f"{p}.critic_epochs", self.critic_epochs, "an integer in [1, 100]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """The heuristic denoisers of the paper's Table 3 as state filters (``state.purifier`` = tce,
+    rce or bod; ``purerec.denoise``): a feedback model trained in Stage I with the denoiser's loss
+    on the same sessions DSRM trains on, whose per-item weights drop (T-CE) or scale (R-CE, BOD)
+    the history's feedback before the state is built."""
+
+    steps: int = 1000
+    lr: float = 1e-3
+    batch_size: int = 256
+    tce_drop_rate: float = 0.2
+    tce_num_gradual: int = 500
+    rce_beta: float = 0.2
+    bod_lr: float = 1e-3
+    bod_hidden: int = 64
+
+    def validate(self, p: str = "denoise") -> None:
+        _check(1 <= self.steps <= 1000000, f"{p}.steps", self.steps, "an integer in [1, 1e6]")
+        _check_rate(p, "lr", self.lr)
+        _check(1 <= self.batch_size <= 65536, f"{p}.batch_size", self.batch_size, "an integer in [1, 65536]")
+        _check(0 <= self.tce_drop_rate < 1, f"{p}.tce_drop_rate", self.tce_drop_rate, "in [0, 1)")
+        _check(1 <= self.tce_num_gradual <= 1000000, f"{p}.tce_num_gradual", self.tce_num_gradual,
+               "an integer in [1, 1e6]")
+        _check(0 <= self.rce_beta <= 10, f"{p}.rce_beta", self.rce_beta, "in [0, 10]")
+        _check_rate(p, "bod_lr", self.bod_lr)
+        _check(1 <= self.bod_hidden <= 4096, f"{p}.bod_hidden", self.bod_hidden, "an integer in [1, 4096]")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The training run: seeds (one program for all), parallel sessions, budget, chunking and outputs.
 
@@ -595,6 +761,12 @@ class Config:
     td3: TD3Config = field(default_factory=TD3Config)
     dnair: DNaIRConfig = field(default_factory=DNaIRConfig)
     sac4ir: SAC4IRConfig = field(default_factory=SAC4IRConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    bcq: BCQConfig = field(default_factory=BCQConfig)
+    dorl: DORLConfig = field(default_factory=DORLConfig)
+    mofir: MOFIRConfig = field(default_factory=MOFIRConfig)
+    fcpo: FCPOConfig = field(default_factory=FCPOConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
@@ -625,7 +797,8 @@ SHARED_SECTIONS = ("world", "feedback", "env", "eval", "encoder", "state", "agen
 
 def run_sections(cfg: Config, agent_sections: tuple[str, ...]) -> tuple[str, ...]:
     """The config sections a run depends on: the shared ones, dsrm with that purifier, the agent's."""
-    extra = ("dsrm",) if resolve_agent(cfg)[1] == "dsrm" else ()
+    purifier = resolve_agent(cfg)[1]
+    extra = ("dsrm",) if purifier == "dsrm" else ("denoise",) if purifier in DENOISERS else ()
     return SHARED_SECTIONS + extra + tuple(agent_sections)
 
 

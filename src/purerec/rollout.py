@@ -38,15 +38,18 @@ class Transition(NamedTuple):
     extras: Any  # the policy's per-step outputs
 
 
-def unroll(key: jax.Array, policy: Callable, params: E.EnvParams, obs: E.Obs, env_state: E.EnvState,
-           carry: Any, n_steps: int):
-    """``n_steps`` batched steps from (obs, env_state, carry); returns ((obs, env_state, carry), Transition)."""
+def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state: Any, carry: Any, n_steps: int,
+           step: Callable = E.batch_step):
+    """``n_steps`` batched steps from (obs, env_state, carry); returns ((obs, env_state, carry), Transition).
+
+    ``step`` is the batched env step (``purerec.env.batch_step``); a learned model with the same
+    signature and info keys (DORL's, ``purerec.user_model``) is driven the same way."""
 
     def body(loop, k):
         obs, state, c = loop
         k_act, k_env = jax.random.split(k)
         slates, c, extras = policy(k_act, obs, state, c)
-        obs2, state2, reward, term, trunc, info = E.batch_step(k_env, state, slates, params)
+        obs2, state2, reward, term, trunc, info = step(k_env, state, slates, params)
         done = term | trunc
         tr = Transition(obs=obs, slate=slates, reward=reward, feedback=info["feedback"],
                         true_reward=info["true_reward"], done=done, terminated=term, n_popular=info["n_popular"],

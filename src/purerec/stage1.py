@@ -13,25 +13,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purerec import diffusion, dsrm, slate
+from purerec import diffusion, dsrm
 from purerec import env as E
 from purerec.config import Config, resolve_agent
 from purerec.encoder import FeedbackHead, StateEncoder
+from purerec.logs import BEHAVIOUR
 from purerec.rollout import unroll
 from purerec.state import Frozen
-
-
-def behaviour_policy(key, obs, state, params: E.EnvParams):
-    """The platform's popularity-biased logging policy: Plackett-Luce over log(1 + pop)."""
-    return slate.sample(key, params.world.log_pop, params.slate_size)
-
-
-def uniform_policy(key, obs, state, params: E.EnvParams):
-    """Random exposure (KuaiRand's random-exposure traffic): K distinct items uniformly."""
-    return jax.lax.top_k(jax.random.uniform(key, (params.world.n_items,)), params.slate_size)[1]
-
-
-BEHAVIOUR = {"popularity": behaviour_policy, "uniform": uniform_policy}
 
 
 def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int, behaviour: str = "popularity"):

@@ -39,18 +39,25 @@ class AgentSpec:
 
 
 REGISTRY: dict[str, AgentSpec] = {
-    "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl", (("dsrm", "DSRM-HRL"),), session_shards=True),
+    "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl",
+                     (("dsrm", "DSRM-HRL"), ("tce", "HRL+T-CE"), ("rce", "HRL+R-CE"), ("bod", "HRL+BOD")),
+                     session_shards=True),
     "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True),
     "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c"),
     "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3"),
+    "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq"),
+    "mofir": AgentSpec("mofir", "MOFIR (reading)", "baseline", ("mofir", "replay"), "mofir"),
+    "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl"),
     "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair"),
     "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir"),
+    "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo"),
 }
 assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
 
 
 # The paper's Table 4: training seconds for 20,000 episodes on KuaiRec, max_len 30 (its hardware).
-PAPER_TRAIN_S = {"A2C": 7512.0, "SAC4IR": 6755.0, "DNaIR": 5935.0, "HRL": 8463.0, "DSRM-HRL": 15909.0}
+PAPER_TRAIN_S = {"A2C": 7512.0, "SAC4IR": 6755.0, "DNaIR": 5935.0, "HRL": 8463.0, "DSRM-HRL": 15909.0,
+                 "HRL+R-CE": 29919.0}
 
 
 def get(kind: str) -> AgentSpec:
