@@ -39,7 +39,7 @@ def make_record(rng, kind="dsrm_hrl", preset="kuairec", max_len=30, seed=11, K=2
     return rec
 
 
-def write_sweep(d, records, grid, seeds=(11, 15, 19), name="test"):
+def write_sweep(d, records, grid, seeds=(11, 15, 19), name="test"):  # grid: a dict or a list of dicts
     os.makedirs(os.path.join(d, "runs"), exist_ok=True)
     with open(os.path.join(d, "sweep.json"), "w") as fh:
         json.dump({"name": name, "envs": [], "seeds": list(seeds), "base": {}, "grid": grid,
@@ -244,3 +244,40 @@ def test_reference_rows_appear_under_the_agents(tmp_path):
     os.remove(os.path.join(d, "reference.json"))
     md = read(write_report(d))
     assert "reference:" not in md
+
+
+def test_paper_layout_groups_families_and_the_pareto_plot_draws_each_trade_off_knob(tmp_path):
+    """Table 2 in the paper's layout: a row per method grouped by family (general RL, then
+    fairness-aware RL, then ours), a column block per world, cells mean ± std over seeds. The Pareto
+    plot draws a line along MOFIR's preference weight (its trade-off knob) even with one lambda."""
+    rng = np.random.default_rng(5)
+    rows = [("DSRM-HRL", "dsrm_hrl", "method", "ours", None), ("A2C", "a2c", "baseline", "general RL", None)]
+    recs = []
+    for (label, kind, table, family, _), p, s in itertools.product(rows, ("kuairec", "kuairand"), (11, 15)):
+        r = make_record(rng, kind=kind, preset=p, seed=s, grid={"agent.kind": kind})
+        r.update(method=label, table=table, family=family, kind=kind, run_id=f"{kind}-{p}-{s}")
+        recs.append(r)
+    for w, p, s in itertools.product((0.0, 0.5, 1.0), ("kuairec", "kuairand"), (11, 15)):
+        r = make_record(rng, kind="mofir", preset=p, seed=s, grid={"agent.kind": "mofir", "mofir.eval_weight": w})
+        r.update(method="MOFIR (reading)", table="baseline", family="fairness-aware RL", kind="mofir",
+                 tradeoff="mofir.eval_weight", run_id=f"mofir-{p}-{s}-{w}")
+        recs.append(r)
+    d = str(tmp_path)
+    write_sweep(d, recs, [{"agent.kind": ["dsrm_hrl", "a2c"]}, {"agent.kind": ["mofir"],
+                                                                 "mofir.eval_weight": [0.0, 0.5, 1.0]}],
+                seeds=(11, 15))
+    md = read(write_report(d))
+    t2 = section(md, "Table 2")
+    lines = t2[t2.index("### The paper's layout, max_len 30"):].splitlines()
+    i = next(j for j, ln in enumerate(lines) if ln.startswith("| Method"))
+    header = [c.strip() for c in lines[i].strip("|").split(" | ")]
+    assert header[:2] == ["Method", "Family"]
+    assert header[2:] == [f"{p} {m}" for p in ("kuairec", "kuairand") for m in ("Len", "R_each", "R_cum", "AD")]
+    body = [[c.strip() for c in ln.strip().strip("|").split(" | ")]
+            for ln in itertools.takewhile(lambda ln: ln.startswith("|"), lines[i + 2:])]
+    assert [b[1] for b in body] == ["general RL"] + ["fairness-aware RL"] * 3 + ["ours"]
+    assert body[0][0] == "A2C" and body[-1][0] == "DSRM-HRL"
+    a2c = [r for r in recs if r["kind"] == "a2c" and r["config"]["world"]["preset"] == "kuairand"]
+    assert body[0][header.index("kuairand R_cum")] == expected(a2c, "R_cum")
+    assert_png(os.path.join(d, "pareto.png"))
+    assert "](pareto.png)" in md

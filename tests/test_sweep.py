@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from purerec import sweep
+from purerec.config import Config
 from purerec.experiment import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +70,29 @@ def test_grouping_vmaps_shape_free_fields_and_splits_the_rest(tmp_path):
         assert all(r.cfg.dsrm.steps == c0.dsrm.steps and r.cfg.env.max_len == c0.env.max_len
                    and r.cfg.agent.kind == c0.agent.kind for r in g.runs)
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_a_union_of_grids_expands_each_without_their_cross_product(tmp_path):
+    path = write_spec(tmp_path, "")
+    text = open(path).read().replace("[grid]\n", textwrap.dedent("""
+        [[grid]]
+        "agent.kind" = ["dsrm_hrl", "hrl"]
+        "agent.lambda_fair" = [0.0, 0.5, 1.0]
+        [[grid]]
+        "agent.kind" = ["mofir"]
+        "mofir.eval_weight" = [0.0, 1.0]
+        [[grid]]
+        "agent.kind" = ["hrl"]
+        "agent.lambda_fair" = [0.5]
+    """))
+    open(path, "w").write(text)
+    spec = sweep.load_sweep(path)
+    runs = sweep.expand(spec)
+    # 2 x 3 + 2 points (the third grid repeats a point of the first), 2 seeds each
+    assert len(runs) == (2 * 3 + 2) * 2 == len({r.run_id for r in runs})
+    assert sorted({r.cfg.mofir.eval_weight for r in runs if r.cfg.agent.kind == "mofir"}) == [0.0, 1.0]
+    assert {r.cfg.agent.lambda_fair for r in runs if r.cfg.agent.kind == "mofir"} == {Config().agent.lambda_fair}
+    assert len(sweep.plan(runs)) == 3  # dsrm_hrl, hrl, mofir: the knobs are traced
 
 
 def test_bad_sweep_specs_name_the_field(tmp_path):

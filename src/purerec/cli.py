@@ -1,10 +1,11 @@
 """Command line: ``python train.py [--env FILE] [--field value ...]``.
 
 Trains DSRM-HRL (default) or any registered agent (``--agent KIND``: dsrm_hrl, hrl, flat, a2c,
-td3, dnair, sac4ir; ``--state.purifier none|dsrm`` crosses any of them with the purifier) and
-evaluates it on the test world.
+td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod; ``--state.purifier
+none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on the test world.
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
-``python train.py report DIR``. Options:
+``python train.py report DIR``. Logged data of the train world for other tools:
+``python train.py logs --out DIR [--env FILE] [--seed N]``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
   --resume DIR      continue a killed run from its last checkpoint
@@ -199,12 +200,55 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
     return 0
 
 
+def logs_main(argv: list[str]) -> int:
+    """``train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]``: export the train
+    world's logged sessions (``purerec.logs``; ``offline.sessions`` parallel sessions x
+    ``env.max_len`` steps of the popularity logging policy) as ``DIR/logs.npz`` + ``DIR/logs.json``."""
+    from purerec.config import load_config
+
+    try:
+        opts, overrides, pos = split_args(argv, {"out": 1, "env": 1, "seed": 1})
+        if pos or not opts.get("out"):
+            raise ConfigError("logs", argv, "usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]")
+        try:
+            seed = int(opts.get("seed", 0))
+        except ValueError:
+            raise ConfigError("--seed", opts["seed"], "an integer") from None
+        env_file = opts.get("env", "envs/kuairec.toml")
+        cfg = load_config(env_file, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import jax
+    import numpy as np
+
+    from purerec import logs
+    from purerec.datasets import get_worlds
+    from purerec.env import make_params
+
+    world = get_worlds(cfg)[0]
+    params = make_params(world, cfg)
+    n = cfg.offline.sessions
+    data = jax.jit(lambda k: logs.collect(k, params, n, params.max_len))(jax.random.PRNGKey(seed))
+    meta = {"env": env_file, "seed": seed, "world": "train", "policy": "popularity (Plackett-Luce over log(1 + pop))",
+            "parallel_sessions": n, "steps": params.max_len, "overrides": overrides}
+    path = logs.save(data, opts["out"], n, world, meta)
+    counts = np.asarray(logs.exposure_counts(data, world.n_items))
+    pop = np.asarray(world.item_pop)
+    share = counts[np.asarray(world.popular)].sum() / max(counts.sum(), 1)
+    print(f"wrote {path}: {data.reward.shape[0]} logged steps; popular items' share of the exposures "
+          f"{share:.3f} (world logs: {pop[np.asarray(world.popular)].sum() / pop.sum():.3f}); schema in logs.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from purerec.config import load_config
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("sweep", "report"):
         return sweep_main(argv[0], argv[1:])
+    if argv and argv[0] == "logs":
+        return logs_main(argv[1:])
     flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0}
     try:
         opts, overrides, pos = split_args(argv, flags)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -142,7 +143,8 @@ def _truncate_metrics(path: str, up_to_update: int) -> None:
 
 def new_run_dir(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(cfg.train.run_dir, f"{stamp}-{describe(cfg)['method'].lower().replace('+', '-')}")
+    slug = re.sub(r"[^a-z0-9]+", "-", describe(cfg)["method"].lower()).strip("-")
+    base = os.path.join(cfg.train.run_dir, f"{stamp}-{slug}")
     path, i = base, 1
     while os.path.exists(path):
         path, i = f"{base}-{i}", i + 1

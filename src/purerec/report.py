@@ -49,7 +49,10 @@ class Run:
     group: str
     table: str = "method"  # which report table: method | ablation | baseline
     paper_s: float | None = None  # the paper's Table-4 training seconds for this row, if any
+    family: str = ""  # the row's family (purerec.agents.FAMILIES): Table 2's row groups
+    tradeoff: str | None = None  # the config field that moves the row along the Pareto front
     fields: tuple = field(default=())  # ((name, value), ...): the other varying grid fields
+    config: dict = field(default_factory=dict)
 
     def label(self, drop: tuple[str, ...] = ()) -> str:
         extra = [(k, v) for k, v in self.fields if k not in drop]
@@ -148,24 +151,48 @@ def _load(sweep_dir: str) -> tuple[dict, list[dict], list[str]]:
     return spec, records, unreadable
 
 
+def _grid_of(spec: dict) -> dict:
+    """The sweep's grid fields -> values; a union of grids (``[[grid]]``) merged in order."""
+    grid = spec.get("grid") or {}
+    out: dict = {}
+    for g in (grid if isinstance(grid, list) else [grid]):
+        for k, v in g.items():
+            out.setdefault(k, [])
+            out[k] += [x for x in v if x not in out[k]]
+    return out
+
+
+def _registry_facts(kind: str) -> tuple[str, str | None]:
+    """(family, trade-off field) of an agent kind, for records written before records carried them."""
+    try:
+        from purerec.agents import REGISTRY
+        from purerec.config import AGENT_ALIASES
+    except ImportError:
+        return "", None
+    spec = REGISTRY.get(AGENT_ALIASES.get(kind, (kind,))[0])
+    return (spec.family, spec.tradeoff) if spec else ("", None)
+
+
 def _to_run(rec: dict) -> Run:
     cfg = rec.get("config", {}) or {}
     point = dict(rec.get("point", {}) or {})
     max_len, K, lam = _get(cfg, "env", "max_len"), _get(cfg, "dsrm", "steps"), _get(cfg, "agent", "lambda_fair")
     # Records name their row (``method``) and table; older records only their agent.kind.
     kind = rec.get("method") or _get(cfg, "agent", "kind", default=point.get("agent.kind", "?"))
+    family, tradeoff = _registry_facts(str(rec.get("kind") or _get(cfg, "agent", "kind", default="")))
     return Run(run_id=str(rec.get("run_id", "?")), seed=rec.get("seed"), kind=str(kind),
                table=str(rec.get("table", "method")), paper_s=rec.get("paper_train_s"),
+               family=str(rec.get("family", family)), tradeoff=rec.get("tradeoff", tradeoff),
                preset=str(_get(cfg, "world", "preset", default=point.get("world.preset", "?"))),
                max_len=None if max_len is None else int(max_len), K=None if K is None else int(K),
                lam=None if lam is None else float(lam), point=point, metrics=rec.get("metrics", {}) or {},
                curves=rec.get("curves", {}) or {}, timing=rec.get("timing", {}) or {},
-               group=str(rec.get("group", "")))
+               group=str(rec.get("group", "")), config=cfg)
 
 
 def _assign_fields(runs: list[Run], spec: dict) -> list[str]:
     """Set each run's label fields: the grid fields (other than method, max_len, world) that vary."""
-    grid_order = list((spec.get("grid") or {}).keys())
+    grid_order = list(_grid_of(spec).keys())
     names = []
     for r in runs:
         for k in r.point:
@@ -186,14 +213,14 @@ def _assign_fields(runs: list[Run], spec: dict) -> list[str]:
     if any(len(v) > 1 for v in env_per_preset.values()):
         varying.append("env")
     for r in runs:
-        r.fields = tuple((k, r.point.get(k)) for k in varying)
+        r.fields = tuple((k, r.point.get(k)) for k in varying if k in r.point or k == "env")
     return varying
 
 
 def _method_order(spec: dict, runs: list[Run]) -> dict[str, int]:
     """Rows: the method, then ablations, then baselines; within a table, in the order of the
     sweep grid's ``agent.kind`` values, then by label."""
-    grid = [str(k) for k in (spec.get("grid") or {}).get("agent.kind", []) or []]
+    grid = [str(k) for k in _grid_of(spec).get("agent.kind", []) or []]
 
     def key(r: Run):
         t = TABLE_ORDER.index(r.table) if r.table in TABLE_ORDER else len(TABLE_ORDER)
@@ -271,6 +298,46 @@ def _results_table(runs: list[Run], order: dict[str, int], reference: dict | Non
     return out
 
 
+def _family_rank(r: Run) -> int:
+    try:
+        from purerec.agents import FAMILIES
+    except ImportError:
+        return 0
+    return FAMILIES.index(r.family) if r.family in FAMILIES else len(FAMILIES)
+
+
+def _paper_table(runs: list[Run], order: dict[str, int], presets: list[str], L, reference: dict) -> list[str]:
+    """The paper's layout for one max_len: a row per method (grouped by family: general RL,
+    fairness-aware RL, ours), a column block per world (Len | R_each | R_cum | AD), cells mean ± std
+    over seeds; the reference policies' rows under them."""
+    cells = defaultdict(list)
+    labels, fam = {}, {}
+    for r in runs:
+        if r.max_len != L:
+            continue
+        key = r.label_key()
+        labels[key] = r.label()
+        fam[key] = (_family_rank(r), r.family)
+        cells[(key, r.preset)].append(r)
+    header = ["Method", "Family"] + [f"{p} {m}" for p in presets for m in TABLE_METRICS]
+    rows = []
+    row_key = _row_sort(order)
+    for key in sorted(labels, key=lambda k: (fam[k][0], row_key(k))):
+        row = [labels[key], fam[key][1] or "–"]
+        for p in presets:
+            rs = cells.get((key, p), [])
+            row += [mean_std(_metric(r, m) for r in rs) for m in TABLE_METRICS]
+        rows.append(row)
+    names = sorted({n for p in presets for n in (reference.get(p) or {}).get(str(L), {})})
+    for name in names:
+        row = [f"reference: {name}", "rule"]
+        for p in presets:
+            ref = (reference.get(p) or {}).get(str(L), {}).get(name)
+            row += [_fmt(ref[m]) if ref and m in ref else "–" for m in TABLE_METRICS]
+        rows.append(row)
+    return _md_table(header, rows)
+
+
 def _timing_table(runs: list[Run], order: dict[str, int], presets: list[str]) -> list[str]:
     by = defaultdict(list)
     labels = {}
@@ -341,41 +408,64 @@ def _series_label(r: Run, drop: tuple[str, ...], several_lens: bool) -> str:
     return f"{s} @L{r.max_len}" if several_lens else s
 
 
+def _tradeoff_value(r: Run):
+    """The run's value of its method's trade-off knob (lambda for the HRL family, MOFIR's
+    preference weight, FCPO's cost limit; ``purerec.agents.AgentSpec.tradeoff``), or None."""
+    if not r.tradeoff:
+        return None
+    if r.tradeoff == LAMBDA:
+        return r.lam
+    v = r.point.get(r.tradeoff)
+    if v is None:
+        section, name = r.tradeoff.split(".", 1)
+        v = _get(r.config, section, name)
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def _plot_pareto(runs: list[Run], presets: list[str], order, path: str) -> str | None:
-    """R_cum vs AD across lambda_fair; a panel per (world, max_len), a line per method."""
-    panels = []
+    """R_cum vs AD: a panel per (world, max_len); every run a point (a cloud per method), and a
+    line through the per-value means where a method's trade-off knob takes >= 2 values."""
+    panels, any_line = [], False
     for p in presets:
         for L in sorted({r.max_len for r in runs if r.preset == p}, key=lambda x: (x is None, x or 0)):
-            rs = [r for r in runs if r.preset == p and r.max_len == L and r.lam is not None]
+            rs = [r for r in runs if r.preset == p and r.max_len == L]
             series = defaultdict(lambda: defaultdict(list))
             labels = {}
             for r in rs:
-                key = r.label_key((LAMBDA,))
-                labels[key] = r.label((LAMBDA,))
-                series[key][r.lam].append(r)
-            series = {k: v for k, v in series.items() if len(v) >= 2}
-            if series:
-                panels.append((p, L, series, labels))
-    if not panels:
-        n = len({r.lam for r in runs if r.lam is not None})
-        return f"needs ≥ 2 λ (agent.lambda_fair) values per method; found {n}"
+                drop = (r.tradeoff,) if r.tradeoff else ()
+                key = r.label_key(drop)
+                labels[key] = r.label(drop)
+                series[key][_tradeoff_value(r)].append(r)
+            any_line |= any(len([v for v in s if v is not None]) >= 2 for s in series.values())
+            panels.append((p, L, series, labels))
+    if not any_line:
+        return "needs >= 2 values of a method's trade-off knob (agent.lambda_fair, mofir.eval_weight, fcpo.cost_limit)"
     ncols = min(3, len(panels))
     nrows = int(math.ceil(len(panels) / ncols))
-    fig, axes = _new_figure(nrows, ncols, 5.0, 4.0)
+    fig, axes = _new_figure(nrows, ncols, 5.5, 4.5)
     for i, (p, L, series, labels) in enumerate(panels):
         ax = axes[i // ncols][i % ncols]
         for key in sorted(series, key=_row_sort(order)):
-            lams = sorted(series[key])
-            ad = [np.nanmean(_values(series[key][x], "AD")) for x in lams]
-            rc = [np.nanmean(_values(series[key][x], "R_cum")) for x in lams]
-            ax.plot(ad, rc, marker="o", label=labels[key])
-            for x, a, c in zip(lams, ad, rc):
-                ax.annotate(f"λ={x:g}", (a, c), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            by_val = series[key]
+            everyone = [r for rs in by_val.values() for r in rs]
+            pts = ax.scatter(_values(everyone, "AD"), _values(everyone, "R_cum"), s=12, alpha=0.35,
+                             label=labels[key])
+            vals = sorted(v for v in by_val if v is not None)
+            if len(vals) >= 2:
+                ad = [np.nanmean(_values(by_val[x], "AD")) for x in vals]
+                rc = [np.nanmean(_values(by_val[x], "R_cum")) for x in vals]
+                ax.plot(ad, rc, marker="o", color=pts.get_facecolor()[0][:3])
+                name = everyone[0].tradeoff.split(".")[-1]
+                for x, a, c in zip(vals, ad, rc):
+                    ax.annotate(f"{name}={x:g}", (a, c), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.set_xlabel("AD (lower is fairer)")
         ax.set_ylabel("R_cum")
         ax.set_title(f"{p}, max_len {L}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     for j in range(len(panels), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     _save(fig, path)
@@ -508,8 +598,9 @@ def write_report(sweep_dir: str) -> str:
     lines = [f"# Sweep report: {name}", ""]
     if spec.get("budget"):
         lines.append(f"- budget: {spec['budget']} (budget factor {spec.get('budget_factor', 1.0)})")
-    if spec.get("grid"):
-        lines.append("- grid: " + ", ".join(f"`{k}` = {v}" for k, v in spec["grid"].items()))
+    grid = spec.get("grid")
+    for g in (grid if isinstance(grid, list) else [grid] if grid else []):
+        lines.append("- grid: " + ", ".join(f"`{k}` = {v}" for k, v in g.items()))
     if spec.get("seeds"):
         lines.append(f"- seeds: {list(spec['seeds'])}")
     lines.append(f"- runs: {len(ok)} ok, {len(failed)} failed"
@@ -524,12 +615,25 @@ def write_report(sweep_dir: str) -> str:
     if not ok:
         lines += ["No successful runs: no tables or plots.", ""]
     else:
+        lens = sorted({r.max_len for r in ok}, key=lambda x: (x is None, x or 0))
         lines += ["## Table 2: main results", ""]
+        main = [r for r in ok if r.table in ("method", "baseline")]
+        if main:
+            for L in lens:
+                lines += [f"### The paper's layout, max_len {L}", "",
+                          "The method and the baselines, grouped by family; a column block per world."] + [""]
+                lines += _paper_table(main, order, presets, L, reference) + [""]
+            lines += ["Every row of the sweep, one table per world:", ""]
         for p in presets:
             lines += [f"### World: {p}", ""] + _results_table([r for r in ok if r.preset == p], order,
                                                                reference.get(p)) + [""]
 
         abl_tables = []
+        abl = [r for r in ok if _is_ablation(r)]
+        if len({r.kind for r in abl}) >= 2:
+            for L in lens:
+                abl_tables += [f"### The paper's layout, max_len {L}", ""]
+                abl_tables += _paper_table(abl, order, presets, L, reference) + [""]
         for p in presets:
             rs = [r for r in ok if r.preset == p and _is_ablation(r)]
             if len({r.kind for r in rs}) >= 2:
@@ -542,7 +646,8 @@ def write_report(sweep_dir: str) -> str:
         lines += ["## Table 4: training wall time", ""] + _timing_table(ok, order, presets) + [""]
 
     lines += ["## Figures", ""]
-    plotters = {"pareto.png": ("Accuracy-fairness Pareto frontier (R_cum vs AD across λ)", _plot_pareto),
+    plotters = {"pareto.png": ("Accuracy-fairness Pareto front (R_cum vs AD; a point per run, lines along each "
+                               "method's trade-off knob)", _plot_pareto),
                 "learning_curves.png": ("Learning curves (Len and AD vs training update)", _plot_curves),
                 "diffusion_steps.png": ("Diffusion-step sensitivity (Len, R_cum, AD vs K)", _plot_diffusion)}
     for fname in PLOTS:

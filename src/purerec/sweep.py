@@ -12,6 +12,10 @@ Spec (``sweeps/*.toml``)::
     [grid]                      # the grid: dotted config field -> values
     "dsrm.steps" = [5, 10, 20]
 
+Several grids (``[[grid]]`` tables, one after another) make a union of their products: e.g. a
+lambda grid for the HRL family and a preference grid for MOFIR in one Pareto sweep, without the
+cross product of the two.
+
 Grouping: runs that differ only in seeds and in fields declared ``traced`` (``purerec.config``:
 lambda, learning rates, entropy coefficient, ...) form one group, run by one compiled program;
 any other difference (K, max_len, slate size, agent, world) starts a new group. A run's id hashes
@@ -62,8 +66,12 @@ class SweepSpec:
     envs: tuple[str, ...]
     seeds: tuple[int, ...]
     base: dict
-    grid: dict
+    grid: dict | list  # one grid (field -> values) or a list of grids (their union)
     budget: str = ""
+
+    @property
+    def grids(self) -> list[dict]:
+        return list(self.grid) if isinstance(self.grid, list) else [self.grid]
 
 
 @dataclass
@@ -86,14 +94,16 @@ def load_sweep(path: str) -> SweepSpec:
     for name in ("envs", "seeds"):
         if name not in head:
             raise ConfigError(f"sweep.{name}", None, f"required in [sweep] of {path}")
+    grid = data.get("grid", {})
+    grid = [dict(g) for g in grid] if isinstance(grid, list) else dict(grid)
     spec = SweepSpec(name=str(head.get("name", os.path.splitext(os.path.basename(path))[0])),
                      envs=tuple(head["envs"]), seeds=tuple(int(s) for s in head["seeds"]),
-                     base=dict(data.get("base", {})), grid=dict(data.get("grid", {})),
-                     budget=str(head.get("budget", "")))
-    for k, v in spec.grid.items():
-        resolve_override_name(Config(), k)
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"grid.{k}", v, "a non-empty list of values")
+                     base=dict(data.get("base", {})), grid=grid, budget=str(head.get("budget", "")))
+    for g in spec.grids:
+        for k, v in g.items():
+            resolve_override_name(Config(), k)
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"grid.{k}", v, "a non-empty list of values")
     for k in spec.base:
         resolve_override_name(Config(), k)
     for e in spec.envs:
@@ -134,11 +144,10 @@ def _cfg_hash(cfg: Config) -> str:
 
 def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
     """Every (env, grid point, seed) as a validated single-seed config."""
-    runs = []
-    names = list(spec.grid)
+    runs, seen = [], set()
+    points = [dict(zip(g, values)) for g in spec.grids for values in itertools.product(*g.values())]
     for env_file in spec.envs:
-        for values in itertools.product(*(spec.grid[n] for n in names)):
-            point = dict(zip(names, values))
+        for point in points:
             overrides = {**spec.base, **point}
             cfg = scale_budget(load_config(env_file, overrides), budget)
             if cfg.train.session_shards > 1:
@@ -147,7 +156,10 @@ def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
             for seed in spec.seeds:
                 c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,), session_shards=1))
                 c = c.validate()
-                runs.append(RunSpec(run_id=_cfg_hash(c), cfg=c, seed=seed, point={"env": env_file, **point}))
+                rid = _cfg_hash(c)
+                if rid not in seen:  # grids of a union may overlap
+                    seen.add(rid)
+                    runs.append(RunSpec(run_id=rid, cfg=c, seed=seed, point={"env": env_file, **point}))
     return runs
 
 
@@ -266,7 +278,7 @@ def _row_of(cfg: Config) -> dict:
     """What the report needs to place a run: its row label and table (``purerec.agents.describe``)."""
     d = describe(cfg)
     return {"method": d["method"], "table": d["group"], "kind": d["kind"], "purifier": d["purifier"],
-            "paper_train_s": d["paper_train_s"]}
+            "family": d["family"], "tradeoff": d["tradeoff"], "paper_train_s": d["paper_train_s"]}
 
 
 def _gather(tree):

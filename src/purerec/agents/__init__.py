@@ -15,6 +15,8 @@ from typing import Callable
 from purerec.config import AGENT_KINDS, Config, resolve_agent
 
 GROUPS = ("method", "ablation", "baseline")
+# The paper's row families (Table 2 groups its baselines by them).
+FAMILIES = ("general RL", "fairness-aware RL", "ours")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class AgentSpec:
     # Row labels for a purifier other than "none" (default: "<label>+<PURIFIER>").
     purified_labels: tuple[tuple[str, str], ...] = ()
     session_shards: bool = False  # whether its sessions can be split over devices (train.session_shards)
+    family: str = "ours"  # one of FAMILIES
+    tradeoff: str | None = None  # the config field that moves it along the accuracy-fairness front
 
     @property
     def make(self) -> Callable:
@@ -41,16 +45,20 @@ class AgentSpec:
 REGISTRY: dict[str, AgentSpec] = {
     "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl",
                      (("dsrm", "DSRM-HRL"), ("tce", "HRL+T-CE"), ("rce", "HRL+R-CE"), ("bod", "HRL+BOD")),
-                     session_shards=True),
-    "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True),
-    "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c"),
-    "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3"),
-    "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq"),
-    "mofir": AgentSpec("mofir", "MOFIR (reading)", "baseline", ("mofir", "replay"), "mofir"),
-    "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl"),
-    "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair"),
-    "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir"),
-    "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo"),
+                     session_shards=True, tradeoff="agent.lambda_fair"),
+    "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True,
+                      tradeoff="agent.lambda_fair"),
+    "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c", family="general RL"),
+    "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3", family="general RL"),
+    "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq", family="general RL"),
+    "mofir": AgentSpec("mofir", "MOFIR (reading)", "baseline", ("mofir", "replay"), "mofir",
+                       family="fairness-aware RL", tradeoff="mofir.eval_weight"),
+    "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl", family="fairness-aware RL"),
+    "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair", family="fairness-aware RL",
+                       tradeoff="dnair.novelty_weight"),
+    "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir", family="fairness-aware RL"),
+    "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo", family="fairness-aware RL",
+                      tradeoff="fcpo.cost_limit"),
 }
 assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
 
@@ -71,12 +79,12 @@ def spec_of(cfg: Config) -> AgentSpec:
 
 
 def describe(cfg: Config) -> dict:
-    """{"kind", "purifier", "method" (row label), "group" (report table), "paper_train_s"} of a
-    config; DSRM-HRL is
-    the paper's method, its other rows (HRL, FLAT and purifier variants) are ablations."""
+    """{"kind", "purifier", "method" (row label), "group" (report table), "family", "tradeoff",
+    "paper_train_s"} of a config; DSRM-HRL is the paper's method, its other rows (HRL, FLAT and
+    purifier variants) are ablations."""
     kind, purifier = resolve_agent(cfg)
     spec = get(kind)
     label = spec.row_label(purifier)
     group = "method" if (kind, purifier) == ("hrl", "dsrm") else spec.group
-    return {"kind": kind, "purifier": purifier, "method": label, "group": group,
-            "paper_train_s": PAPER_TRAIN_S.get(label)}
+    return {"kind": kind, "purifier": purifier, "method": label, "group": group, "family": spec.family,
+            "tradeoff": spec.tradeoff, "paper_train_s": PAPER_TRAIN_S.get(label)}
