@@ -242,3 +242,23 @@ def test_budget_factor_scales_updates_chunks_and_stage1():
     assert scale_budget(base, 1.0) is base
     with pytest.raises(Exception, match="--budget"):
         scale_budget(base, 0.0)
+
+
+def test_reuse_copies_only_finished_runs_of_the_same_config(one_device_sweep, tmp_path):
+    """``--reuse DIR``: a run whose id (= config) a finished sweep already holds is copied, not run."""
+    _, spec, out, res = one_device_sweep
+    other = str(tmp_path / "other")
+    os.makedirs(os.path.join(other, "runs"))
+    ids = sorted(res["records"])
+    write_json(os.path.join(other, "runs", "stranger.json"), {**res["records"][ids[0]], "run_id": "stranger"})
+    failed = {**res["records"][ids[1]], "status": "failed"}
+    write_json(os.path.join(other, "runs", f"{ids[1]}.json"), failed)
+    n = sweep.reuse_records(sweep.expand(spec), other, (out,), writer=True)
+    assert n == len(ids)  # every finished run of `out` is one of this spec's runs (the failed copy is replaced)
+    got = {f[:-5] for f in os.listdir(os.path.join(other, "runs"))}
+    assert got == set(ids) | {"stranger"}
+    with open(os.path.join(other, "runs", f"{ids[1]}.json")) as fh:
+        assert json.load(fh)["status"] == "ok"
+    logs = []
+    res2 = sweep.run_sweep(spec, other, log=logs.append)
+    assert "0 runs to do" in logs[0] and all(res2["records"][i]["metrics"] == res["records"][i]["metrics"] for i in ids)

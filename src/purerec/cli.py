@@ -156,8 +156,10 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None
 
 
 def sweep_main(cmd: str, argv: list[str]) -> int:
-    """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--distributed]`` / ``train.py report DIR``."""
-    flags = {"dry-run": 0, "budget": 1, "out": 1, "distributed": 0}
+    """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]] [--distributed]`` /
+    ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
+    have the same run id (the same config) instead of running them again."""
+    flags = {"dry-run": 0, "budget": 1, "out": 1, "distributed": 0, "reuse": 1}
     try:
         opts, overrides, pos = split_args(argv, flags)
         if len(pos) != 1 or overrides:
@@ -180,7 +182,11 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         spec = load_sweep(pos[0])
         budget = float(opts.get("budget", 1.0))
         out = opts.get("out") or os.path.join("runs", "sweeps", spec.name)
-        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")))
+        reuse = tuple(d for d in str(opts.get("reuse", "")).split(",") if d)
+        for d in reuse:
+            if not os.path.isdir(os.path.join(d, "runs")):
+                raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
+        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")), reuse=reuse)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -289,14 +289,36 @@ def _gather(tree):
     return jax.tree.map(np.asarray, tree)
 
 
-def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool = False, log=print) -> dict:
-    """Run every missing run of the sweep; returns {'plan': text, 'records': {...}}."""
+def reuse_records(runs: list[RunSpec], out_dir: str, other_dirs: tuple[str, ...], writer: bool) -> int:
+    """Copy into ``out_dir`` the finished records of other sweeps (``--reuse DIR``) whose run id is one
+    of this sweep's runs: the same id is the same config, so the run would give the same numbers.
+    The copy keeps its ``point`` as this sweep's. Returns how many were copied."""
+    ours = {r.run_id: r for r in runs}
+    have = _read_records(out_dir)
+    n = 0
+    for d in other_dirs:
+        for rid, rec in _read_records(d).items():
+            if rid in ours and rec.get("status") == "ok" and have.get(rid, {}).get("status") != "ok":
+                rec = {**rec, "point": ours[rid].point, "reused_from": os.path.abspath(d)}
+                if writer:
+                    write_json(os.path.join(out_dir, "runs", f"{rid}.json"), rec)
+                have[rid] = rec
+                n += 1
+    return n
+
+
+def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool = False, log=print,
+              reuse: tuple[str, ...] = ()) -> dict:
+    """Run every missing run of the sweep (after copying the finished ones of the sweeps in
+    ``reuse``); returns {'plan': text, 'records': {...}}."""
     runs = expand(spec, budget)
     groups = plan(runs)
     writer = jax.process_index() == 0
     if writer:
         os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
+    if reuse and not dry_run:
+        log(f"reused {reuse_records(runs, out_dir, reuse, writer)} finished run(s) from {', '.join(reuse)}")
     records = _read_records(out_dir)
     done = {k for k, r in records.items() if r["status"] == "ok"}
     text = describe_plan(spec, groups, done, len(jax.devices()))
