@@ -86,7 +86,7 @@ def test_more_shards_than_devices_is_a_clear_error(tmp_path):
     cfg = small_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=jax.local_device_count() + 1,
                                                              num_envs=64, rollout_len=4)).validate()
-    with pytest.raises(ValueError, match=r"train.session_shards = \d+, but only \d+ local device"):
+    with pytest.raises(ValueError, match=r"'train.session_shards' = \d+ is invalid: at most the \d+ local device"):
         run(cfg, run_dir=str(tmp_path / "r"), progress=False, log=lambda *a: None)
     assert not os.path.exists(tmp_path / "r")  # rejected before anything is written
 

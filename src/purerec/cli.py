@@ -11,6 +11,7 @@ Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out 
   --resume DIR      continue a killed run from its last checkpoint
   --reference       only roll out the reference policies (random, most-popular, oracle)
   --no-progress     no progress bar
+  --debug           show the traceback of an error (errors are one line otherwise)
 Any config field can be overridden as ``--section.field value`` or, when the name is unique,
 ``--field value`` (dashes or underscores); tuple fields take several values
 (``--seeds 11 15 19``). ``--help-config`` lists every field with its default.
@@ -23,6 +24,7 @@ import sys
 from typing import Any
 
 from purerec.config import Config, ConfigError, field_paths
+from purerec.errors import PurerecError
 
 
 def split_args(argv: list[str], flags: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -180,7 +182,10 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
 
             jax.distributed.initialize()
         spec = load_sweep(pos[0])
-        budget = float(opts.get("budget", 1.0))
+        try:
+            budget = float(opts.get("budget", 1.0))
+        except ValueError:
+            raise ConfigError("--budget", opts["budget"], "a number in (0, 10], e.g. 0.1") from None
         out = opts.get("out") or os.path.join("runs", "sweeps", spec.name)
         reuse = tuple(d for d in str(opts.get("reuse", "")).split(",") if d)
         for d in reuse:
@@ -247,47 +252,81 @@ def logs_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def train_main(argv: list[str]) -> int:
+    """``train.py [--env FILE] [--out DIR | --resume DIR] [--reference] [--field value ...]``."""
     from purerec.config import load_config
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("sweep", "report"):
-        return sweep_main(argv[0], argv[1:])
-    if argv and argv[0] == "logs":
-        return logs_main(argv[1:])
     flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0}
-    try:
-        opts, overrides, pos = split_args(argv, flags)
-        if opts.get("help"):
-            print(__doc__)
-            return 0
-        if opts.get("help-config"):
-            print(describe_config(Config()))
-            return 0
-        if opts.get("resume") and (overrides or opts.get("env")):
-            raise ConfigError("--resume", opts["resume"], "a resumed run keeps its saved config: drop the other options")
+    opts, overrides, pos = split_args(argv, flags)
+    if opts.get("help"):
+        print(__doc__)
+        return 0
+    if opts.get("help-config"):
+        print(describe_config(Config()))
+        return 0
+    if pos:
+        hint = (f"; to use it as the environment spec write --env {pos[0]}" if pos[0].endswith(".toml") else
+                "; the subcommands are sweep, report and logs")
+        raise ConfigError("arguments", pos, f"options only (--name value){hint}")
+    if opts.get("resume") and (overrides or opts.get("env") or opts.get("out") or opts.get("reference")):
+        raise ConfigError("--resume", opts["resume"], "alone: a resumed run keeps its saved config and run "
+                          "directory; drop the other options (--env, --out, --reference, overrides)")
+    if opts.get("resume"):
+        from purerec.experiment import load_run_config
+
+        cfg = load_run_config(opts["resume"])
+    else:
         cfg = load_config(opts.get("env", "envs/kuairec.toml"), overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     if opts.get("reference"):
+        if opts.get("out"):
+            raise ConfigError("--out", opts["out"], "not used with --reference (it writes no run directory)")
+        from purerec.datasets import get_worlds
+        from purerec.experiment import check_loaded_worlds
+
+        check_loaded_worlds(cfg, *get_worlds(cfg))
         rows = run_reference(cfg)
         print(f"\nReference policies; {protocol_line(cfg, _n_test(cfg))}\n")
         print(format_table(rows, TABLE_COLUMNS))
         return 0
-    from purerec.experiment import TrainingError, load_run_config, run
+    from purerec.experiment import run
 
-    try:
-        if opts.get("resume"):
-            res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
-            cfg = load_run_config(opts["resume"])
-        else:
-            res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"))
-    except (TrainingError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if opts.get("resume"):
+        res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
+    else:
+        res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"))
     print_results(cfg, res, run_reference(cfg))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The one place where errors become one line: any ``purerec.errors.PurerecError`` (config,
+    data file, run directory, checkpoint, sweep spec, training) and any OS error (disk full,
+    permissions) prints ``error: ...`` naming the field or file, exit code 2; ``--debug`` re-raises
+    with the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        if argv and argv[0] in ("sweep", "report"):
+            return sweep_main(argv[0], argv[1:])
+        if argv and argv[0] == "logs":
+            return logs_main(argv[1:])
+        return train_main(argv)
+    except PurerecError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug:
+            raise
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: file system:{where}: {e.strerror or e} (free space or fix permissions, then --resume "
+              f"the run)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a run continues with --resume DIR", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

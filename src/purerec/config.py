@@ -8,6 +8,7 @@ whole tree once, at the edge, so nothing downstream re-checks values. Errors nam
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -22,7 +23,10 @@ WORLD_SOURCES = ("synthetic", "kuairec", "kuairand")
 PRESETS = ("kuairec", "kuairand")
 
 
-class ConfigError(ValueError):
+from purerec.errors import PurerecError
+
+
+class ConfigError(PurerecError, ValueError):
     """A config value is out of range; the message names the field and the fix."""
 
     def __init__(self, field_name: str, value: Any, allowed: str):
@@ -34,6 +38,23 @@ def traced(default: Any) -> Any:
     """A field whose value is a traced array in the compiled program (rejax's habit): runs that
     differ only in such fields share one program in a sweep (``traced_paths``)."""
     return field(default=default, metadata={"traced": True})
+
+
+# Upper bounds on sizes that are allocated at once (a typo such as num_envs = 100000000 must not
+# take the host's memory before anything fails).
+MAX_SESSIONS = 65536
+MAX_BATCH = 2**21  # env steps held per update (num_envs x rollout_len)
+MAX_WORLD = 5_000_000  # users or items of a world
+
+
+def _finite(section: Any, prefix: str) -> None:
+    """Every float (and tuple-of-float) field of a section is finite: NaN / inf are errors."""
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        vals = v if isinstance(v, tuple) else (v,)
+        for x in vals:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{prefix}.{f.name}", x, "a finite number (NaN and inf are not allowed)")
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
@@ -79,13 +100,17 @@ class WorldConfig:
     def validate(self, p: str = "world") -> None:
         _check(self.source in WORLD_SOURCES, f"{p}.source", self.source, f"one of {WORLD_SOURCES}")
         _check(self.preset in PRESETS, f"{p}.preset", self.preset, f"one of {PRESETS}")
+        _check(self.source != "synthetic" or not self.data_dir, f"{p}.data_dir", self.data_dir,
+               f"empty with {p}.source = 'synthetic' (the synthetic world reads no files): set {p}.source "
+               f"to one of {WORLD_SOURCES[1:]} to load that directory, or drop {p}.data_dir")
         if self.source != "synthetic":
             _check(bool(self.data_dir), f"{p}.data_dir", self.data_dir,
                    f"a directory holding the {self.source} CSV files (required when source != 'synthetic')")
             _check(os.path.isdir(self.data_dir), f"{p}.data_dir", self.data_dir,
                    "an existing directory; download the dataset there or use source = 'synthetic'")
         for name in ("n_users", "n_items", "n_test_users", "n_test_items"):
-            _check(getattr(self, name) >= 2, f"{p}.{name}", getattr(self, name), "an integer >= 2")
+            _check(2 <= getattr(self, name) <= MAX_WORLD, f"{p}.{name}", getattr(self, name),
+                   f"an integer in [2, {MAX_WORLD}]")
         _check(1 <= self.n_tags <= 1024, f"{p}.n_tags", self.n_tags, "an integer in [1, 1024]")
         _check(1.0 <= self.mean_tags_per_item <= self.max_tags_per_item, f"{p}.mean_tags_per_item",
                self.mean_tags_per_item, "in [1, max_tags_per_item]")
@@ -305,7 +330,7 @@ class AgentConfig:
 
     def validate(self, p: str = "agent") -> None:
         _check(self.kind in AGENTS, f"{p}.kind", self.kind, f"one of {AGENTS}")
-        _check(self.lambda_fair >= 0, f"{p}.lambda_fair", self.lambda_fair, ">= 0")
+        _check(0 <= self.lambda_fair <= 1000, f"{p}.lambda_fair", self.lambda_fair, "in [0, 1000]")
         _check(1 <= self.manager_interval <= 1000, f"{p}.manager_interval", self.manager_interval,
                "an integer in [1, 1000]")
         _check(self.fair_reward in FAIR_REWARDS, f"{p}.fair_reward", self.fair_reward, f"one of {FAIR_REWARDS}")
@@ -320,7 +345,7 @@ class AgentConfig:
         _check(0 < self.manager_std <= 2.0, f"{p}.manager_std", self.manager_std, "in (0, 2]")
         _check(0 < self.pop_scale <= 100.0, f"{p}.pop_scale", self.pop_scale,
                "in (0, 100] (the initial weight kappa of eq. 6's popularity term)")
-        _check(self.init_logit_scale > 0, f"{p}.init_logit_scale", self.init_logit_scale, "> 0")
+        _check(0 < self.init_logit_scale <= 1000, f"{p}.init_logit_scale", self.init_logit_scale, "in (0, 1000]")
 
     @property
     def resolved_kind(self) -> str:
@@ -605,10 +630,12 @@ class MOFIRConfig:
     tau: float = traced(0.01)
     explore_std: float = traced(0.1)
     eval_weight: float = traced(0.5)
+    slate_rule: str = "grouped"
     hidden: int = 64
     max_grad_norm: float = 10.0
 
     def validate(self, p: str = "mofir") -> None:
+        _check(self.slate_rule in SLATE_RULES, f"{p}.slate_rule", self.slate_rule, f"one of {SLATE_RULES}")
         _check_rate(p, "actor_lr", self.actor_lr)
         _check_rate(p, "critic_lr", self.critic_lr)
         _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
@@ -726,9 +753,12 @@ class TrainConfig:
         _check(len(self.seeds) >= 1, f"{p}.seeds", self.seeds, "at least one integer seed")
         _check(len(set(self.seeds)) == len(self.seeds), f"{p}.seeds", self.seeds, "distinct seeds")
         _check(all(0 <= s < 2**31 for s in self.seeds), f"{p}.seeds", self.seeds, "integers in [0, 2^31)")
-        _check(self.num_envs >= 1, f"{p}.num_envs", self.num_envs, "an integer >= 1")
-        _check(self.rollout_len >= 1, f"{p}.rollout_len", self.rollout_len, "an integer >= 1")
-        _check(self.total_updates >= 1, f"{p}.total_updates", self.total_updates, "an integer >= 1")
+        _check(1 <= self.num_envs <= MAX_SESSIONS, f"{p}.num_envs", self.num_envs, f"an integer in [1, {MAX_SESSIONS}]")
+        _check(1 <= self.rollout_len <= 4096, f"{p}.rollout_len", self.rollout_len, "an integer in [1, 4096]")
+        _check(self.num_envs * self.rollout_len <= MAX_BATCH, f"{p}.num_envs", self.num_envs,
+               f"num_envs x rollout_len <= {MAX_BATCH} env steps per update (the rollout is held in memory): "
+               f"lower num_envs or rollout_len")
+        _check(1 <= self.total_updates <= 10**7, f"{p}.total_updates", self.total_updates, "an integer in [1, 1e7]")
         _check(1 <= self.chunk_updates, f"{p}.chunk_updates", self.chunk_updates, "an integer >= 1")
         _check(self.total_updates % self.chunk_updates == 0, f"{p}.total_updates", self.total_updates,
                f"a multiple of chunk_updates ({self.chunk_updates})")
@@ -740,7 +770,8 @@ class TrainConfig:
                "an integer >= 0 (0 = run all total_updates)")
         _check(self.stage1_behaviour in STAGE1_BEHAVIOURS, f"{p}.stage1_behaviour", self.stage1_behaviour,
                f"one of {STAGE1_BEHAVIOURS} (the exposure policy of Stage I's pre-training sessions)")
-        _check(self.stage1_sessions >= 1, f"{p}.stage1_sessions", self.stage1_sessions, "an integer >= 1")
+        _check(1 <= self.stage1_sessions <= MAX_SESSIONS, f"{p}.stage1_sessions", self.stage1_sessions,
+               f"an integer in [1, {MAX_SESSIONS}]")
         _check(self.eval_every_chunks >= 0, f"{p}.eval_every_chunks", self.eval_every_chunks,
                "an integer >= 0 (0 = only at the end)")
 
@@ -770,6 +801,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            _finite(getattr(self, f.name), f.name)
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if f.name == "env":
@@ -929,14 +962,19 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return _apply(cfg, nested, "")
 
 
-def load_toml(path: str) -> dict:
+def load_toml(path: str, what: str = "--env") -> dict:
+    """A TOML file as a dict; ``what`` names the option or spec the file came from in errors."""
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
+    except IsADirectoryError:
+        raise ConfigError(what, path, "a TOML file, not a directory") from None
     except FileNotFoundError:
-        raise ConfigError("--env", path, "an existing TOML file (see envs/)") from None
+        raise ConfigError(what, path, "an existing TOML file (see envs/ and sweeps/)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(what, path, "a UTF-8 TOML text file") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError("--env", path, f"valid TOML ({e})") from None
+        raise ConfigError(what, path, f"valid TOML ({e})") from None
 
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None,
@@ -946,6 +984,9 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     if path:
         data = load_toml(path)
         data.pop("meta", None)
+        if not data:
+            raise ConfigError("--env", path, "an environment spec with at least one section (e.g. [world], [env]); "
+                              "the file is empty -- see envs/kuairec.toml")
         cfg = _apply(cfg, data, "")
     if overrides:
         cfg = apply_overrides(cfg, overrides)

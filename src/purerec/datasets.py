@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 
 from purerec.config import Config
@@ -33,6 +34,18 @@ def _fingerprint(cfg: Config) -> str:
         payload["files"] = [(f, os.path.getsize(os.path.join(cfg.world.data_dir, f)),
                              int(os.path.getmtime(os.path.join(cfg.world.data_dir, f)))) for f in files]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _writable(d: str) -> bool:
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK | os.X_OK)
 
 
 def build_worlds(cfg: Config) -> tuple[World, World]:
@@ -59,11 +72,25 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
     key = _fingerprint(cfg)
     paths = [os.path.join(d, f"world-{key}-{part}.npz") for part in ("train", "test")]
     if all(os.path.exists(p) for p in paths):
-        return load_world(paths[0]), load_world(paths[1])
+        try:
+            return load_world(paths[0]), load_world(paths[1])
+        except Exception as e:  # a damaged cache entry: set it aside and rebuild
+            for p in paths:
+                if os.path.exists(p):
+                    os.replace(p, p + ".corrupt")
+            warn(f"cached world {paths[0]} could not be read ({type(e).__name__}); set aside as *.corrupt, rebuilding")
+    writable = _writable(d)
+    if not writable:
+        warn(f"world cache {d} is not writable: building the worlds without caching them "
+             f"(set world.cache_dir or PUREREC_CACHE to a writable directory to cache them)")
     t0 = time.perf_counter()
     train, test = build_worlds(cfg)
-    save_world(paths[0], train)
-    save_world(paths[1], test)
+    if writable:
+        try:
+            save_world(paths[0], train)
+            save_world(paths[1], test)
+        except OSError as e:
+            warn(f"could not cache the worlds in {d} ({e.strerror or e}); carrying on without the cache")
     if verbose:
         print(f"built {cfg.world.source} worlds in {time.perf_counter() - t0:.1f}s "
               f"(train {train.n_users}x{train.n_items}, test {test.n_users}x{test.n_items}); cached in {d}")

@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from purerec.atomic import atomic_write
+from purerec.errors import CheckpointError, PurerecError, RunDirError
 from purerec.config import Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
 from purerec.env import make_params
@@ -50,7 +51,7 @@ TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
 SESSIONS = "sessions"  # the device axis session shards are split along
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PurerecError, RuntimeError):
     """Training produced a non-finite loss or metric."""
 
 
@@ -60,21 +61,117 @@ def write_json(path: str, obj) -> None:
 
 
 def load_run_config(run_dir: str) -> Config:
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"--resume {run_dir}: no such run directory")
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass a run directory written by train.py")
-    with open(path) as fh:
-        data = json.load(fh)
+        raise RunDirError(f"--resume {run_dir}: no config.json there; pass a run directory written by train.py")
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunDirError(f"--resume {run_dir}: {path} is damaged ({e}); it cannot be resumed -- start a new run "
+                          f"with --out NEW_DIR") from None
     data.get("train", {}).setdefault("session_shards", 1)  # written before session shards existed
     return _apply(Config(), data, "").validate()
 
 
-def latest_checkpoint(ckpt_dir: str) -> int | None:
+def check_new_run_dir(run_dir: str) -> None:
+    """A new run's ``--out``: refused when it is a file, holds anything, or cannot be written,
+    before anything is written (a finished run is never overwritten: ``--resume`` continues one)."""
+    if os.path.exists(run_dir):
+        if not os.path.isdir(run_dir):
+            raise RunDirError(f"--out {run_dir}: is a file, not a directory; choose another --out")
+        if os.listdir(run_dir):
+            what = "a run (config.json)" if os.path.exists(os.path.join(run_dir, "config.json")) else "files"
+            raise RunDirError(f"--out {run_dir}: already holds {what}; nothing was changed. Continue it with "
+                              f"--resume {run_dir}, or choose a new --out")
+        probe = run_dir
+    else:
+        probe = os.path.dirname(os.path.abspath(run_dir))
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {run_dir}: {probe} is not writable; choose a writable --out")
+
+
+def checkpoint_steps(ckpt_dir: str) -> list[int]:
+    """The committed checkpoints (Orbax writes ``commit_success.txt`` last), newest first."""
     if not os.path.isdir(ckpt_dir):
-        return None
+        return []
     steps = [int(n) for n in os.listdir(ckpt_dir) if n.isdigit()
              and os.path.exists(os.path.join(ckpt_dir, n, "commit_success.txt"))]
-    return max(steps) if steps else None
+    return sorted(steps, reverse=True)
+
+
+def latest_checkpoint(ckpt_dir: str) -> int | None:
+    steps = checkpoint_steps(ckpt_dir)
+    return steps[0] if steps else None
+
+
+def set_aside(ckpt_dir: str, name: str, why: str, log=print) -> str:
+    """Move ``checkpoints/name`` to ``checkpoints/set_aside/name-<why>[-i]`` (kept, never deleted)."""
+    d = os.path.join(ckpt_dir, "set_aside")
+    os.makedirs(d, exist_ok=True)
+    dst, i = os.path.join(d, f"{name}-{why}"), 1
+    while os.path.exists(dst):
+        dst, i = os.path.join(d, f"{name}-{why}-{i}"), i + 1
+    os.replace(os.path.join(ckpt_dir, name), dst)
+    log(f"checkpoint {name} set aside ({why}): {dst}")
+    return dst
+
+
+def _shapes(tree) -> list:
+    return sorted(tuple(int(d) for d in a.shape) for a in jax.tree.leaves(tree))
+
+
+def restore_checkpoint(checkpointer, ckpt_dir: str, target, cfg: Config, log=print):
+    """(updates, state) of the newest intact checkpoint that fits ``target`` (abstract arrays), or
+    (None, None) when there is none. Uncommitted directories (a kill mid-save) and checkpoints
+    that cannot be read are set aside (``checkpoints/set_aside/``), saying which; a readable
+    checkpoint whose arrays do not fit the run's config, or one beyond its budget, is refused
+    (``CheckpointError``): it belongs to another run."""
+    if not os.path.isdir(ckpt_dir):
+        return None, None
+    for name in sorted(os.listdir(ckpt_dir)):
+        p = os.path.join(ckpt_dir, name)
+        if name != "set_aside" and os.path.isdir(p) and not os.path.exists(os.path.join(p, "commit_success.txt")):
+            set_aside(ckpt_dir, name, "uncommitted", log)
+    want = _shapes(target)
+    for step in checkpoint_steps(ckpt_dir):
+        if step > cfg.train.total_updates or step % cfg.train.chunk_updates:
+            raise CheckpointError(f"checkpoint {os.path.join(ckpt_dir, str(step))} is at update {step}, which this "
+                                  f"run's config (total_updates {cfg.train.total_updates}, chunk_updates "
+                                  f"{cfg.train.chunk_updates}) never writes: the directory mixes runs; start a new "
+                                  f"run with --out NEW_DIR")
+        path = os.path.join(ckpt_dir, str(step))
+        try:
+            meta = checkpointer.metadata(path)
+            tree = getattr(meta, "item_metadata", meta)
+            tree = getattr(tree, "tree", tree)
+            have = sorted(tuple(int(d) for d in a.shape) for a in jax.tree.leaves(
+                tree, is_leaf=lambda x: hasattr(x, "shape")))
+            if not have:
+                raise ValueError("no array metadata")
+        except Exception as e:  # unreadable metadata: a damaged checkpoint
+            set_aside(ckpt_dir, str(step), "damaged", log)
+            log(f"  ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
+            continue
+        if have != want:
+            raise CheckpointError(f"checkpoint {path} holds arrays of other shapes than this run's config makes "
+                                  f"(other seeds, sizes or agent): it belongs to another run; start a new run "
+                                  f"with --out NEW_DIR")
+        try:
+            state = checkpointer.restore(path, target)
+            jax.block_until_ready(state)
+        except Exception as e:  # unreadable data: a damaged checkpoint
+            set_aside(ckpt_dir, str(step), "damaged", log)
+            log(f"  ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})")
+            continue
+        return step, state
+    return None, None
 
 
 class _CompileCounter:
@@ -168,10 +265,14 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         log=print, evaluate_at_end: bool = True) -> dict:
     """Train (or resume) and evaluate; returns the results dict also written to results.json."""
     if resume:
-        if not run_dir or not os.path.isdir(run_dir):
-            raise FileNotFoundError(f"--resume {run_dir!r}: no such run directory")
+        if not run_dir:
+            raise RunDirError("--resume: name the run directory to continue")
         cfg = load_run_config(run_dir)
+    elif run_dir:
+        check_new_run_dir(run_dir)
     n_dev = check_session_shards(cfg)
+    train_w, test_w = get_worlds(cfg, verbose=True)
+    check_loaded_worlds(cfg, train_w, test_w)
     if not resume:
         # 0 = one shard per device, for agents that split sessions; one shard for the others.
         cfg = resolve_session_shards(cfg, n_dev if spec_of(cfg).session_shards else 1)
@@ -184,7 +285,6 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     seeds = list(cfg.train.seeds)
     t_all = time.perf_counter()
 
-    train_w, test_w = get_worlds(cfg, verbose=True)
     p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
     shards = cfg.train.session_shards
     fns = make_train(cfg, p_train, axis_name=SESSIONS if shards > 1 else None)
@@ -203,7 +303,18 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         timings["compile_s"] += time.perf_counter() - t0
         return compiled
 
-    done_updates = latest_checkpoint(ckpt_dir) if resume else None
+    done_updates, state = None, None
+    if resume:
+        frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
+        runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
+        if replicated is not None:
+            placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+            frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
+            runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
+        done_updates, state = restore_checkpoint(checkpointer, ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs},
+                                                 cfg, log)
+        if done_updates is None:
+            log(f"no intact checkpoint in {ckpt_dir}: starting {run_dir} over from Stage I")
     if done_updates is None:
         stage1_c = timed_compile(stage1_v, k_stage1)
         t0 = time.perf_counter()
@@ -227,14 +338,6 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         checkpointer.save(os.path.join(ckpt_dir, "0"), jax.device_get({"frozen": frozen, "runner": runner}))
         timings["checkpoint_s"] += time.perf_counter() - t0
     else:
-        frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
-        runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
-        if replicated is not None:
-            placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
-            frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
-            runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
-        state = checkpointer.restore(os.path.join(ckpt_dir, str(done_updates)),
-                                     {"frozen": frozen_abs, "runner": runner_abs})
         frozen, runner = state["frozen"], state["runner"]
         _truncate_metrics(metrics_path, done_updates)
         _truncate_metrics(evals_path, done_updates)
@@ -312,6 +415,17 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     return results
 
 
+def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
+    """What only the loaded worlds can tell (real data sets their sizes): the slate fits in each."""
+    n = min(train_w.n_items, test_w.n_items)
+    if cfg.env.slate_size > n:
+        from purerec.config import ConfigError
+
+        raise ConfigError("env.slate_size", cfg.env.slate_size,
+                          f"at most {n}: the loaded {'train' if train_w.n_items == n else 'test'} world has only "
+                          f"{n} items")
+
+
 def check_session_shards(cfg: Config) -> int:
     """The local device count, after checking that ``train.session_shards`` fits on it."""
     n_dev = jax.local_device_count()
@@ -319,8 +433,11 @@ def check_session_shards(cfg: Config) -> int:
         hint = (" On a CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count="
                 f"{cfg.train.session_shards} (train.py does this for you: one device per core)."
                 if jax.default_backend() == "cpu" else "")
-        raise ValueError(f"train.session_shards = {cfg.train.session_shards}, but only {n_dev} local device(s): "
-                         f"lower it (0 = one shard per device; a resumed run keeps its value).{hint}")
+        from purerec.config import ConfigError
+
+        raise ConfigError("train.session_shards", cfg.train.session_shards,
+                          f"at most the {n_dev} local device(s): lower it (0 = one shard per device; a resumed run "
+                          f"keeps its value).{hint}")
     return n_dev
 
 

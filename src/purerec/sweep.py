@@ -50,6 +50,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
+from purerec.errors import SweepSpecError
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
@@ -88,28 +89,74 @@ class Group:
     runs: list[RunSpec] = field(default_factory=list)
 
 
+SPEC_SECTIONS = ("sweep", "base", "grid")
+SPEC_KEYS = ("name", "budget", "envs", "seeds")
+
+
+def _spec_error(path: str, key: str, value, allowed: str) -> SweepSpecError:
+    return SweepSpecError(f"sweep spec {path}: '{key}' = {value!r} is invalid: {allowed}")
+
+
 def load_sweep(path: str) -> SweepSpec:
-    data = load_toml(path)
+    """Read and check a sweep spec; every error names the spec file and the key."""
+    data = load_toml(path, what="sweep spec")
+    for name in data:
+        if name not in SPEC_SECTIONS:
+            raise _spec_error(path, name, "...", f"an unknown section; a spec has {list(SPEC_SECTIONS)}")
     head = data.get("sweep", {})
+    if not isinstance(head, dict):
+        raise _spec_error(path, "sweep", head, "a [sweep] table")
+    for name in head:
+        if name not in SPEC_KEYS:
+            raise _spec_error(path, f"sweep.{name}", head[name], f"an unknown key; [sweep] has {list(SPEC_KEYS)}")
     for name in ("envs", "seeds"):
         if name not in head:
-            raise ConfigError(f"sweep.{name}", None, f"required in [sweep] of {path}")
+            raise _spec_error(path, f"sweep.{name}", None, "required in [sweep]")
+    envs, seeds = head["envs"], head["seeds"]
+    if not isinstance(envs, list) or not envs or not all(isinstance(e, str) for e in envs):
+        raise _spec_error(path, "sweep.envs", envs, 'a non-empty list of env files, e.g. ["envs/kuairec.toml"]')
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31 for x in seeds)):
+        raise _spec_error(path, "sweep.seeds", seeds, "a non-empty list of integers in [0, 2^31), e.g. [11, 15, 19]")
+    if len(set(seeds)) != len(seeds):
+        raise _spec_error(path, "sweep.seeds", seeds, "distinct seeds (a repeated seed would run twice)")
+    if len(set(envs)) != len(envs):
+        raise _spec_error(path, "sweep.envs", envs, "distinct env files")
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise _spec_error(path, "base", base, "a [base] table of dotted field = value")
     grid = data.get("grid", {})
-    grid = [dict(g) for g in grid] if isinstance(grid, list) else dict(grid)
+    if isinstance(grid, list):
+        if not all(isinstance(g, dict) for g in grid):
+            raise _spec_error(path, "grid", grid, "a [grid] table or [[grid]] tables")
+        grid = [dict(g) for g in grid]
+    elif isinstance(grid, dict):
+        grid = dict(grid)
+    else:
+        raise _spec_error(path, "grid", grid, "a [grid] table or [[grid]] tables")
     spec = SweepSpec(name=str(head.get("name", os.path.splitext(os.path.basename(path))[0])),
-                     envs=tuple(head["envs"]), seeds=tuple(int(s) for s in head["seeds"]),
-                     base=dict(data.get("base", {})), grid=grid, budget=str(head.get("budget", "")))
+                     envs=tuple(envs), seeds=tuple(seeds), base=dict(base), grid=grid,
+                     budget=str(head.get("budget", "")))
     for g in spec.grids:
         for k, v in g.items():
-            resolve_override_name(Config(), k)
+            _check_field(path, f"grid.{k}", k)
             if not isinstance(v, list) or not v:
-                raise ConfigError(f"grid.{k}", v, "a non-empty list of values")
+                raise _spec_error(path, f"grid.{k}", v, "a non-empty list of values")
+            if len({json.dumps(x, sort_keys=True) for x in v}) != len(v):
+                raise _spec_error(path, f"grid.{k}", v, "distinct values (a repeated value would run twice)")
     for k in spec.base:
-        resolve_override_name(Config(), k)
+        _check_field(path, f"base.{k}", k)
     for e in spec.envs:
-        if not os.path.exists(e):
-            raise ConfigError("sweep.envs", e, "existing environment TOML files (see envs/)")
+        if not os.path.isfile(e):
+            raise _spec_error(path, "sweep.envs", e, "existing environment TOML files (see envs/)")
     return spec
+
+
+def _check_field(path: str, key: str, name: str) -> None:
+    try:
+        resolve_override_name(Config(), name)
+    except ConfigError as e:
+        raise _spec_error(path, key, name, str(e).split(" is invalid: ", 1)[-1]) from None
 
 
 def scale_budget(cfg: Config, budget: float) -> Config:
@@ -195,15 +242,25 @@ def describe_plan(spec: SweepSpec, groups: list[Group], done: set[str], n_device
     return "\n".join(lines)
 
 
-def _read_records(out_dir: str) -> dict[str, dict]:
+def _read_records(out_dir: str, log=None) -> dict[str, dict]:
+    """The run records in ``out_dir/runs``; a file that is not one (unreadable, foreign JSON) is
+    skipped with a warning (its run, if any, is run again)."""
     d = os.path.join(out_dir, "runs")
     recs = {}
     if os.path.isdir(d):
-        for f in os.listdir(d):
-            if f.endswith(".json"):
+        for f in sorted(os.listdir(d)):
+            if not f.endswith(".json"):
+                continue
+            try:
                 with open(os.path.join(d, f)) as fh:
                     rec = json.load(fh)
-                recs[rec["run_id"]] = rec
+                if not (isinstance(rec, dict) and isinstance(rec.get("run_id"), str) and "status" in rec):
+                    raise ValueError("not a run record (no run_id / status)")
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                if log:
+                    log(f"warning: skipping {os.path.join(d, f)}: {e}")
+                continue
+            recs[rec["run_id"]] = rec
     return recs
 
 
@@ -319,7 +376,7 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
         write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
     if reuse and not dry_run:
         log(f"reused {reuse_records(runs, out_dir, reuse, writer)} finished run(s) from {', '.join(reuse)}")
-    records = _read_records(out_dir)
+    records = _read_records(out_dir, log)
     done = {k for k, r in records.items() if r["status"] == "ok"}
     text = describe_plan(spec, groups, done, len(jax.devices()))
     log(text)

@@ -124,11 +124,15 @@ def _item_log_true(true_user, true_item, u_idx, i_idx, n_items):
 
 
 def assemble_worlds(train: Interactions, test: Interactions, tags: TagTable,
-                    cfg: WorldConfig) -> tuple[World, World]:
-    """Build (train_world, test_world) as described in the module docstring."""
+                    cfg: WorldConfig, files: dict[str, str] | None = None) -> tuple[World, World]:
+    """Build (train_world, test_world) as described in the module docstring; ``files`` names the
+    file(s) behind the "train" and "test" logs in error messages."""
+    files = files or {}
     for name, logs in (("train", train), ("test", test)):
         if logs.users.size == 0:
-            raise DataFormatError(f"the {name} logs have no valid rows (all watch ratios missing?)")
+            src = f" ({files[name]})" if name in files else ""
+            raise DataFormatError(f"the {name} logs{src} have no valid rows (all watch ratios / responses "
+                                  f"missing?): check the file's response column")
         for kind, ids in (("user", logs.users), ("video", logs.items)):
             if ids.min() < 0 or ids.max() >= 2**31:
                 raise DataFormatError(f"the {name} logs have {kind} ids outside [0, 2^31) "

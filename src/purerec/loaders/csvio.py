@@ -25,11 +25,13 @@ from operator import itemgetter
 
 import numpy as np
 
+from purerec.errors import PurerecError
+
 KINDS = ("int", "float", "str")
 CHUNK_ROWS = 1 << 20
 
 
-class DataFormatError(ValueError):
+class DataFormatError(PurerecError, ValueError):
     """A data file is missing or malformed; the message names the file, line and column."""
 
 
@@ -55,6 +57,24 @@ def require_glob(data_dir: str, pattern: str, dataset: str = "") -> list[str]:
         raise MissingFileError(f"no {what} matching '{pattern}' were found in directory "
                                f"'{os.path.abspath(data_dir)}'")
     return paths
+
+
+def check_text(path: str) -> None:
+    """``DataFormatError`` naming the file when it is compressed or binary, not a UTF-8 CSV."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:2] == b"\x1f\x8b":
+        raise DataFormatError(f"{path}: the file is gzip-compressed; decompress it (gunzip) and point "
+                              f"world.data_dir at the .csv")
+    if head[:4] == b"PK\x03\x04":
+        raise DataFormatError(f"{path}: the file is a zip archive; extract the .csv files into world.data_dir")
+    if b"\x00" in head:
+        raise DataFormatError(f"{path}: the file is binary (NUL bytes in its first 4 KiB); expected a UTF-8 CSV")
+
+
+def _decode_error(path: str, e: UnicodeDecodeError) -> DataFormatError:
+    return DataFormatError(f"{path}: not UTF-8 text at byte {e.start} ({e.reason}); expected a UTF-8 CSV file "
+                           f"(re-save it as UTF-8)")
 
 
 def line_of_record(path: str, record: int) -> int:
@@ -116,6 +136,14 @@ def read_columns(path: str, columns: dict[str, str], chunk_rows: int = CHUNK_ROW
         if kind not in KINDS:
             raise ValueError(f"column '{name}': kind {kind!r} is not one of {KINDS}")
     names = list(columns)
+    check_text(path)
+    try:
+        return _read_columns(path, columns, names, chunk_rows)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+
+
+def _read_columns(path: str, columns: dict[str, str], names: list[str], chunk_rows: int) -> dict[str, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = _header(path, reader)

@@ -63,4 +63,5 @@ def load_kuairand(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     standard = require_glob(data_dir, STANDARD, "KuaiRand-Pure standard-log")
     random = require_glob(data_dir, RANDOM, "KuaiRand-Pure random-log")
     features = require_file(data_dir, FEATURES, "KuaiRand-Pure")
-    return assemble_worlds(read_logs(standard), read_logs(random), read_tags(features), cfg)
+    return assemble_worlds(read_logs(standard), read_logs(random), read_tags(features), cfg,
+                           files={"train": ", ".join(standard), "test": ", ".join(random)})

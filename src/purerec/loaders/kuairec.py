@@ -58,7 +58,7 @@ def load_kuairec(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     train = read_matrix(paths[0])
     test = read_matrix(paths[1])
     tags = read_tags(paths[2])
-    return assemble_worlds(train, test, tags, cfg)
+    return assemble_worlds(train, test, tags, cfg, files={"train": paths[0], "test": paths[1]})
 
 
 __all__ = ["load_kuairec", "parse_feat", "read_matrix", "read_tags"]
