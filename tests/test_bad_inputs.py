@@ -134,7 +134,14 @@ def _cli_cases(tmp):
     empty.mkdir()
     afile = tmp / "afile"
     afile.write_text("x")
+    gz = tmp / "gzdata"
+    gz.mkdir()
+    for name in ("big_matrix.csv", "small_matrix.csv", "item_categories.csv"):
+        (gz / name).write_bytes(gzip.compress(b"user_id,video_id,watch_ratio\n1,2,0.5\n"))
+    data = ["--world.source", "kuairec", "--world.data-dir", str(gz), "--world.cache-dir", str(tmp / "cache")]
     return [
+        ([*data, "--out", str(tmp / "z")], "gzip-compressed"),
+        ([*data, "--reference"], "gzip-compressed"),
         (["envs/kuairand.toml"], "--env envs/kuairand.toml"),
         (["trian"], "subcommands"),
         (["--resume", str(run), "--env", "envs/kuairec.toml"], "--resume"),
@@ -161,7 +168,7 @@ def _cli_cases(tmp):
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
     cases = _cli_cases(tmp_path)
-    assert len(cases) >= 20
+    assert len(cases) >= 22
     before = snapshot(tmp_path)
     for argv, says in cases:
         code = main(argv)
@@ -272,3 +279,12 @@ def test_missing_data_file_names_the_directory(tmp_path):
     cfg = load_config(None, {"world.source": "kuairec", "world.data_dir": str(tmp_path)})
     with pytest.raises(PurerecError, match=r"big_matrix.csv' was not found in directory"):
         build_worlds(cfg)
+
+
+def test_plots_need_no_extra_install():
+    """matplotlib is a regular dependency: a sweep's report never ends in an ImportError."""
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"), "rb") as fh:
+        deps = tomllib.load(fh)["project"]["dependencies"]
+    assert any(d.replace(" ", "").startswith("matplotlib") for d in deps)
