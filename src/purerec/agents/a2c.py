@@ -35,7 +35,7 @@ What differs, on purpose:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -103,8 +103,34 @@ class A2CState:
     hyper: dict
 
 
+class A2CCore(NamedTuple):
+    """A2C's pieces, for agents that drive its update with another env step (DORL).
+
+    ``learn(frozen, S, ep, step=E.batch_step, rollout_params=None) -> (S, logs, Transition)``:
+    one A2C update whose rollout is ``unroll(..., rollout_params or ep, ..., step=step)``; ``ep``
+    (the real env's params) is what the observer reads (item embeddings, popular flags)."""
+
+    init: Callable
+    learn: Callable
+    policy_params: Callable
+    act: Acts
+    observer: Any
+
+
 def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "a2c")
+    core = build(cfg, params)
+
+    def update(frozen: Frozen, S: A2CState):
+        S, logs, _ = core.learn(frozen, S, env_params(params, S.hyper))
+        return S, logs
+
+    return Agent(init=core.init, update=update, policy_params=core.policy_params, act=core.act,
+                 init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
+
+
+def build(cfg: Config, params: E.EnvParams) -> A2CCore:
+    """A2C's init, parametrised update (``A2CCore.learn``), policy params and acts."""
     c = cfg.a2c
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size
     observer = make_observer(cfg)
@@ -134,9 +160,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return losses.a2c(logp, mb["adv"], v, mb["target"], gaussian_entropy(ls), h["a2c.vf_coef"],
                           h["a2c.ent_coef"])
 
-    def update(frozen: Frozen, S: A2CState):
+    def learn(frozen: Frozen, S: A2CState, ep: E.EnvParams, step: Callable = E.batch_step, rollout_params=None):
         h = S.hyper
-        ep = env_params(params, h)
         key, k_roll, k_last, k_perm = jax.random.split(S.key, 4)
 
         def policy(k, obs, env_state, carry):
@@ -147,7 +172,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             v = critic.apply(S.critic.params, x)
             return top_k_slate(a, train_basis, K), carry, {"x": x, "a": a, "v": v}
 
-        (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, (), T)
+        (obs, env_state, _), tr = unroll(k_roll, policy, ep if rollout_params is None else rollout_params, S.obs,
+                                          S.env_state, (), T, step=step)
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
         v_last = critic.apply(S.critic.params, x_last)
         adv, target = returns.gae(tr.reward, tr.extras["v"], tr.done, v_last, h["a2c.gamma"], h["a2c.gae_lambda"])
@@ -167,7 +193,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         logs["action_std"] = jnp.mean(jnp.exp(jnp.clip(actor_l.params["params"]["log_std"], LOG_STD_MIN, LOG_STD_MAX)))
         logs["value"] = jnp.mean(tr.extras["v"])
         S = S.replace(actor=actor_l, critic=critic_l, obs=obs, env_state=env_state, key=key, update=S.update + 1)
-        return S, jax.tree.map(lambda z: z.astype(jnp.float32), logs)
+        return S, jax.tree.map(lambda z: z.astype(jnp.float32), logs), tr
 
     def policy_params(frozen: Frozen, S: A2CState) -> Any:
         return frozen, S.actor.params
@@ -184,5 +210,5 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
 
         return act_fn
 
-    return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=act(False), sample=act(True)),
-                 init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
+    return A2CCore(init=init, learn=learn, policy_params=policy_params, act=Acts(greedy=act(False), sample=act(True)),
+                   observer=observer)
