@@ -1,5 +1,7 @@
 """Stage I: gather sessions with a behaviour policy in the train world, pre-train the state
-encoder (next-feedback prediction) and then DSRM (eq. 7) on the encoder's states.
+encoder (next-feedback prediction) and then DSRM (eq. 7) on the encoder's states, or, with a
+heuristic denoiser purifier (T-CE, R-CE, BOD: ``purerec.denoise``), that denoiser's feedback model
+on the same samples.
 
 The behaviour policy (``train.stage1_behaviour``) is the platform's: ``popularity`` =
 Plackett-Luce slates with logits log(1 + pop_i), popularity-biased like the logging policy that
@@ -13,13 +15,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purerec import diffusion, dsrm
+from purerec import denoise, diffusion, dsrm
 from purerec import env as E
-from purerec.config import Config, resolve_agent
+from purerec.config import DENOISERS, Config, DenoiseConfig, resolve_agent
 from purerec.encoder import FeedbackHead, StateEncoder
 from purerec.logs import BEHAVIOUR
 from purerec.rollout import unroll
 from purerec.state import Frozen
+
+DENOISE_KEY = 0xDE  # fold_in constant of the denoiser's keys
 
 
 def collect(key: jax.Array, params: E.EnvParams, n_sessions: int, n_steps: int, behaviour: str = "popularity"):
@@ -57,8 +61,12 @@ def _fit(key, loss, params, lr: float, steps: int, n: int, batch: int):
 
 def make_stage1(cfg: Config, params: E.EnvParams):
     """A pure ``stage1(key) -> (Frozen, loss curves)`` for the train world. DSRM is trained only
-    when the run's purifier is ``dsrm`` (its parameters keep their initial values otherwise)."""
-    train_dsrm = resolve_agent(cfg)[1] == "dsrm"
+    when the run's purifier is ``dsrm``, a denoiser only when it is that denoiser (their parameters
+    keep their initial values otherwise, so every run's ``Frozen`` has one structure)."""
+    purifier = resolve_agent(cfg)[1]
+    train_dsrm = purifier == "dsrm"
+    # The denoiser's generator width only matters with a denoiser purifier (other runs keep the default).
+    dn_hidden = cfg.denoise.bod_hidden if purifier in DENOISERS else DenoiseConfig.bod_hidden
     enc = StateEncoder(cfg.encoder.state_dim, cfg.encoder.hidden)
     head = FeedbackHead(params.world.item_emb.shape[1])
     den = dsrm.make_denoiser(cfg.dsrm, cfg.encoder.state_dim)
@@ -99,6 +107,18 @@ def make_stage1(cfg: Config, params: E.EnvParams):
         if train_dsrm:
             den_p, curves["dsrm_loss"] = _fit(k_den, den_loss, den_p, cfg.dsrm.lr, cfg.dsrm.train_steps, n,
                                               cfg.dsrm.batch_size)
-        return Frozen(encoder=enc_p, dsrm=den_p, feedback_head=head_p), curves
+        # The denoiser's keys come from a fold of the run key, so the splits above (and every other
+        # purifier's numbers) are unchanged.
+        k_dn_init, k_dn = jax.random.split(jax.random.fold_in(key, DENOISE_KEY))
+        dn_p = denoise.init(k_dn_init, d, item_emb.shape[1], dn_hidden)
+        if purifier in DENOISERS:
+            dn_p, dn_curves = denoise.train(purifier, k_dn, cfg.denoise, dn_p, states, data["slate"],
+                                            data["feedback"], item_emb)
+            curves.update(dn_curves)
+            if purifier == "tce":
+                dn_p = dn_p.replace(tau=denoise.calibrate_tau(dn_p, cfg.denoise, states, data["obs"], item_emb))
+            if purifier == "bod":
+                dn_p = dn_p.replace(w_ref=denoise.calibrate_bod(dn_p, cfg.denoise, states, data["obs"], item_emb))
+        return Frozen(encoder=enc_p, dsrm=den_p, feedback_head=head_p, denoise=dn_p), curves
 
     return run

@@ -1,7 +1,9 @@
 """Observation -> state, shared by every agent: the Stage-I encoder, then the purifier.
 
 ``state.purifier`` (``purerec.config.resolve_agent``): ``none`` gives the encoder's state s~,
-``dsrm`` the diffusion purifier's s^ (paper eq. 3 reversed from the observed state). ``inputs``
+``dsrm`` the diffusion purifier's s^ (paper eq. 3 reversed from the observed state); ``tce``,
+``rce``, ``bod`` filter the observation window with a Stage-I denoiser (``purerec.denoise``: items
+dropped or their feedback scaled) and re-encode it. ``inputs``
 adds what the platform knows of the session beyond the state (``agent.context``): the step
 t / max_len and the popular share of the items in the observation window; agents' critics (and
 HRL's manager) read x = [s, context].
@@ -16,19 +18,21 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import diffusion, dsrm
+from purerec import denoise, diffusion, dsrm
 from purerec import env as E
-from purerec.config import Config, resolve_agent
+from purerec.config import DENOISERS, Config, resolve_agent
 from purerec.encoder import StateEncoder
 
 
 @struct.dataclass
 class Frozen:
-    """Stage-I products, frozen in Stage II (the feedback head only seeds HRL's actor query)."""
+    """Stage-I products, frozen in Stage II (the feedback head only seeds HRL's actor query).
+    ``dsrm`` and ``denoise`` hold initial parameters unless the run's purifier trains them."""
 
     encoder: Any
     dsrm: Any
     feedback_head: Any
+    denoise: denoise.DenoiseParams
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,10 +57,14 @@ class Observer:
         return self.encoder.apply(frozen.encoder, item_emb[obs.items], obs.feedback, obs.valid)
 
     def state(self, frozen: Frozen, key: jax.Array, obs: E.Obs, params: E.EnvParams) -> jax.Array:
-        """The agent's state: s~, purified by DSRM when ``purifier = dsrm``."""
+        """The agent's state: s~, purified by DSRM when ``purifier = dsrm``, or s~ of the window
+        filtered by the denoiser when ``purifier`` is one of tce, rce, bod."""
         s = self.observed(frozen, obs, params.world.item_emb)
         if self.purifier == "none":
             return s
+        if self.purifier in DENOISERS:
+            kept = denoise.filter_obs(self.purifier, frozen.denoise, self.cfg.denoise, s, obs, params.world.item_emb)
+            return self.observed(frozen, kept, params.world.item_emb)
         return dsrm.purify(frozen.dsrm, self.denoiser, self.sched, self.cfg.dsrm, key, s)
 
     def inputs(self, frozen: Frozen, key: jax.Array, obs: E.Obs, params: E.EnvParams):
