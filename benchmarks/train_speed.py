@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Training speed on the paper's Table 4 workload, for any agent, against the paper's seconds.
 
-``--agent KIND`` (default ``dsrm_hrl``; any ``agent.kind`` or alias: dsrm_hrl, hrl, flat, a2c, td3,
-dnair, sac4ir) picks the method; ``--agent all`` times every one of them (1 seed each) and prints
+``--agent KIND`` (default ``dsrm_hrl``; any ``agent.kind`` or alias) picks the method; ``--agent
+all`` (or a comma-separated list ``--agent bcq,fcpo``) times every one of them (1 seed each) and prints
 Table 4 (this machine's seconds beside the paper's: A2C 7,512, SAC4IR 6,755, DNaIR 5,935, HRL
-8,463, DSRM-HRL 15,909). Targets on the 2-core CPU: DSRM-HRL 1 seed <= 120 s; every baseline
-<= 60 s (>= 100x the paper).
+8,463, DSRM-HRL 15,909, HRL+R-CE 29,919). Targets on the 2-core CPU: DSRM-HRL and the HRL variants 1
+seed <= 120 s; every baseline <= 60 s (>= 100x the paper).
 
 Workload: the chosen agent, K = 20 diffusion steps (with the DSRM purifier), max_len 30, the KuaiRec-size
 train world (10,728 items; the default synthetic world of ``envs/kuairec.toml``, cached under
@@ -280,7 +280,8 @@ def parse(argv: list[str]):
                     help="fixed number of updates (rounded up to a multiple of chunk_updates); overrides the target")
     ap.add_argument("--only", choices=("1", "3"), default=None, help="run only the 1-seed or the 3-seed case")
     ap.add_argument("--agent", default="dsrm_hrl",
-                    help="agent kind or alias (dsrm_hrl, hrl, flat, a2c, td3, dnair, sac4ir), or 'all': 1 seed each")
+                    help="agent kind or alias (dsrm_hrl, hrl, flat, a2c, td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, "
+                         "hrl_tce, hrl_rce, hrl_bod), a comma-separated list of them, or 'all': 1 seed each")
     ap.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
@@ -295,7 +296,8 @@ def main(argv: list[str]) -> int:
     if pos:
         raise SystemExit(f"unexpected arguments: {pos}")
     overrides = dict(FULL)
-    if args.agent != "all":
+    several = args.agent == "all" or "," in args.agent
+    if not several:
         overrides["agent.kind"] = args.agent
     if args.quick:
         overrides.update(QUICK)
@@ -318,10 +320,11 @@ def main(argv: list[str]) -> int:
         return 0
 
     base = [*rest, *(["--quick"] if args.quick else [])]
-    if args.agent == "all":
+    if several:
         from purerec.config import AGENTS
 
-        kinds = ["dsrm_hrl"] + [k for k in AGENTS if k != "dsrm_hrl"]
+        kinds = (["dsrm_hrl"] + [k for k in AGENTS if k != "dsrm_hrl"] if args.agent == "all"
+                 else [k for k in args.agent.split(",") if k])
         rows = {}
         for kind in kinds:
             print(f"running {kind} (1 seed) in a fresh process ...", flush=True)
