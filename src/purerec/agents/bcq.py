@@ -73,7 +73,9 @@ SAMPLE_EPSILON = 0.01  # act.sample's per-slot random replacement
 def allowed(logits: jax.Array, k: int, tau: jax.Array) -> jax.Array:
     """bool[..., N]: items whose imitation probability is >= tau x the K-th largest one
     (softmax(l)_i >= tau softmax(l)_(K)  <=>  l_i - l_(K) >= log tau); tau in [0, 1]."""
-    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    # the K-th largest = the min of the top-K values (slicing the last top-K value instead makes
+    # XLA:CPU's top-k about 100x slower: 1.2 s vs 0.016 s for 512 x 10,728 logits)
+    kth = jax.lax.top_k(logits, k)[0].min(-1, keepdims=True)
     return logits - kth >= jnp.log(tau)
 
 
