@@ -20,6 +20,7 @@ from purerec.experiment import TrainingError, run
 from purerec.policies import REFERENCE_POLICIES
 from purerec import evaluation
 from purerec.loop import make_train
+from purerec.errors import RunDirError
 
 
 def train_config(**train) -> Config:
@@ -282,10 +283,10 @@ def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path, monkeypa
 
 
 def test_resume_missing_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such run directory"):
+    with pytest.raises(RunDirError, match="no such run directory"):
         run(train_config(), run_dir=str(tmp_path / "nope"), resume=True, progress=False)
     os.makedirs(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(RunDirError, match="config.json"):
         run(train_config(), run_dir=str(tmp_path / "empty"), resume=True, progress=False)
 
 
