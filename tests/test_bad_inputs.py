@@ -163,6 +163,12 @@ def _cli_cases(tmp):
         (["sweep", "sweeps/table2.toml", "--reuse", str(empty)], "--reuse"),
         (["sweep", str(tmp / "nope.toml")], "sweep spec"),
         (["report", str(empty)], "a sweep directory"),
+        (["--log", "wandb"], "--log"),
+        (["--resume", str(run), "--log", "tensorboard"], "--log"),
+        (["--coordinator", "h0:1234", "--out", str(tmp / "d")], "--num-processes"),
+        (["--coordinator", "h0", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (["--coordinator", "h0:1234", "--num-processes", "2", "--process-id", "5"], "--process-id"),
+        (["sweep", "sweeps/table2.toml", "--process-id", "1"], "--coordinator"),
     ]
 
 

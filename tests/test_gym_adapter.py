@@ -1,4 +1,5 @@
-"""The Gymnasium vector adapter: spaces, determinism, agreement with the pure env, auto-reset."""
+"""The Gymnasium vector adapter: spaces, determinism, agreement with the pure env, auto-reset,
+Gymnasium's own vector wrappers around it, and its action checks."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ def none_params(small_cfg, small_worlds):
     return penv.make_params(small_worlds[1], cfg.validate())
 
 
+def _slates(rng: np.random.Generator, num_envs: int, n_items: int, slate_size: int) -> np.ndarray:
+    """Uniform random slates of distinct items, (num_envs, slate_size) int64."""
+    return np.argsort(rng.random((num_envs, n_items)), axis=1)[:, :slate_size]
+
+
 def _actions(env: PurerecVectorEnv, n_steps: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, env.n_items, (env.num_envs, env.slate_size)) for _ in range(n_steps)]
+    return [_slates(rng, env.num_envs, env.n_items, env.slate_size) for _ in range(n_steps)]
 
 
 def _rollout(env: PurerecVectorEnv, seed: int, actions: list[np.ndarray]):
     out = [env.reset(seed=seed)]
     for a in actions:
         obs, r, te, tr, info = env.step(a)
-        if "episode" in info:  # wall-clock seconds are not reproducible
-            info = {**info, "episode": {k: v for k, v in info["episode"].items() if k != "t"}}
+        if "purerec_episode" in info:  # wall-clock seconds are not reproducible
+            stats = {k: v for k, v in info["purerec_episode"].items() if k != "t"}
+            info = {**info, "purerec_episode": stats}
         out.append((obs, r, te, tr, info))
     return out
 
@@ -72,9 +79,9 @@ def test_reset_and_step_types(venv):
     assert isinstance(obs, dict) and isinstance(info, dict)
     assert venv.observation_space.contains(obs)
     assert (obs["t"] == 0).all() and (obs["valid"] == 0).all()
-    venv.action_space.seed(0)
-    for _ in range(3):
-        obs2, r, te, tr, info = venv.step(venv.action_space.sample())
+    for a in _actions(venv, 3):
+        assert venv.action_space.contains(a)
+        obs2, r, te, tr, info = venv.step(a)
         assert venv.observation_space.contains(obs2)
         assert r.shape == (B,) and r.dtype == np.float64 and ((0 <= r) & (r <= 1)).all()
         assert te.shape == tr.shape == (B,) and te.dtype == tr.dtype == np.bool_
@@ -152,13 +159,14 @@ def test_auto_reset_same_step_convention(small_params):
         done = te | tr
         assert not (te & tr).any()
         np.testing.assert_array_equal(obs["t"], np.where(done, 0, prev_t + 1))
+        assert "episode" not in info and "_episode" not in info  # left to RecordEpisodeStatistics
         if not done.any():
-            assert "final_obs" not in info and "episode" not in info
+            assert "final_obs" not in info and "purerec_episode" not in info
             continue
         ended += int(done.sum())
         np.testing.assert_array_equal(info["_final_obs"], done)
         np.testing.assert_array_equal(info["_final_info"], done)
-        np.testing.assert_array_equal(info["_episode"], done)
+        np.testing.assert_array_equal(info["_purerec_episode"], done)
         for j in range(B):
             fo = info["final_obs"][j]
             if not done[j]:
@@ -168,9 +176,9 @@ def test_auto_reset_same_step_convention(small_params):
             assert fo["t"] == prev_t[j] + 1 == length[j]
             assert obs["valid"][j].sum() == 0  # the new session has an empty history
             assert info["final_info"]["true_reward"][j] == info["true_reward"][j]
-        ep = info["episode"]
+        ep = info["purerec_episode"]
         np.testing.assert_array_equal(ep["l"], np.where(done, length, 0))
-        np.testing.assert_allclose(ep["r"], np.where(done, ret, 0), rtol=1e-5)
+        np.testing.assert_array_equal(ep["r"], np.where(done, ret, 0))  # the same float64 sum
         np.testing.assert_allclose(ep["true_r"], np.where(done, true_ret, 0), rtol=1e-5)
         ret[done], true_ret[done], length[done] = 0, 0, 0
     assert ended > 0
@@ -190,7 +198,7 @@ def test_truncation_at_max_len(none_params):
         else:
             assert tr.all() and (obs["t"] == 0).all()
             assert all(fo["t"] == 5 for fo in info["final_obs"])
-            assert (info["episode"]["l"] == 5).all()
+            assert (info["purerec_episode"]["l"] == 5).all()
             # The final observation holds the last window: the 5 slates just shown, most recent last.
             np.testing.assert_array_equal(info["final_obs"][0]["items"][-env.slate_size:], a[0])
 
@@ -254,14 +262,163 @@ def test_gymnasium_wrappers(small_params):
         _, _, _, _, i2 = wrapped.step(a)
         _, _, te, tr, i3 = listed.step(a)
         assert isinstance(i3, list) and len(i3) == B
-        if "episode" in i1:
+        assert "purerec_episode" not in i2  # episode_stats=False
+        if "purerec_episode" in i1:
             seen += 1
-            np.testing.assert_array_equal(i1["_episode"], i2["_episode"])
-            np.testing.assert_array_equal(i1["episode"]["l"], i2["episode"]["l"])
-            np.testing.assert_allclose(i1["episode"]["r"], i2["episode"]["r"], rtol=1e-5)
+            np.testing.assert_array_equal(i1["_purerec_episode"], i2["_episode"])
+            np.testing.assert_array_equal(i1["purerec_episode"]["l"], i2["episode"]["l"])
+            np.testing.assert_array_equal(i1["purerec_episode"]["r"], i2["episode"]["r"])
+            for j in range(B):  # DictInfoToList splits the masked stats per session
+                assert ("purerec_episode" in i3[j]) == bool(te[j] | tr[j])
             for j in np.flatnonzero(te | tr):
-                assert i3[j]["final_obs"]["t"] == i1["episode"]["l"][j]
+                length = i1["purerec_episode"]["l"][j]
+                assert i3[j]["final_obs"]["t"] == length == i3[j]["purerec_episode"]["l"]
     assert seen > 0
+
+
+# -- Gymnasium's vector wrappers around the adapter (the issue's 8-session setting) ---------------
+
+NB = 8
+_pure_batch_step = jax.jit(penv.batch_step)
+
+
+def test_record_episode_statistics_wraps_adapter(small_params):
+    """RecordEpisodeStatistics around the default adapter: no key clash, and its episode stats
+    equal the adapter's purerec_episode stats and a direct rollout of the pure env (same keys)."""
+    seed = 11
+    env = gym.wrappers.vector.RecordEpisodeStatistics(PurerecVectorEnv(small_params, NB), buffer_length=1000)
+    assert isinstance(env.metadata["autoreset_mode"], AutoresetMode)
+    assert env.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    single = env.single_observation_space
+    obs, _ = env.reset(seed=seed)
+    key = jax.random.key(seed)
+    key, k = jax.random.split(key)
+    p_obs, p_state = penv.batch_reset(k, small_params, NB)
+    np.testing.assert_array_equal(obs["items"], np.asarray(p_obs.items))
+
+    rng = np.random.default_rng(12)
+    ret, length = np.zeros(NB), np.zeros(NB, np.int64)
+    ended = np.zeros(NB, np.int64)
+    returns, lengths = [], []
+    n_steps = 0
+    while ended.min() < 2:  # every session runs at least two episodes to their end
+        assert n_steps < 4 * small_params.max_len, "sessions never ended"
+        a = _slates(rng, NB, env.unwrapped.n_items, env.unwrapped.slate_size)
+        obs, r, te, tr, info = env.step(a)
+        n_steps += 1
+        key, k = jax.random.split(key)
+        _, p_state, p_r, p_te, p_tr, p_info = _pure_batch_step(k, p_state, a, small_params)
+        np.testing.assert_array_equal(r, np.asarray(p_r, np.float64))
+        np.testing.assert_array_equal(te, np.asarray(p_te))
+        np.testing.assert_array_equal(tr, np.asarray(p_tr))
+        ret += r
+        length += 1
+        # The unbatched observations (gymnasium.vector.utils.iterate) are valid single observations.
+        per_env = list(gym.vector.utils.iterate(env.observation_space, obs))
+        assert len(per_env) == NB and all(single.contains(o) for o in per_env)
+        done = te | tr
+        if not done.any():
+            assert "episode" not in info and "purerec_episode" not in info
+            continue
+        ep, ours = info["episode"], info["purerec_episode"]
+        np.testing.assert_array_equal(info["_episode"], done)
+        np.testing.assert_array_equal(info["_purerec_episode"], done)
+        assert set(ep) == {"r", "l", "t"}
+        # Length: Gymnasium's count == purerec's Len (the pure env's episode_len) == our count.
+        p_len = np.where(done, np.asarray(p_info["episode_len"]), 0)
+        np.testing.assert_array_equal(ep["l"], p_len)
+        np.testing.assert_array_equal(ours["l"], p_len)
+        np.testing.assert_array_equal(ep["l"], np.where(done, length, 0))
+        # Return: the sum of the rewards the adapter returned (float64, bit for bit), and the pure
+        # env's own float32 running return.
+        np.testing.assert_array_equal(ep["r"], np.where(done, ret, 0.0))
+        np.testing.assert_array_equal(ep["r"], ours["r"])
+        np.testing.assert_allclose(ep["r"], np.where(done, np.asarray(p_info["episode_return"]), 0.0),
+                                   rtol=1e-5)
+        # The final observations re-batch (gymnasium.vector.utils.concatenate) into a valid batch.
+        finals = [info["final_obs"][j] for j in np.flatnonzero(done)]
+        n = len(finals)
+        batch = gym.vector.utils.concatenate(single, finals, gym.vector.utils.create_empty_array(single, n))
+        assert gym.vector.utils.batch_space(single, n).contains(batch)
+        np.testing.assert_array_equal(batch["t"], ep["l"][done])
+        np.testing.assert_array_equal(obs["t"][done], 0)  # same-step reset: a new session already
+        returns += ret[done].tolist()
+        lengths += length[done].tolist()
+        ended += done
+        ret[done], length[done] = 0.0, 0
+    assert env.episode_count == len(returns) == ended.sum()
+    assert list(env.return_queue) == returns and list(env.length_queue) == lengths
+    assert len(set(lengths)) > 1  # the exit rule ended sessions at different lengths
+
+
+def test_normalize_reward_outside_record_statistics(small_params):
+    """NormalizeReward(RecordEpisodeStatistics(adapter)): the stats see the raw rewards, and the
+    normaliser runs its same-step branch (it takes the mode from the adapter's metadata)."""
+    gamma, eps, seed = 0.9, 1e-8, 21
+    inner = gym.wrappers.vector.RecordEpisodeStatistics(PurerecVectorEnv(small_params, NB))
+    env = gym.wrappers.vector.NormalizeReward(inner, gamma=gamma, epsilon=eps)
+    twin = PurerecVectorEnv(small_params, NB)
+    env.reset(seed=seed)
+    twin.reset(seed=seed)
+    # The expected normaliser: discounted returns that restart right after a done (same step).
+    rms = gym.wrappers.utils.RunningMeanStd(shape=())
+    acc = np.zeros(NB, np.float32)
+    rng = np.random.default_rng(22)
+    n_done = n_after_done = 0
+    prev_done = np.zeros(NB, bool)
+    for _ in range(2 * small_params.max_len):
+        a = _slates(rng, NB, twin.n_items, twin.slate_size)
+        _, r_norm, te, tr, info = env.step(a)
+        _, r_raw, te2, tr2, info2 = twin.step(a)
+        np.testing.assert_array_equal(te, te2)
+        np.testing.assert_array_equal(tr, tr2)
+        acc = acc * gamma * (1 - te) + r_raw
+        rms.update(acc)
+        np.testing.assert_allclose(r_norm, r_raw / np.sqrt(rms.var + eps), rtol=1e-6)
+        assert not np.allclose(r_norm, r_raw)
+        n_after_done += int(prev_done.sum())
+        done = te | tr
+        acc[done] = 0
+        prev_done = done
+        if done.any():
+            n_done += int(done.sum())
+            # The statistics inside the normaliser are of the raw rewards.
+            np.testing.assert_array_equal(info["episode"]["r"], info2["purerec_episode"]["r"])
+            np.testing.assert_array_equal(info["episode"]["l"], info2["purerec_episode"]["l"])
+    assert n_done > 0 and n_after_done > 0  # the comparison covered the steps right after a reset
+    # NormalizeObservation does not apply: it needs a Box observation and next-step autoreset.
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        gym.wrappers.vector.NormalizeObservation(PurerecVectorEnv(small_params, NB))
+
+
+@pytest.mark.parametrize("env_i, item", [(3, 17), (0, 0), (NB - 1, 149)])
+def test_duplicate_item_slate_rejected(small_params, env_i, item):
+    env = PurerecVectorEnv(small_params, NB, seed=5)
+    twin = PurerecVectorEnv(small_params, NB, seed=5)
+    env.reset()
+    twin.reset()
+    rng = np.random.default_rng(env_i)
+    good = _slates(rng, NB, env.n_items, env.slate_size)
+    bad = good.copy()
+    others = rng.permutation(np.setdiff1d(np.arange(env.n_items), [item]))[: env.slate_size - 2]
+    bad[env_i] = np.concatenate([[item], others[:3], [item], others[3:]])  # positions 0 and 4
+    if env_i + 1 < NB:  # a later session repeating an item too: the first one is named
+        bad[env_i + 1, 2] = bad[env_i + 1, 5]
+    msg = (rf"action for env {env_i} repeats item {item} \(at slate positions \[0, 4\]\): "
+           r"a slate holds distinct items")
+    with pytest.raises(ValueError, match=msg):
+        env.step(bad)
+    with pytest.raises(ValueError, match=rf"env {env_i} repeats item {item}\b"):
+        gym.wrappers.vector.RecordEpisodeStatistics(env).step(bad)
+    # Rejected before the step: the sessions and the key sequence are as if it never came.
+    o1, r1, *_ = env.step(good)
+    o2, r2, *_ = twin.step(good)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(o1["items"], o2["items"])
+    # Out-of-range ids are still reported as such, before any repeat.
+    bad[0, 0] = env.n_items
+    with pytest.raises(ValueError, match=r"\[0, 150\)"):
+        env.step(bad)
 
 
 def test_from_config(monkeypatch, small_cfg, small_worlds):

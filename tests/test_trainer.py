@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ def train_config(**train) -> Config:
 def finished_run(tmp_path_factory, small_worlds):
     cfg = train_config()
     d = str(tmp_path_factory.mktemp("run") / "a")
-    res = run(cfg, run_dir=d, progress=False, log=lambda *a: None)
+    # With TensorBoard events (``--log tensorboard``) when the optional writer is installed.
+    tb = importlib.util.find_spec("tensorboardX") is not None
+    res = run(cfg, run_dir=d, progress=False, log=lambda *a: None, tensorboard=tb)
     return cfg, d, res
 
 
@@ -173,6 +176,31 @@ def test_resume_after_kill_gives_identical_numbers(finished_run, tmp_path):
     assert res2["per_seed"] == res["per_seed"]
     with open(os.path.join(d, "metrics.jsonl")) as a, open(os.path.join(killed, "metrics.jsonl")) as b:
         assert a.read() == b.read()
+
+
+def _events_match_the_run_files(d: str, evals) -> None:
+    from test_tensorboard import expected_scalars, read_all
+
+    got, exp = read_all(d), expected_scalars(d, evals)
+    assert set(got) == set(exp)
+    for name, tags in exp.items():
+        assert {t: sorted(v) for t, v in got[name][0].items()} == tags, name
+    assert [step for step, _ in got["mean"][1]["figures/curves"]] == [evals[-1][0]]
+
+
+def test_tensorboard_events_mirror_metrics_and_survive_a_resume(finished_run, tmp_path):
+    """A real run's event files hold every metrics.jsonl scalar of every seed at its update and the
+    final evaluation (read back from the files); a resumed copy keeps logging, without the steps
+    of the chunk it dropped."""
+    pytest.importorskip("tensorboardX")
+    cfg, d, res = finished_run
+    _events_match_the_run_files(d, [(res["updates"], res)])
+    killed = str(tmp_path / "killed")
+    shutil.copytree(d, killed)
+    shutil.rmtree(os.path.join(killed, "checkpoints", str(cfg.train.total_updates)))
+    os.remove(os.path.join(killed, "results.json"))
+    res2 = run(cfg, run_dir=killed, resume=True, progress=False, log=lambda *a: None)
+    _events_match_the_run_files(killed, [(res2["updates"], res2)])
 
 
 def test_same_seed_same_numbers_and_seeds_differ(finished_run, tmp_path):

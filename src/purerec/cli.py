@@ -11,7 +11,15 @@ Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out 
   --resume DIR      continue a killed run from its last checkpoint
   --reference       only roll out the reference policies (random, most-popular, oracle)
   --no-progress     no progress bar
+  --log tensorboard also write TensorBoard event files to DIR/tensorboard (pip install -e '.[tensorboard]';
+                    metrics.jsonl stays the record; a resumed run keeps logging)
   --debug           show the traceback of an error (errors are one line otherwise)
+Several processes or hosts (``train.py`` and ``train.py sweep``; see purerec.distributed):
+  --coordinator HOST:PORT --num-processes N --process-id I
+                    start process I of N (process 0 serves HOST:PORT); or set PUREREC_COORDINATOR,
+                    PUREREC_NUM_PROCESSES, PUREREC_PROCESS_ID
+  --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
+  --init-timeout S  stop with an error when the processes have not all met after S seconds (120)
 Any config field can be overridden as ``--section.field value`` or, when the name is unique,
 ``--field value`` (dashes or underscores); tuple fields take several values
 (``--seeds 11 15 19``). ``--help-config`` lists every field with its default.
@@ -24,6 +32,8 @@ import sys
 from typing import Any
 
 from purerec.config import Config, ConfigError, field_paths
+from purerec.distributed import FLAGS as DIST_FLAGS
+from purerec.distributed import launch_from
 from purerec.errors import PurerecError
 
 
@@ -161,9 +171,10 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
     """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]] [--distributed]`` /
     ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
     have the same run id (the same config) instead of running them again."""
-    flags = {"dry-run": 0, "budget": 1, "out": 1, "distributed": 0, "reuse": 1}
+    flags = {"dry-run": 0, "budget": 1, "out": 1, "reuse": 1, **DIST_FLAGS}
     try:
         opts, overrides, pos = split_args(argv, flags)
+        launch = launch_from(opts) if cmd == "sweep" else None
         if len(pos) != 1 or overrides:
             raise ConfigError(cmd, argv, f"usage: train.py {cmd} {'FILE [--dry-run] [--budget X] [--out DIR]' if cmd == 'sweep' else 'DIR'}")
         if cmd == "report":
@@ -177,10 +188,6 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
             return 0
         from purerec.sweep import load_sweep, run_sweep
 
-        if opts.get("distributed"):
-            import jax
-
-            jax.distributed.initialize()
         spec = load_sweep(pos[0])
         try:
             budget = float(opts.get("budget", 1.0))
@@ -191,7 +198,13 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         for d in reuse:
             if not os.path.isdir(os.path.join(d, "runs")):
                 raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
-        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")), reuse=reuse)
+        log = print
+        if launch:
+            from purerec import distributed
+
+            distributed.initialize(launch)
+            log = print if distributed.is_main() else (lambda *a, **k: None)
+        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")), reuse=reuse, log=log)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -204,6 +217,10 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
             path = write_report(out)
             print(open(path).read())
             print(f"report written to {path}")
+        if launch:
+            from purerec import distributed
+
+            distributed.barrier("end")  # the others exit with process 0, once it has written the report
         failed = [r for r in res["records"].values() if r["status"] != "ok"]
         if failed:
             print(f"{len(failed)} run(s) failed; see their records in {out}/runs", file=sys.stderr)
@@ -256,8 +273,10 @@ def train_main(argv: list[str]) -> int:
     """``train.py [--env FILE] [--out DIR | --resume DIR] [--reference] [--field value ...]``."""
     from purerec.config import load_config
 
-    flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0}
+    flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0,
+             "log": 1, **DIST_FLAGS}
     opts, overrides, pos = split_args(argv, flags)
+    launch = launch_from(opts)
     if opts.get("help"):
         print(__doc__)
         return 0
@@ -271,10 +290,29 @@ def train_main(argv: list[str]) -> int:
     if opts.get("resume") and (overrides or opts.get("env") or opts.get("out") or opts.get("reference")):
         raise ConfigError("--resume", opts["resume"], "alone: a resumed run keeps its saved config and run "
                           "directory; drop the other options (--env, --out, --reference, overrides)")
+    if opts.get("log") not in (None, "tensorboard"):
+        raise ConfigError("--log", opts["log"], "'tensorboard' (metrics.jsonl is always written)")
+    if opts.get("resume") and opts.get("log"):
+        raise ConfigError("--log", opts["log"], "not with --resume: a resumed run keeps logging to TensorBoard if it "
+                          "did (it has DIR/tensorboard)")
+    tensorboard = opts.get("log") == "tensorboard"
+    if tensorboard:
+        from purerec.tensorboard import require
+
+        require()  # before anything is computed or written
+    if launch and opts.get("reference"):
+        raise ConfigError("--reference", True, "one process: the reference policies need no launch over hosts")
+    main_process = True
+    if launch:
+        from purerec import distributed
+
+        distributed.initialize(launch)
+        main_process = distributed.is_main()
     if opts.get("resume"):
         from purerec.experiment import load_run_config
 
-        cfg = load_run_config(opts["resume"])
+        # Over several processes only process 0 reads the run directory (``run`` hands its config on).
+        cfg = load_run_config(opts["resume"]) if main_process else Config()
     else:
         cfg = load_config(opts.get("env", "envs/kuairec.toml"), overrides)
     if opts.get("reference"):
@@ -290,11 +328,24 @@ def train_main(argv: list[str]) -> int:
         return 0
     from purerec.experiment import run
 
+    if not main_process:  # the others compute their share; process 0 writes and reports
+        res = run(cfg, run_dir=opts.get("resume") or opts.get("out"), resume=bool(opts.get("resume")), progress=False,
+                  tensorboard=tensorboard)
+        from purerec import distributed
+
+        distributed.barrier("end")  # exit with process 0, once it has written and printed
+        print(f"process {launch.process_id if launch.process_id is not None else '(detected)'}: done; process 0 "
+              f"wrote {res['run_dir']}")
+        return 0
     if opts.get("resume"):
         res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
     else:
-        res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"))
+        res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"), tensorboard=tensorboard)
     print_results(cfg, res, run_reference(cfg))
+    if launch:
+        from purerec import distributed
+
+        distributed.barrier("end")
     return 0
 
 

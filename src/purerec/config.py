@@ -19,7 +19,7 @@ from typing import Any
 EXIT_RULES = ("temper", "tag_repeat", "none")
 FAIR_SCOPES = ("slate", "session")
 AD_FORMS = ("exposure", "item")
-WORLD_SOURCES = ("synthetic", "kuairec", "kuairand")
+WORLD_SOURCES = ("synthetic", "kuairec", "kuairand", "csv")
 PRESETS = ("kuairec", "kuairand")
 
 
@@ -68,6 +68,13 @@ class WorldConfig:
 
     Sizes default to KuaiRec (train = big matrix 7,176 x 10,728; test = small matrix
     1,411 x 3,327, a subset). ``envs/kuairand.toml`` sets the KuaiRand-Pure sizes.
+
+    ``source``: ``synthetic`` (generated; the sizes and ``log_*`` / tag fields calibrate it),
+    ``kuairec`` / ``kuairand`` (the public datasets' files in ``data_dir``) or ``csv`` (the user's
+    own logs in ``data_dir``: ``interactions.csv`` with user_id, item_id, feedback in [0, 1] or
+    watch_ratio, optional timestamp; optional ``unbiased.csv`` and ``items.csv``; schema and the
+    train/test split in ``purerec.loaders.user_csv``). Real sources read their sizes and tags from
+    the files: only ``seed``, ``true_dim``, ``emb_dim``, ``popular_frac`` and ``cache_dir`` apply.
     """
 
     source: str = "synthetic"
@@ -104,10 +111,14 @@ class WorldConfig:
                f"empty with {p}.source = 'synthetic' (the synthetic world reads no files): set {p}.source "
                f"to one of {WORLD_SOURCES[1:]} to load that directory, or drop {p}.data_dir")
         if self.source != "synthetic":
+            what = ("your interactions.csv (and optional unbiased.csv, items.csv)" if self.source == "csv"
+                    else f"the {self.source} CSV files")
             _check(bool(self.data_dir), f"{p}.data_dir", self.data_dir,
-                   f"a directory holding the {self.source} CSV files (required when source != 'synthetic')")
+                   f"a directory holding {what} (required when source != 'synthetic')")
+            fix = ("put interactions.csv there" if self.source == "csv"
+                   else "download the dataset there")
             _check(os.path.isdir(self.data_dir), f"{p}.data_dir", self.data_dir,
-                   "an existing directory; download the dataset there or use source = 'synthetic'")
+                   f"an existing directory; {fix} or use source = 'synthetic'")
         for name in ("n_users", "n_items", "n_test_users", "n_test_items"):
             _check(2 <= getattr(self, name) <= MAX_WORLD, f"{p}.{name}", getattr(self, name),
                    f"an integer in [2, {MAX_WORLD}]")

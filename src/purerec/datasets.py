@@ -1,9 +1,19 @@
 """Get the (train, test) worlds for a config: synthetic or real files, cached on disk.
 
+Sources: ``synthetic`` (``purerec.synthetic``), ``kuairec`` / ``kuairand`` (the public datasets,
+``purerec.loaders``) and ``csv`` (the user's own logs, ``purerec.loaders.user_csv``).
+
 Worlds are cached as .npz under ``world.cache_dir`` (default ``$PUREREC_CACHE`` or
 ``~/.cache/purerec``), keyed by a hash of every field that changes them (and, for real data,
 the data files' sizes and modification times). Writes are atomic, so a killed build never
 leaves a half-written cache entry.
+
+The calibration card (``purerec.calibration``: sizes, density, exposure Gini, popular share,
+Observation 1 in both forms) of real-data worlds (kuairec, kuairand, csv) is stored next to the
+cached pair as ``world-<key>-card.json``; a cache entry without one gets it computed from the
+worlds. Synthetic worlds' cards are recomputed from the worlds (cheap) and not stored. With
+``verbose`` the card (and its path) is printed when the worlds are built and the first time they
+are loaded from the cache in a process, so every ``train.py`` run shows it.
 """
 
 from __future__ import annotations
@@ -59,9 +69,51 @@ def build_worlds(cfg: Config) -> tuple[World, World]:
         from purerec.loaders.kuairec import load_kuairec
 
         return load_kuairec(cfg.world.data_dir, cfg.world)
+    if src == "csv":
+        from purerec.loaders.user_csv import load_user_csv
+
+        return load_user_csv(cfg.world.data_dir, cfg.world)
     from purerec.loaders.kuairand import load_kuairand
 
     return load_kuairand(cfg.world.data_dir, cfg.world)
+
+
+_cards_shown: set[str] = set()  # card paths already printed in this process
+
+
+def _card(cfg: Config, train: World, test: World, path: str, can_write: bool, verbose: bool, fresh: bool) -> None:
+    """The worlds' calibration card at ``path``: computed (and, for real data, stored when
+    ``can_write``) when ``fresh`` or missing, else read; printed with ``verbose``, once per process
+    per cache entry."""
+    from purerec.calibration import card_for_config, format_card, load_card, save_card
+
+    if cfg.world.source == "synthetic":
+        if verbose and path not in _cards_shown:
+            print(format_card(card_for_config(cfg, train, test)))
+            _cards_shown.add(path)
+        return
+    card = None
+    if not fresh and os.path.exists(path):
+        if not verbose:
+            return
+        try:
+            card = load_card(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            card = None
+    stored = card is not None
+    if card is None:
+        card = card_for_config(cfg, train, test)
+        if can_write:
+            try:
+                save_card(path, card)
+                stored = True
+            except OSError as e:
+                warn(f"could not store the calibration card in {path} ({e.strerror or e})")
+    if verbose and not (stored and path in _cards_shown):
+        print(format_card(card))
+        if stored:
+            print(f"  calibration card: {path}")
+            _cards_shown.add(path)
 
 
 def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tuple[World, World]:
@@ -71,14 +123,18 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
     d = cache_dir(cfg)
     key = _fingerprint(cfg)
     paths = [os.path.join(d, f"world-{key}-{part}.npz") for part in ("train", "test")]
+    card_path = os.path.join(d, f"world-{key}-card.json")
     if all(os.path.exists(p) for p in paths):
         try:
-            return load_world(paths[0]), load_world(paths[1])
+            train, test = load_world(paths[0]), load_world(paths[1])
         except Exception as e:  # a damaged cache entry: set it aside and rebuild
             for p in paths:
                 if os.path.exists(p):
                     os.replace(p, p + ".corrupt")
             warn(f"cached world {paths[0]} could not be read ({type(e).__name__}); set aside as *.corrupt, rebuilding")
+        else:
+            _card(cfg, train, test, card_path, _writable(d), verbose, fresh=False)
+            return train, test
     writable = _writable(d)
     if not writable:
         warn(f"world cache {d} is not writable: building the worlds without caching them "
@@ -90,8 +146,11 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
             save_world(paths[0], train)
             save_world(paths[1], test)
         except OSError as e:
+            writable = False
             warn(f"could not cache the worlds in {d} ({e.strerror or e}); carrying on without the cache")
     if verbose:
+        where = f"cached in {d}" if writable else "not cached"
         print(f"built {cfg.world.source} worlds in {time.perf_counter() - t0:.1f}s "
-              f"(train {train.n_users}x{train.n_items}, test {test.n_users}x{test.n_items}); cached in {d}")
+              f"(train {train.n_users}x{train.n_items}, test {test.n_users}x{test.n_items}); {where}")
+    _card(cfg, train, test, card_path, writable, verbose, fresh=True)
     return train, test

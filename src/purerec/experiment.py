@@ -7,7 +7,10 @@ error naming the update and the loss, while the last good checkpoint stays on di
 are written in the background while the next chunk computes (Orbax commits each one atomically;
 ``latest_checkpoint`` ignores uncommitted ones), and the loop waits for the last one on any exit.
 With ``train.session_shards`` > 1, ``init`` and the chunks run in a ``shard_map`` over that many
-local devices (Stage I and the evaluation stay one-device programs).
+devices (Stage I and the evaluation stay one-device programs). Launched over several processes
+(``purerec.distributed``; ``train.py --distributed``), the shards are every device of every
+process: each process steps its own devices' sessions, process 0 alone reads and writes the run
+directory (config, metrics, checkpoints, results) and hands the others what they need from it.
 
 Run directory::
 
@@ -35,6 +38,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from purerec import distributed as dist
 from purerec.atomic import atomic_write
 from purerec.errors import CheckpointError, PurerecError, RunDirError
 from purerec.config import Config, _apply, resolve_session_shards
@@ -209,14 +213,17 @@ def _check_finite(logs: dict, first_update: int, seeds) -> None:
                 f"(ppo.actor_lr / ppo.critic_lr) or ppo.max_grad_norm and resume or restart.")
 
 
-def _append_metrics(path: str, logs: dict, first_update: int, seeds) -> None:
+def _append_metrics(path: str, logs: dict, first_update: int, seeds) -> list[dict]:
     n_upd = next(iter(logs.values())).shape[1]
+    rows = []
     with open(path, "a") as fh:
         for u in range(n_upd):
             for s_i, seed in enumerate(seeds):
                 row = {"seed": int(seed), "update": first_update + u + 1}
                 row.update({k: float(np.asarray(v)[s_i, u]) for k, v in logs.items()})
                 fh.write(json.dumps(row) + "\n")
+                rows.append(row)
+    return rows
 
 
 def _line_update(ln: str) -> float:
@@ -262,23 +269,38 @@ def seed_batcher(mode: str):
 
 
 def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress: bool = True,
-        log=print, evaluate_at_end: bool = True) -> dict:
-    """Train (or resume) and evaluate; returns the results dict also written to results.json."""
+        log=print, evaluate_at_end: bool = True, tensorboard: bool = False) -> dict:
+    """Train (or resume) and evaluate; returns the results dict also written to results.json.
+    Several processes (``purerec.distributed``) call it alike; process 0 reads and writes."""
+    main = dist.is_main()
+    if resume and run_dir and os.path.isdir(os.path.join(run_dir, "tensorboard")):
+        tensorboard = True  # a resumed run keeps logging where it did
+    if tensorboard:
+        from purerec.tensorboard import TensorBoardLog, require
+
+        require()  # a missing extra fails before anything is written
+    if not main:
+        log, progress = (lambda *a, **k: None), False
     if resume:
         if not run_dir:
             raise RunDirError("--resume: name the run directory to continue")
-        cfg = load_run_config(run_dir)
+        cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
     elif run_dir:
-        check_new_run_dir(run_dir)
+        dist.agree(lambda: check_new_run_dir(run_dir))
     n_dev = check_session_shards(cfg)
-    train_w, test_w = get_worlds(cfg, verbose=True)
+    train_w, test_w = get_worlds(cfg, verbose=main)
     check_loaded_worlds(cfg, train_w, test_w)
     if not resume:
         # 0 = one shard per device, for agents that split sessions; one shard for the others.
         cfg = resolve_session_shards(cfg, n_dev if spec_of(cfg).session_shards else 1)
-        run_dir = run_dir or new_run_dir(cfg)
-        os.makedirs(run_dir, exist_ok=True)
-        write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))
+    check_process_shards(cfg, n_dev, log)
+    if not resume:
+        def new_dir():
+            d = run_dir or new_run_dir(cfg)
+            os.makedirs(d, exist_ok=True)
+            write_json(os.path.join(d, "config.json"), dataclasses.asdict(cfg))
+            return d
+        run_dir = dist.agree(new_dir)
     ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     evals_path = os.path.join(run_dir, "evals.jsonl")
@@ -294,8 +316,17 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns.stage1))
     init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards)
+    if dist.multi():
+        k_init = np.asarray(k_init)  # host values, the same on every process
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
-    checkpointer = ocp.StandardCheckpointer()
+    checkpointer = _checkpointer()
+
+    def save_checkpoint(updates: int) -> None:
+        # Host copies (gathered from every process): Orbax then writes plain arrays in the background.
+        host = dist.host_copy({"frozen": frozen, "runner": runner})
+        if main:
+            checkpointer.wait_until_finished()
+            checkpointer.save(os.path.join(ckpt_dir, str(updates)), host)
 
     def timed_compile(fn, *args):
         t0 = time.perf_counter()
@@ -307,41 +338,59 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     if resume:
         frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
         runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
-        if replicated is not None:
-            placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
-            frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
-            runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
-        done_updates, state = restore_checkpoint(checkpointer, ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs},
-                                                 cfg, log)
+        placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+        if dist.multi():
+            done_updates, state = _restore_on_main(checkpointer, ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs},
+                                                   cfg, log)
+            if state is not None and replicated is not None:
+                state = {"frozen": dist.place(state["frozen"], replicated),
+                         "runner": dist.place(state["runner"], runner_sharding(runner_abs))}
+        else:
+            if replicated is not None:
+                frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
+                runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
+            done_updates, state = restore_checkpoint(checkpointer, ckpt_dir,
+                                                     {"frozen": frozen_abs, "runner": runner_abs}, cfg, log)
         if done_updates is None:
             log(f"no intact checkpoint in {ckpt_dir}: starting {run_dir} over from Stage I")
     if done_updates is None:
-        stage1_c = timed_compile(stage1_v, k_stage1)
         t0 = time.perf_counter()
-        frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
+        if main:
+            stage1_c = timed_compile(stage1_v, k_stage1)
+            t0 = time.perf_counter()
+            frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
+        else:  # Stage I is process 0's: the others receive its products
+            frozen = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(stage1_v, k_stage1)[0])
+        if dist.multi():
+            frozen = dist.broadcast(frozen)
         if replicated is not None:
-            frozen = jax.device_put(frozen, replicated)
+            frozen = dist.place(frozen, replicated)
         timings["stage1_s"] = time.perf_counter() - t0
         init_c = timed_compile(init_v, k_init, frozen)
+        dist.barrier("init")
         runner = jax.block_until_ready(init_c(k_init, frozen))
         timings["run_s"] += time.perf_counter() - t0
-        stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
-                      for i, seed in enumerate(seeds)}
-        write_json(os.path.join(run_dir, "stage1.json"), stage1_log)
-        log("stage I: " + ", ".join(f"{k.replace('_', ' ')} {np.mean(v[:, 0]):.4f} -> {np.mean(v[:, -1]):.4f}"
-                                    for k, v in curves.items()))
+        if main:
+            stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
+                          for i, seed in enumerate(seeds)}
+            write_json(os.path.join(run_dir, "stage1.json"), stage1_log)
+            log("stage I: " + ", ".join(f"{k.replace('_', ' ')} {np.mean(v[:, 0]):.4f} -> {np.mean(v[:, -1]):.4f}"
+                                        for k, v in curves.items()))
         done_updates = 0
-        _truncate_metrics(metrics_path, 0)
-        _truncate_metrics(evals_path, 0)
+        if main:
+            _truncate_metrics(metrics_path, 0)
+            _truncate_metrics(evals_path, 0)
         t0 = time.perf_counter()
-        # Host copies: Orbax then writes plain arrays in the background (cheaper than device shards).
-        checkpointer.save(os.path.join(ckpt_dir, "0"), jax.device_get({"frozen": frozen, "runner": runner}))
+        save_checkpoint(0)
         timings["checkpoint_s"] += time.perf_counter() - t0
     else:
         frozen, runner = state["frozen"], state["runner"]
-        _truncate_metrics(metrics_path, done_updates)
-        _truncate_metrics(evals_path, done_updates)
+        if main:
+            _truncate_metrics(metrics_path, done_updates)
+            _truncate_metrics(evals_path, done_updates)
         log(f"resumed {run_dir} after update {done_updates}")
+    # Events rebuilt from the (truncated) metrics.jsonl / evals.jsonl: empty for a fresh run.
+    tb = TensorBoardLog.from_run_dir(run_dir, seeds, results=False) if tensorboard and main else None
 
     n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
     first_chunk = done_updates // cfg.train.chunk_updates
@@ -351,22 +400,30 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     counter.count, counter.active = 0, True
     bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
     target = cfg.train.target_episodes
-    episodes = _episodes(metrics_path, seeds)  # read once (a resumed run's earlier chunks), then tallied
+    # Read once (a resumed run's earlier chunks), then tallied.
+    episodes = {int(k): v for k, v in dist.agree(lambda: {str(k): v for k, v in _episodes(metrics_path, seeds).items()}).items()}
     every = cfg.train.eval_every_chunks
     last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
 
-    def evaluate_now() -> dict:
+    def evaluate_now() -> dict | None:
+        """The test-world evaluation on one device (process 0's; None on the other processes)."""
         t0 = time.perf_counter()
-        fz, rn = jax.device_put((frozen, runner), jax.devices()[0])  # evaluation: one device
+        if dist.multi():
+            fz, rn = dist.host_copy((frozen, runner))
+            if not main:
+                return None
+        else:
+            fz, rn = jax.device_put((frozen, runner), jax.devices()[0])
         out = evaluate_run(cfg, fns.agent, fz, rn, p_train, p_test, metrics_path)
         timings["eval_s"] += time.perf_counter() - t0
         return out
     try:
         for c in range(first_chunk, n_chunks):
+            dist.barrier("chunk")  # the processes may have drifted apart (compiling, writing, evaluating)
             t0 = time.perf_counter()
             new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
             timings["run_s"] += time.perf_counter() - t0
-            logs = jax.device_get(logs)
+            logs = dist.host_copy(logs)
             chunk_eps = {seed: float(np.sum(logs["episodes"][i])) for i, seed in enumerate(seeds)}
             if target and done_updates and any(episodes[s] + chunk_eps[s] > target for s in seeds):
                 # The episode cap: this chunk would take a seed past it, so it is dropped (nothing of it
@@ -376,21 +433,27 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                 break
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
-            _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
+            if main:
+                rows = _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
+                if tb:
+                    tb.scalars(rows)
             for seed in seeds:
                 episodes[seed] += chunk_eps[seed]
             done_updates = (c + 1) * cfg.train.chunk_updates
             t0 = time.perf_counter()
-            checkpointer.wait_until_finished()
-            checkpointer.save(os.path.join(ckpt_dir, str(done_updates)),
-                            jax.device_get({"frozen": frozen, "runner": runner}))
+            save_checkpoint(done_updates)
             timings["checkpoint_s"] += time.perf_counter() - t0
             if every and (c + 1) % every == 0:
                 counter.active = False  # the evaluation's own compilation is not a chunk recompile
                 last_eval = (done_updates, evaluate_now())
                 counter.active = True
-                with open(evals_path, "a") as fh:
-                    fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
+                if main:
+                    with open(evals_path, "a") as fh:
+                        fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
+                    if tb:
+                        tb.evaluation(done_updates, last_eval[1])
+            if tb:
+                tb.flush()
             bar.update(cfg.train.chunk_updates)
             bar.set_postfix(Len=f"{np.mean(logs['Len'][:, -1]):.2f}", AD=f"{np.mean(logs['AD'][:, -1]):.3f}",
                             R_cum=f"{np.mean(logs['R_cum'][:, -1]):.2f}")
@@ -404,15 +467,27 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     results = {"run_dir": run_dir, "agent": cfg.agent.kind, **describe(cfg), "seeds": seeds, "recompiles_in_loop": recompiles,
                "updates": done_updates, "session_shards": shards,
                "timings": dict(timings), "episodes": episodes}
+    final = None
     if evaluate_at_end:
-        results.update(last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now())
-        results["timings"]["eval_s"] = timings["eval_s"]
-    from purerec.report import plot_run_curves
+        final = last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now()
 
-    results["curves_png"] = plot_run_curves(run_dir)
-    results["timings"]["total_s"] = time.perf_counter() - t_all
-    write_json(os.path.join(run_dir, "results.json"), results)
-    return results
+    def finish() -> dict:
+        if evaluate_at_end:
+            results.update(final)
+            results["timings"]["eval_s"] = timings["eval_s"]
+        from purerec.report import plot_run_curves
+
+        results["curves_png"] = plot_run_curves(run_dir)
+        if tb:
+            tb.evaluation(done_updates, final, figures={"curves": results["curves_png"]})
+            tb.close()
+        results["timings"]["total_s"] = time.perf_counter() - t_all
+        if dist.multi():
+            results["processes"] = jax.process_count()
+        write_json(os.path.join(run_dir, "results.json"), results)
+        return results
+
+    return dist.agree(finish)
 
 
 def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
@@ -427,8 +502,8 @@ def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
 
 
 def check_session_shards(cfg: Config) -> int:
-    """The local device count, after checking that ``train.session_shards`` fits on it."""
-    n_dev = jax.local_device_count()
+    """The device count (of every process), after checking that ``train.session_shards`` fits on it."""
+    n_dev = jax.device_count()
     if cfg.train.session_shards > n_dev:
         hint = (" On a CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count="
                 f"{cfg.train.session_shards} (train.py does this for you: one device per core)."
@@ -436,9 +511,67 @@ def check_session_shards(cfg: Config) -> int:
         from purerec.config import ConfigError
 
         raise ConfigError("train.session_shards", cfg.train.session_shards,
-                          f"at most the {n_dev} local device(s): lower it (0 = one shard per device; a resumed run "
+                          f"at most the {n_dev} {'' if dist.multi() else 'local '}device(s): lower it (0 = one shard per device; a resumed run "
                           f"keeps its value).{hint}")
     return n_dev
+
+
+def check_process_shards(cfg: Config, n_dev: int, log=print) -> None:
+    """Several processes: a run's shards are every device of every process, or (agents that do not
+    split their sessions) one, and then every process computes the whole run alike."""
+    if not dist.multi():
+        return
+    s = cfg.train.session_shards
+    if s == 1:
+        log(f"distributed: {describe(cfg)['method']} runs on one device: every process computes the whole run and "
+            f"process 0 writes it")
+    elif s != n_dev:
+        from purerec.config import ConfigError
+
+        raise ConfigError("train.session_shards", s,
+                          f"{n_dev} (every device of the {jax.process_count()} processes) or 0 when several "
+                          f"processes share a run: choose train.num_envs and the minibatch count so that {n_dev} "
+                          f"shards split the batch evenly")
+
+
+class _NoCheckpointer:
+    """What processes other than 0 hold instead of a checkpointer: they write nothing."""
+
+    def save(self, *a, **k):
+        pass
+
+    def wait_until_finished(self):
+        pass
+
+
+def _checkpointer():
+    """Orbax's checkpointer; with several processes, process 0's alone (Orbax's barriers then span
+    process 0 only) and none on the others."""
+    if not dist.multi():
+        return ocp.StandardCheckpointer()
+    if not dist.is_main():
+        return _NoCheckpointer()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
+
+
+def _restore_on_main(checkpointer, ckpt_dir: str, target, cfg: Config, log):
+    """``restore_checkpoint`` on process 0 (into its first device), its outcome and arrays handed to
+    every process as host copies."""
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=local), target)
+    held = {}
+
+    def on_main():
+        step, state = restore_checkpoint(checkpointer, ckpt_dir, target, cfg, log)
+        held["state"] = state
+        return step
+
+    step = dist.agree(on_main)
+    if step is None:
+        return None, None
+    state = held.get("state") or jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), target)
+    return step, dist.broadcast(state)
 
 
 def _stage2_programs(fns, over_seeds, shards: int):
@@ -447,7 +580,7 @@ def _stage2_programs(fns, over_seeds, shards: int):
     a runner's shardings as ``runner_specs`` says (both None for one shard)."""
     if shards == 1:
         return jax.jit(over_seeds(fns.init)), jax.jit(over_seeds(fns.chunk)), None, None
-    mesh = Mesh(np.array(jax.local_devices()[:shards]), (SESSIONS,))
+    mesh = Mesh(np.array(jax.devices()[:shards]), (SESSIONS,))
     specs = fns.state_specs()
     smap = lambda f, i, o: jax.jit(jax.shard_map(over_seeds(f), mesh=mesh, in_specs=i, out_specs=o, check_vma=False))
     init_v = smap(fns.init, (P(), P()), specs)

@@ -21,11 +21,24 @@ and the batched ``observation_space`` / ``action_space`` come from
 ``gymnasium.vector.utils.batch_space`` (so the batched action space is an int64 ``Box`` of shape
 ``(num_envs, K)``).
 
+An action is a slate of ``K`` *distinct* item ids per session: ``step`` checks the batch on the
+host before stepping and raises ``ValueError`` for a wrong shape, a non-integer dtype, an id
+outside ``[0, I)``, or a slate that repeats an item (naming the session index and the item), and
+leaves the sessions and the key sequence untouched when it does. ``MultiDiscrete`` cannot express
+distinctness, so ``action_space.sample()`` may draw a repeat; sample slates with e.g.
+``np.argsort(rng.random((num_envs, I)), axis=1)[:, :K]`` instead.
+
 Every step's ``infos`` has ``true_reward`` (B,), the slate's mean *true* (uncontaminated)
 feedback, plus ``feedback`` and ``true_feedback`` (B, K) and ``n_popular`` (B,). When sessions
-end, ``infos["episode"] = {"r", "l", "t", "true_r"}`` (return, length, wall seconds, true
-return; zero where not ended) with the mask ``infos["_episode"]``, in the layout of Gymnasium's
-``RecordEpisodeStatistics`` (pass ``episode_stats=False`` to leave the key to that wrapper).
+end, ``infos["purerec_episode"] = {"r", "l", "t", "true_r"}`` holds purerec's own statistics of
+the ended sessions -- return (the float64 sum of the rewards ``step`` returned), length
+(purerec's ``Len``, the pure env's ``episode_len``), wall seconds and *true* return (the sum of
+``true_reward``); zero where not ended -- with the mask ``infos["_purerec_episode"]``
+(Gymnasium's ``_key`` convention for vector infos).
+The adapter never writes ``infos["episode"]``: that key belongs to Gymnasium's
+``gymnasium.wrappers.vector.RecordEpisodeStatistics``, which can wrap the adapter directly (its
+``r``/``l`` then equal ``purerec_episode``'s, also under ``NormalizeReward`` placed outside it).
+Pass ``episode_stats=False`` to leave out ``purerec_episode``.
 
 Randomness is a JAX key, split once per call: with ``key = jax.random.key(seed)``, ``reset``
 does ``key, k = jax.random.split(key)`` then ``purerec.env.batch_reset(k, params, num_envs)``,
@@ -94,7 +107,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         params: the env's parameters (``purerec.env.make_params(world, cfg)``).
         num_envs: number of parallel sessions (the batch size B).
         seed: the seed used until ``reset(seed=...)`` gives another.
-        episode_stats: add ``infos["episode"]`` when sessions end (default True).
+        episode_stats: add ``infos["purerec_episode"]`` when sessions end (default True).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -127,6 +140,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         self._seed = _check_seed(seed, "seed")
         self._key = jax.random.key(self._seed)
         self.state: EnvState | None = None
+        self._ep_ret = np.zeros(self.num_envs, np.float64)
         self._ep_true = np.zeros(self.num_envs, np.float64)
         self._ep_start = np.zeros(self.num_envs, np.float64)
 
@@ -171,6 +185,14 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
             bad = np.argwhere((a < 0) | (a >= self.n_items))[0]
             raise ValueError(f"item ids must lie in [0, n_items) = [0, {self.n_items}); got "
                              f"{a[tuple(bad)]} at actions[{bad[0]}, {bad[1]}]")
+        srt = np.sort(a, axis=1)
+        rep = srt[:, 1:] == srt[:, :-1]
+        if rep.any():
+            env_i, col = np.argwhere(rep)[0]
+            item = srt[env_i, col]
+            where = np.flatnonzero(a[env_i] == item).tolist()
+            raise ValueError(f"action for env {env_i} repeats item {item} (at slate positions "
+                             f"{where}): a slate holds distinct items")
         return a.astype(np.int32)
 
     # -- the Gymnasium API -------------------------------------------------------------------
@@ -184,6 +206,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         now = time.perf_counter()
         if mask is None:
             obs, self.state = _reset_fn(self._next_key(), self.params, self.num_envs)
+            self._ep_ret[:] = 0.0
             self._ep_true[:] = 0.0
             self._ep_start[:] = now
             return self._np_obs(obs), {}
@@ -195,6 +218,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         if self.state is None:
             raise ValueError("call reset() without a reset_mask first: there are no sessions to keep")
         obs, self.state = _masked_reset_fn(self._next_key(), self.state, jnp.asarray(mask), self.params)
+        self._ep_ret[mask] = 0.0
         self._ep_true[mask] = 0.0
         self._ep_start[mask] = now
         return self._np_obs(obs), {}
@@ -211,6 +235,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         terminations = np.asarray(terminated, np.bool_)
         truncations = np.asarray(truncated, np.bool_)
         infos: dict[str, Any] = {k: np.array(info[k]) for k in _STEP_INFO_KEYS}
+        self._ep_ret += rewards
         self._ep_true += infos["true_reward"]
 
         done = terminations | truncations
@@ -225,13 +250,14 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
             infos["_final_info"] = done.copy()
             now = time.perf_counter()
             if self.episode_stats:
-                infos["episode"] = {
-                    "r": np.where(done, np.asarray(info["episode_return"], np.float64), 0.0),
+                infos["purerec_episode"] = {
+                    "r": np.where(done, self._ep_ret, 0.0),
                     "l": np.where(done, np.asarray(info["episode_len"], np.int64), 0),
                     "t": np.where(done, np.round(now - self._ep_start, 6), 0.0),
                     "true_r": np.where(done, self._ep_true, 0.0),
                 }
-                infos["_episode"] = done.copy()
+                infos["_purerec_episode"] = done.copy()
+            self._ep_ret[done] = 0.0
             self._ep_true[done] = 0.0
             self._ep_start[done] = now
         return obs, rewards, terminations, truncations, infos

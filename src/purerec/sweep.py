@@ -24,8 +24,9 @@ defaults never invalidates another agent's records.
 
 Devices: the group's run axis is sharded over all devices (``jax.sharding.Mesh`` +
 ``jax.shard_map``), padded to a multiple of the device count; on each device its runs are mapped
-(CPU) or vmapped (accelerators) as ``train.seed_batching`` says. Under several processes started
-with ``jax.distributed.initialize`` every process runs the same plan and process 0 writes.
+(CPU) or vmapped (accelerators) as ``train.seed_batching`` says. Under several processes
+(``purerec.distributed``) every process runs the plan process 0 makes from the sweep directory it
+reads, and process 0 alone writes.
 
 Safety: one JSON record per run in ``DIR/runs/``, written atomically once its group finishes;
 re-running skips runs whose record says ``ok``; a kill loses at most the group in flight; a run
@@ -49,6 +50,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from purerec import distributed
 from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
 from purerec.errors import SweepSpecError
 from purerec.datasets import get_worlds
@@ -313,6 +315,7 @@ def run_group(group: Group, log=print) -> list[dict]:
     t0 = time.perf_counter()
     logs, curves, metrics = jax.block_until_ready(compiled(keys_s, hyper_s))
     run_s = time.perf_counter() - t0
+    distributed.barrier("gather")  # the processes may be apart by more than the collectives wait
     logs, curves, metrics = (_gather(x) for x in (logs, curves, metrics))
     records = []
     for i, r in enumerate(group.runs):
@@ -371,12 +374,15 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
     runs = expand(spec, budget)
     groups = plan(runs)
     writer = jax.process_index() == 0
-    if writer:
+
+    def prepare() -> dict:  # process 0 reads and writes the sweep directory; the others get its records
         os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
-    if reuse and not dry_run:
-        log(f"reused {reuse_records(runs, out_dir, reuse, writer)} finished run(s) from {', '.join(reuse)}")
-    records = _read_records(out_dir, log)
+        if reuse and not dry_run:
+            log(f"reused {reuse_records(runs, out_dir, reuse, writer)} finished run(s) from {', '.join(reuse)}")
+        return _read_records(out_dir, log)
+
+    records = distributed.agree(prepare)
     done = {k for k, r in records.items() if r["status"] == "ok"}
     text = describe_plan(spec, groups, done, len(jax.devices()))
     log(text)

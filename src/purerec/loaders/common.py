@@ -18,6 +18,8 @@
   train world over all of them; for the test world over those by test-world users, scored
   with the test truth (0 where an item has none).
 - Keys: jax.random.key(cfg.seed) split into (embedding, train truth, test truth).
+- ``joint`` logs (the user-CSV loader, ``purerec.loaders.user_csv``, when there is no unbiased
+  part): one truth fitted on all of them, shared by both worlds (see ``assemble_worlds``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ def response(watch_ratio: np.ndarray) -> np.ndarray:
 def interactions(users: np.ndarray, items: np.ndarray, watch_ratio: np.ndarray) -> Interactions:
     """Drop non-finite watch ratios, map to r, average duplicate (user, item) rows."""
     keep = np.isfinite(watch_ratio)
-    users, items, r = users[keep], items[keep], response(watch_ratio[keep])
+    return average_pairs(users[keep], items[keep], response(watch_ratio[keep]))
+
+
+def average_pairs(users: np.ndarray, items: np.ndarray, r: np.ndarray) -> Interactions:
+    """Average the responses ``r`` (already on the [0, 1] scale) of duplicate (user, item) rows."""
     if users.size == 0:
         return Interactions(users, items, r)
     uu, ui = np.unique(users, return_inverse=True)
@@ -123,10 +129,37 @@ def _item_log_true(true_user, true_item, u_idx, i_idx, n_items):
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
+def _joint_truth(key, joint: Interactions, train: Interactions, tr, te, dim: int):
+    """One truth fit on ``joint``; rows for the train (users, items) ``tr`` and test ``te``; the
+    item_log_true of both over the train logs' exposures."""
+    j_users, j_items = np.unique(joint.users), np.unique(joint.items)
+    for ids, have, kind in ((tr[0], j_users, "user"), (te[0], j_users, "user"),
+                            (tr[1], j_items, "item"), (te[1], j_items, "item")):
+        if not np.isin(ids, have).all():
+            raise ValueError(f"assemble_worlds: the joint logs lack some {kind}s of the worlds")
+    tu, ti = fit_truth(key, np.searchsorted(j_users, joint.users), np.searchsorted(j_items, joint.items),
+                       joint.r, len(j_users), len(j_items), dim)
+    log_true = _item_log_true(tu, ti, np.searchsorted(j_users, train.users), np.searchsorted(j_items, train.items),
+                              len(j_items))
+    out = []
+    for users, items in (tr, te):
+        pos = np.searchsorted(j_items, items)
+        out.append((tu[np.searchsorted(j_users, users)], ti[pos], log_true[pos]))
+    (tu_tr, ti_tr, lt_tr), (tu_te, ti_te, lt_te) = out
+    return tu_tr, ti_tr, tu_te, ti_te, lt_tr, lt_te
+
+
 def assemble_worlds(train: Interactions, test: Interactions, tags: TagTable,
-                    cfg: WorldConfig, files: dict[str, str] | None = None) -> tuple[World, World]:
+                    cfg: WorldConfig, files: dict[str, str] | None = None,
+                    joint: Interactions | None = None) -> tuple[World, World]:
     """Build (train_world, test_world) as described in the module docstring; ``files`` names the
-    file(s) behind the "train" and "test" logs in error messages."""
+    file(s) behind the "train" and "test" logs in error messages.
+
+    ``joint`` (the user-CSV loader without an unbiased file): logs holding every user and item of
+    both worlds; then ONE truth is fitted on them (key: the train-truth key) and both worlds take
+    their users' and items' rows of it, and item_log_true of both worlds is the mean of that truth
+    over the item's train-log exposures (0 where none). Without ``joint``: one fit per world.
+    """
     files = files or {}
     for name, logs in (("train", train), ("test", test)):
         if logs.users.size == 0:
@@ -156,15 +189,19 @@ def assemble_worlds(train: Interactions, test: Interactions, tags: TagTable,
     del feedback, mask
     item_tags = tags.lookup(all_items)
 
-    # Hidden truth, one fit per world on its own logs.
-    tr_i = np.searchsorted(tr_items, train.items)
-    tu_tr, ti_tr = fit_truth(k_tr, lu, tr_i, train.r, len(tr_users), len(tr_items), cfg.true_dim)
-    tu_te, ti_te = fit_truth(k_te, np.searchsorted(te_users, test.users), np.searchsorted(te_items, test.items),
-                             test.r, len(te_users), len(te_items), cfg.true_dim)
-    log_true_tr = _item_log_true(tu_tr, ti_tr, lu, tr_i, len(tr_items))
-    in_test = np.isin(train.users, te_users) & np.isin(train.items, te_items)
-    log_true_te = _item_log_true(tu_te, ti_te, np.searchsorted(te_users, train.users[in_test]),
-                                 np.searchsorted(te_items, train.items[in_test]), len(te_items))
+    if joint is not None:
+        tu_tr, ti_tr, tu_te, ti_te, log_true_tr, log_true_te = _joint_truth(
+            k_tr, joint, train, (tr_users, tr_items), (te_users, te_items), cfg.true_dim)
+    else:
+        # Hidden truth, one fit per world on its own logs.
+        tr_i = np.searchsorted(tr_items, train.items)
+        tu_tr, ti_tr = fit_truth(k_tr, lu, tr_i, train.r, len(tr_users), len(tr_items), cfg.true_dim)
+        tu_te, ti_te = fit_truth(k_te, np.searchsorted(te_users, test.users), np.searchsorted(te_items, test.items),
+                                 test.r, len(te_users), len(te_items), cfg.true_dim)
+        log_true_tr = _item_log_true(tu_tr, ti_tr, lu, tr_i, len(tr_items))
+        in_test = np.isin(train.users, te_users) & np.isin(train.items, te_items)
+        log_true_te = _item_log_true(tu_te, ti_te, np.searchsorted(te_users, train.users[in_test]),
+                                     np.searchsorted(te_items, train.items[in_test]), len(te_items))
 
     def world(users, items, t_user, t_item, log_true):
         pos = np.searchsorted(all_items, items)

@@ -125,6 +125,17 @@ def _convert(path: str, name: str, kind: str, values: list, first_record: int) -
     return out
 
 
+def read_header(path: str) -> list[str]:
+    """The header row of a CSV file (names stripped, BOM removed); ``DataFormatError`` when the
+    file is empty, compressed, binary or not UTF-8."""
+    check_text(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return _header(path, csv.reader(fh))
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, e) from None
+
+
 def read_columns(path: str, columns: dict[str, str], chunk_rows: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
     """Read the named columns of a headed CSV file.
 
