@@ -116,8 +116,9 @@ def test_preference_steers_the_trained_policy_but_not_a_frozen_one(setup):
     # Learning-rate 0: omega only enters through the near-zero heads, the slates do not move.
     assert abs(gap["off"][1.0] - gap["off"][0.0]) < 0.02, gap
     # Trained: the fairness end of the front shows more balanced slates than the utility end
-    # (measured 0.46 vs 0.73 per-slate |2p - 1|).
-    assert gap["on"][1.0] < gap["on"][0.0] - 0.15, gap
+    # (per-slate |2p - 1|: measured 0.46 vs 0.73 when the test was written; 0.31 vs 0.45 in a fresh
+    # install on 2026-12-02, where the commit that wrote the test gives the same 0.31 vs 0.45).
+    assert gap["on"][1.0] < gap["on"][0.0] - 0.1, gap
 
 
 def test_acts_on_a_world_with_another_item_set(setup):

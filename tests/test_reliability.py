@@ -185,6 +185,8 @@ def _env(tmp_path):
     env["PUREREC_CACHE"] = str(tmp_path / "cache")
     env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(ROOT, ".cache", "jax")
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    # XLA's cheaper CPU optimisation: the killed runs and the reference share these flags.
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     return env
 
 
