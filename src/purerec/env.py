@@ -132,6 +132,16 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
     r_true = true_response(world, state.user, slate)
     fb = contaminate(key, r_true, world.pop_norm[slate], params.conformity, params.noise_std)
     reward = fb.mean()
+    return advance(state, slate, params, fb=fb, r_true=r_true, reward=reward, exit_reward=reward,
+                   true_reward=r_true.mean())
+
+
+def advance(state: EnvState, slate: jax.Array, params: EnvParams, *, fb, r_true, reward, exit_reward,
+            true_reward):
+    """A session after a slate, given its feedback: exposure counts, the exit rule (on
+    ``exit_reward``), the history and ``step_env``'s outputs. Shared with model environments
+    (DORL's user model) that predict the feedback instead of drawing it."""
+    world = params.world
     n_new_pop = world.popular[slate].sum(dtype=jnp.int32)
     n_shown = state.n_shown + slate.shape[0]
     n_popular = state.n_popular + n_new_pop
@@ -140,7 +150,7 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
         shown_p, pop_p = abandonment.imbalance_counts(params.fair_scope, slate.shape[0], n_new_pop, n_shown,
                                                       n_popular)
         temper, terminated = abandonment.temper_update(
-            state.temper, reward, shown_p, pop_p, params.temper_offset, params.fair_threshold,
+            state.temper, exit_reward, shown_p, pop_p, params.temper_offset, params.fair_threshold,
             params.fair_penalty)
     elif params.exit_rule == "tag_repeat":
         terminated = abandonment.tag_repeat_exit(
@@ -159,7 +169,7 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
     info = {
         "feedback": fb,
         "true_feedback": r_true,
-        "true_reward": r_true.mean(),
+        "true_reward": true_reward,
         "n_popular": n_new_pop,
         "episode_len": t,
         "episode_return": new_state.ret,
@@ -167,25 +177,40 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
     return observe(new_state, params), new_state, reward, terminated, truncated, info
 
 
-def step(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParams):
-    """``step_env`` with auto-reset: when the session ends, the returned obs/state are a new session's.
+def auto_reset(step_fn, env_params=lambda p: p):
+    """``step_fn`` (``step_env``'s signature) with auto-reset: when the session ends, the returned
+    obs/state are a new session's; ``info['last_obs']`` keeps the ended session's final
+    observation (for bootstrapping). ``env_params`` maps ``step_fn``'s params to the env's."""
 
-    ``info['last_obs']`` keeps the final observation of the ended session (for bootstrapping).
-    """
-    k_step, k_reset = jax.random.split(key)
-    obs_st, state_st, reward, terminated, truncated, info = step_env(k_step, state, slate, params)
-    obs_re, state_re = reset(k_reset, params)
-    done = terminated | truncated
-    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
-    info["last_obs"] = obs_st
-    return pick(obs_re, obs_st), pick(state_re, state_st), reward, terminated, truncated, info
+    def step_auto(key, state, slate, params):
+        k_step, k_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, truncated, info = step_fn(k_step, state, slate, params)
+        obs_re, state_re = reset(k_reset, env_params(params))
+        done = terminated | truncated
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
+        info["last_obs"] = obs_st
+        return pick(obs_re, obs_st), pick(state_re, state_st), reward, terminated, truncated, info
+
+    return step_auto
+
+
+def batched(step_fn):
+    """``step_fn`` over a batch of sessions: one key split per session."""
+
+    def batch(key, state, slates, params):
+        return jax.vmap(step_fn, in_axes=(0, 0, 0, None))(jax.random.split(key, slates.shape[0]), state, slates,
+                                                          params)
+
+    return batch
+
+
+step = auto_reset(step_env)
+step.__doc__ = "``step_env`` with auto-reset (``auto_reset``)."
 
 
 def batch_reset(key: jax.Array, params: EnvParams, n: int):
     return jax.vmap(reset, in_axes=(0, None))(jax.random.split(key, n), params)
 
 
-def batch_step(key: jax.Array, state: EnvState, slates: jax.Array, params: EnvParams):
-    n = slates.shape[0]
-    return jax.vmap(step, in_axes=(0, 0, 0, None))(jax.random.split(key, n), state, slates, params)
+batch_step = batched(step)
 

@@ -34,8 +34,8 @@ frozen Stage-I params, the fitted ensemble, the P_E tables and the traced lambda
 * reward = max(0, r^ - lambda_var maxvar + lambda_ent P_E - r_min) (``shaped_reward``);
   ``info['episode_return']`` sums it (as the env sums its reward);
 * exit: the real env's rule (``env.exit_rule``, ``purerec.abandonment``, as
-  ``purerec.env.step_env``) with the predicted r^ in place of the observed reward (temper) and
-  the world's visible popular flags; truncation at ``max_len``; auto-reset as ``env.step``
+  ``purerec.env.step_env``; the same ``env.advance``) with the predicted r^ in place of the observed reward (temper) and
+  the world's visible popular flags; truncation at ``max_len``; auto-reset by ``env.auto_reset``
   (a new session = an empty window; the user id is kept for the interface only: the model reads
   the window, not the user).
 """
@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from purerec import abandonment, optim
+from purerec import optim
 from purerec import env as E
 from purerec.config import Config
 from purerec.logs import Logs
@@ -271,49 +271,14 @@ def penalties(mp: ModelParams, x: jax.Array, prev_items: jax.Array, prev_valid: 
 def step_model(key: jax.Array, state: E.EnvState, slate: jax.Array, mp: ModelParams):
     """One model step without auto-reset: ``purerec.env.step_env``'s outputs, feedback predicted."""
     params = mp.env
-    world = params.world
     slate = slate.astype(jnp.int32)
     _, x = mp.model.observer.inputs(mp.frozen, key, E.observe(state, params), params)
     prev = state.hist_items[-1:]
     fb, r_hat, maxvar, p_e = penalties(mp, x, prev, prev >= 0, slate)
     reward = shaped_reward(r_hat, maxvar, p_e, mp.lambda_var, mp.lambda_ent, mp.r_min)
-    n_new_pop = world.popular[slate].sum(dtype=jnp.int32)
-    n_shown = state.n_shown + slate.shape[0]
-    n_popular = state.n_popular + n_new_pop
-    temper = state.temper
-    if params.exit_rule == "temper":
-        shown_p, pop_p = abandonment.imbalance_counts(params.fair_scope, slate.shape[0], n_new_pop, n_shown,
-                                                      n_popular)
-        temper, terminated = abandonment.temper_update(
-            state.temper, r_hat, shown_p, pop_p, params.temper_offset, params.fair_threshold, params.fair_penalty)
-    elif params.exit_rule == "tag_repeat":
-        terminated = abandonment.tag_repeat_exit(
-            state.t, state.hist_items, slate, world.item_tags, params.tag_window, params.tag_threshold)
-    else:
-        terminated = jnp.bool_(False)
-    t = state.t + 1
-    truncated = (t >= params.max_len) & ~terminated
-    push = lambda h, new: jnp.concatenate([h, new])[-h.shape[0]:]
-    new_state = E.EnvState(
-        user=state.user, t=t, temper=temper, hist_items=push(state.hist_items, slate),
-        hist_feedback=push(state.hist_feedback, fb), hist_true=push(state.hist_true, fb),
-        n_shown=n_shown, n_popular=n_popular, ret=state.ret + reward)
-    info = {"feedback": fb, "true_feedback": fb, "true_reward": r_hat, "n_popular": n_new_pop, "episode_len": t,
-            "episode_return": new_state.ret}
-    return E.observe(new_state, params), new_state, reward, terminated, truncated, info
+    return E.advance(state, slate, params, fb=fb, r_true=fb, reward=reward, exit_reward=r_hat, true_reward=r_hat)
 
 
-def step(key: jax.Array, state: E.EnvState, slate: jax.Array, mp: ModelParams):
-    """``step_model`` with auto-reset (``purerec.env.step``'s contract and info keys)."""
-    k_step, k_reset = jax.random.split(key)
-    obs_st, state_st, reward, terminated, truncated, info = step_model(k_step, state, slate, mp)
-    obs_re, state_re = E.reset(k_reset, mp.env)
-    done = terminated | truncated
-    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
-    info["last_obs"] = obs_st
-    return pick(obs_re, obs_st), pick(state_re, state_st), reward, terminated, truncated, info
-
-
-def batch_step(key: jax.Array, state: E.EnvState, slates: jax.Array, mp: ModelParams):
-    n = slates.shape[0]
-    return jax.vmap(step, in_axes=(0, 0, 0, None))(jax.random.split(key, n), state, slates, mp)
+step = E.auto_reset(step_model, lambda mp: mp.env)
+step.__doc__ = "``step_model`` with auto-reset (``purerec.env.step``'s contract and info keys)."
+batch_step = E.batched(step)
