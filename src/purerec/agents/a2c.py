@@ -198,6 +198,15 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
     def policy_params(frozen: Frozen, S: A2CState) -> Any:
         return frozen, S.actor.params
 
+    return A2CCore(init=init, learn=learn, policy_params=policy_params, act=hyper_acts(observer, actor),
+                   observer=observer)
+
+
+def hyper_acts(observer, actor) -> Acts:
+    """Acting with a Gaussian hyper-action over the item basis (A2C, FCPO): policy params are
+    (frozen, actor params); greedy takes the mean, sample draws from N(mean, exp(log_std)²); the
+    slate is the top-K of the scores."""
+
     def act(sample: bool):
         def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):
             frozen, actor_p = pp
@@ -210,5 +219,4 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
 
         return act_fn
 
-    return A2CCore(init=init, learn=learn, policy_params=policy_params, act=Acts(greedy=act(False), sample=act(True)),
-                   observer=observer)
+    return Acts(greedy=act(False), sample=act(True))

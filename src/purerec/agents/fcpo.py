@@ -78,8 +78,8 @@ from jax.flatten_util import ravel_pytree
 
 from purerec import cpo, optim, returns
 from purerec import env as E
-from purerec.agents.a2c import HyperActor, top_k_slate, warm_start
-from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.a2c import HyperActor, hyper_acts, top_k_slate, warm_start
+from purerec.agents.base import Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
 from purerec.rollout import rollout_stats, unroll
@@ -236,17 +236,5 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     def policy_params(frozen: Frozen, S: FCPOState) -> Any:
         return frozen, S.actor
 
-    def act(sample: bool):
-        def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):
-            frozen, actor_p = pp
-            k_s, k_a = jax.random.split(key)
-            basis = item_basis(p.world.item_emb, p.world.item_pop, "dot")
-            _, x = observer.inputs(frozen, k_s, obs, p)
-            mean, ls = actor.apply(actor_p, x)
-            a = mean + jnp.exp(ls) * jax.random.normal(k_a, mean.shape) if sample else mean
-            return top_k_slate(a, basis, p.slate_size), carry
-
-        return act_fn
-
-    return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=act(False), sample=act(True)),
+    return Agent(init=init, update=update, policy_params=policy_params, act=hyper_acts(observer, actor),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
