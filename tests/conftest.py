@@ -44,3 +44,25 @@ def small_params(small_cfg, small_worlds):
     from purerec.env import make_params
 
     return make_params(small_worlds[1], small_cfg)
+
+
+# Two tiers: the default run is the fast tier (unit tests against hand-worked values, every agent
+# for an update or two, the CLI, bad inputs, resume); tests marked ``@pytest.mark.slow`` (learning
+# margins, several processes, long runs) run only with ``--slow`` (``python -m pytest --slow``).
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the slow tier (tests marked @pytest.mark.slow)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: the slow tier (learning margins, several processes, long runs); "
+                                       "run with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
