@@ -5,6 +5,10 @@ from purerec.hostdevices import expose_host_cores
 
 expose_host_cores()  # before JAX starts: one CPU device per core (train.session_shards)
 
+from purerec.compile_cache import enable as enable_compile_cache  # noqa: E402
+
+enable_compile_cache()  # repeat runs read their compiled programs from disk (PUREREC_JAX_CACHE=off: no)
+
 from purerec.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from purerec.config import Config, ConfigError, field_paths
@@ -146,7 +147,7 @@ TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_
 FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]
 
 
-def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None:
+def print_results(cfg: Config, res: dict, reference: dict | None = None, reference_s: float = 0.0) -> None:
     from purerec.agents import describe
 
     name = describe(cfg)["method"]
@@ -162,9 +163,19 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None
     print(format_table({name: tr["mean"]}, ["Len", "R_each", "R_cum", "AD"], {name: tr["std"]}))
     print("\nPurification fidelity (cosine to the hidden preference via a linear probe; to s* in state space)\n")
     print(format_table({name: res["mean"]}, FIDELITY, {name: res["std"]}))
-    t = res["timings"]
-    print(f"\ncompile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s, total {t['total_s']:.1f}s; "
-          f"results in {res['run_dir']}/results.json")
+    print(f"\n{timing_line(res['timings'], reference_s)}; results in {res['run_dir']}/results.json")
+
+
+def timing_line(t: dict, reference_s: float = 0.0) -> str:
+    """Where a run's wall time went: compile, Stage I, Stage II, checkpoints and the evaluation
+    (with the reference rows when this invocation computed them), and evaluation's share."""
+    total = t["total_s"] + reference_s
+    ev = t.get("eval_s", 0.0) + reference_s
+    stage2 = t["run_s"] - t.get("stage1_s", 0.0)
+    ref = f" (reference rows {reference_s:.1f}s)" if reference_s >= 0.05 else ""
+    return (f"wall {total:.1f}s: compile {t['compile_s']:.1f}s, Stage I {t.get('stage1_s', 0.0):.1f}s, "
+            f"Stage II {stage2:.1f}s, checkpoints {t.get('checkpoint_s', 0.0):.1f}s, evaluation {ev:.1f}s{ref} "
+            f"= {100 * ev / max(total, 1e-9):.0f}% of the wall time")
 
 
 def sweep_main(cmd: str, argv: list[str]) -> int:
@@ -341,7 +352,9 @@ def train_main(argv: list[str]) -> int:
         res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
     else:
         res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"), tensorboard=tensorboard)
-    print_results(cfg, res, run_reference(cfg))
+    t0 = time.perf_counter()
+    reference = run_reference(cfg)  # cached with the world after its first computation
+    print_results(cfg, res, reference, time.perf_counter() - t0)
     if launch:
         from purerec import distributed
 
