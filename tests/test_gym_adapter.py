@@ -665,6 +665,34 @@ def test_next_step_convention_matches_pure_env(small_params):
     assert n_end > 5 and n_held > 5
 
 
+def test_modes_agree_until_each_session_ends(small_params):
+    """Same seed and actions: SAME_STEP and NEXT_STEP agree on each session up to its first end;
+    NEXT_STEP's ending observation is SAME_STEP's final_obs, and its reset step returns the first
+    observation SAME_STEP returned at the end."""
+    same = PurerecVectorEnv(small_params, NB, seed=4)
+    nxt = PurerecVectorEnv(small_params, NB, seed=4, autoreset_mode=AutoresetMode.NEXT_STEP)
+    o_s, _ = same.reset()
+    o_n, _ = nxt.reset()
+    assert data_equivalence(o_s, o_n, exact=True)
+    live = np.ones(NB, bool)  # sessions that have not ended yet
+    first_of_next = {}
+    for a in _actions(same, 2 * small_params.max_len, seed=5):
+        o_s, r_s, te_s, tr_s, i_s = same.step(a)
+        o_n, r_n, te_n, tr_n, i_n = nxt.step(a)
+        for j in np.flatnonzero(live):
+            assert r_s[j] == r_n[j] and te_s[j] == te_n[j] and tr_s[j] == tr_n[j]
+            if te_s[j] or tr_s[j]:
+                assert data_equivalence({f: o_n[f][j] for f in FIELDS}, i_s["final_obs"][j], exact=True)
+                first_of_next[j] = {f: o_s[f][j] for f in FIELDS}
+            else:
+                assert all(np.array_equal(o_s[f][j], o_n[f][j]) for f in FIELDS)
+        for j in [j for j in first_of_next if not live[j]]:  # the reset step after the end
+            want = first_of_next.pop(j)
+            assert r_n[j] == 0 and all(np.array_equal(o_n[f][j], want[f]) for f in FIELDS)
+        live &= ~(te_s | tr_s)
+    assert live.sum() < NB // 2 and not first_of_next
+
+
 def test_next_step_reset_mask_clears_pending(small_params):
     env = PurerecVectorEnv(small_params, NB, seed=3, autoreset_mode="next_step")
     env.reset()

@@ -18,8 +18,9 @@ convention (https://farama.org/Vector-Autoreset-Mode):
   its new session with reward 0, ``terminated = truncated = False`` and zero step infos
   (``true_reward``, ``feedback``, ``true_feedback``, ``n_popular``); the other sessions step as
   usual. No ``final_obs`` / ``final_info`` keys. The new session is the one the pure env's
-  auto-reset drew in the ending step (same key), so up to and including a session's end both
-  modes return the same numbers for the same seed and actions.
+  auto-reset drew in the ending step (same key), and every session draws from its own share of
+  each step's key, so given the same seed and actions the two modes agree on every session up
+  to its first end (the reset step of one session leaves the others' numbers alone).
 
 Spaces (W = ``obs_window``, K = ``slate_size``, I = the world's item count, B = ``num_envs``)::
 
