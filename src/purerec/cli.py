@@ -5,7 +5,7 @@ td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod; ``--state
 none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on the test world.
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
 ``python train.py report DIR``. Logged data of the train world for other tools:
-``python train.py logs --out DIR [--env FILE] [--seed N]``. Options:
+``python train.py logs --out DIR [--env FILE] [--seed N]``; each sub-command answers ``--help``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
   --resume DIR      continue a killed run from its last checkpoint
@@ -178,10 +178,54 @@ def timing_line(t: dict, reference_s: float = 0.0) -> str:
             f"= {100 * ev / max(total, 1e-9):.0f}% of the wall time")
 
 
+_DIST_USAGE = """Several processes or hosts (see purerec.distributed):
+  --coordinator HOST:PORT --num-processes N --process-id I
+                    start process I of N (process 0 serves HOST:PORT)
+  --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
+  --init-timeout S  stop with an error when the processes have not all met after S seconds (120)"""
+
+SWEEP_USAGE = f"""usage: train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]]
+
+Run every config x seed of the sweep spec FILE (sweeps/*.toml) that has no finished record yet,
+then write DIR/report.md (re-running skips finished runs).
+  FILE              the sweep spec (TOML; see sweeps/ and purerec.sweep)
+  --dry-run         print the plan (groups, runs, runs to do) and run nothing
+  --budget X        scale each run's training budget by X in (0, 10] (default 1)
+  --out DIR         sweep directory (default runs/sweeps/<name>)
+  --reuse DIR[,DIR] copy the finished runs with the same run id from other sweep directories
+  --debug           show the traceback of an error
+{_DIST_USAGE}"""
+
+REPORT_USAGE = """usage: train.py report DIR
+
+Write DIR/report.md (tables) and its plots from the run records of a sweep directory written by
+`train.py sweep`, and print the markdown.
+  DIR               a sweep directory (holding runs/)
+  --debug           show the traceback of an error"""
+
+LOGS_USAGE = """usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]
+
+Export the train world's logged sessions (offline.sessions parallel sessions x env.max_len steps of
+the popularity logging policy) as DIR/logs.npz + DIR/logs.json (the schema).
+  --out DIR         output directory (required)
+  --env FILE        environment spec (default envs/kuairec.toml)
+  --seed N          the logging policy's seed (default 0)
+  --field value     any config override, as for training (`train.py --help-config` lists them)
+  --debug           show the traceback of an error"""
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """``--help`` / ``-h`` anywhere among the options."""
+    return any(a in ("--help", "-h") for a in argv)
+
+
 def sweep_main(cmd: str, argv: list[str]) -> int:
     """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]] [--distributed]`` /
     ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
     have the same run id (the same config) instead of running them again."""
+    if _wants_help(argv):
+        print(SWEEP_USAGE if cmd == "sweep" else REPORT_USAGE)
+        return 0
     flags = {"dry-run": 0, "budget": 1, "out": 1, "reuse": 1, **DIST_FLAGS}
     try:
         opts, overrides, pos = split_args(argv, flags)
@@ -245,6 +289,9 @@ def logs_main(argv: list[str]) -> int:
     ``env.max_len`` steps of the popularity logging policy) as ``DIR/logs.npz`` + ``DIR/logs.json``."""
     from purerec.config import load_config
 
+    if _wants_help(argv):
+        print(LOGS_USAGE)
+        return 0
     try:
         opts, overrides, pos = split_args(argv, {"out": 1, "env": 1, "seed": 1})
         if pos or not opts.get("out"):
@@ -288,7 +335,7 @@ def train_main(argv: list[str]) -> int:
              "log": 1, **DIST_FLAGS}
     opts, overrides, pos = split_args(argv, flags)
     launch = launch_from(opts)
-    if opts.get("help"):
+    if opts.get("help") or "-h" in pos:
         print(__doc__)
         return 0
     if opts.get("help-config"):
