@@ -323,6 +323,13 @@ def _user_split(users: np.ndarray, seed: int, path: str) -> np.ndarray:
     return np.isin(users, test_users)
 
 
+def input_files(data_dir: str) -> list[str]:
+    """The files ``load_user_csv`` reads: interactions.csv (``MissingFileError`` when missing) and
+    unbiased.csv / items.csv where present."""
+    path = require_file(data_dir, INTERACTIONS, "csv-world")
+    return [path] + [p for p in (os.path.join(data_dir, UNBIASED), os.path.join(data_dir, ITEMS)) if os.path.isfile(p)]
+
+
 def load_user_csv(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     """(train_world, test_world) from the CSV files in ``data_dir`` (schema in the module docstring)."""
     path = require_file(data_dir, INTERACTIONS, "csv-world")
@@ -357,5 +364,5 @@ def load_user_csv(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     return assemble_worlds(train, test, tags, cfg, files={"train": path, "test": path}, joint=joint)
 
 
-__all__ = ["load_user_csv", "describe_split", "read_logs", "read_items", "IdMap",
+__all__ = ["load_user_csv", "input_files", "describe_split", "read_logs", "read_items", "IdMap",
            "INTERACTIONS", "UNBIASED", "ITEMS"]
