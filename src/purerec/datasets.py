@@ -138,11 +138,14 @@ def _writable(d: str) -> bool:
 
 
 def build_worlds(cfg: Config) -> tuple[World, World]:
-    """Build without the cache."""
+    """Build without the cache (refused with ``MemoryLimitError`` before allocating when the
+    estimate of ``purerec.memory`` exceeds the available memory)."""
     src = cfg.world.source
     if src == "synthetic":
+        from purerec import memory
         from purerec.synthetic import generate
 
+        memory.check(memory.synthetic_world(cfg.world))
         return generate(cfg.world, cfg.feedback)
     if src == "kuairec":
         from purerec.loaders.kuairec import load_kuairec
