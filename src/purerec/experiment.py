@@ -50,6 +50,7 @@ from purerec.config import EVAL_ACTIONS
 from purerec.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
 from purerec.agents import describe, spec_of
 from purerec.loop import init_key, make_train, stage1_key
+from purerec.memory import check_run
 from purerec.state import make_observer
 
 TABLE = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage"]
@@ -291,6 +292,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     n_dev = check_session_shards(cfg)
     train_w, test_w = get_worlds(cfg, verbose=main)
     check_loaded_worlds(cfg, train_w, test_w)
+    check_run(cfg, train_w, test_w)  # the memory estimate, before anything is compiled
     if not resume:
         # 0 = one shard per device, for agents that split sessions; one shard for the others.
         cfg = resolve_session_shards(cfg, n_dev if spec_of(cfg).session_shards else 1)

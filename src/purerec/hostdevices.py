@@ -10,6 +10,7 @@ before any JAX computation. Accelerators are unaffected: the flag only shapes th
 from __future__ import annotations
 
 import os
+import sys
 
 FLAG = "--xla_force_host_platform_device_count"
 MAX_HOST_DEVICES = 8
@@ -24,10 +25,19 @@ def core_count() -> int:
 
 def expose_host_cores() -> None:
     """Ask for one host device per core (at most 8; PUREREC_HOST_DEVICES=N sets another count)
-    unless XLA_FLAGS already sets a count."""
+    unless XLA_FLAGS already sets a count. A PUREREC_HOST_DEVICES that is not a whole number >= 1
+    exits with a one-line error (code 2)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG in flags:
         return
-    n = int(os.environ.get("PUREREC_HOST_DEVICES", min(core_count(), MAX_HOST_DEVICES)))
+    raw = os.environ.get("PUREREC_HOST_DEVICES", "").strip()
+    try:
+        n = int(raw) if raw else min(core_count(), MAX_HOST_DEVICES)
+    except ValueError:
+        n = 0
+    if n < 1:  # called before the CLI (and JAX) start: the CLI's one-line error, exit code 2
+        print(f"error: PUREREC_HOST_DEVICES = {raw!r} is invalid: a whole number of CPU devices >= 1 "
+              f"(or unset it for one device per core, up to {MAX_HOST_DEVICES})", file=sys.stderr)
+        raise SystemExit(2)
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={n}".strip()
