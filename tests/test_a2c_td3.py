@@ -89,13 +89,18 @@ def test_update_is_deterministic_finite_and_critic_learns(trained):
     assert c[-3:].mean() < 0.7 * c[:3].mean(), c
 
 
-def test_td3_waits_for_the_buffer_and_delays_the_actor(worlds_params, frozen):
-    p_train, _ = worlds_params
-    # 32 x 8 = 256 transitions per update; min_size 512: the first update only fills the buffer.
-    # Then one gradient step per update; the actor and the targets move on every 2nd one only.
-    cfg, agent = build("td3", p_train, replay={"min_size": 512, "grad_steps": 1}, td3={"policy_delay": 2})
-    S0 = jax.jit(agent.init)(jax.random.key(5), frozen, hyper_of(cfg))
-    step = jax.jit(lambda S: agent.update(frozen, S))
+@pytest.fixture(scope="module")
+def td3_step(worlds_params, frozen):
+    """TD3 with 32 x 8 = 256 transitions per update and min_size 512 (the first update only fills
+    the buffer), then one gradient step per update; the actor and the targets move on every 2nd
+    one only. (cfg, agent, jitted init, jitted single update)."""
+    cfg, agent = build("td3", worlds_params[0], replay={"min_size": 512, "grad_steps": 1}, td3={"policy_delay": 2})
+    return cfg, agent, jax.jit(agent.init), jax.jit(lambda S: agent.update(frozen, S))
+
+
+def test_td3_waits_for_the_buffer_and_delays_the_actor(td3_step, frozen):
+    cfg, agent, init, step = td3_step
+    S0 = init(jax.random.key(5), frozen, hyper_of(cfg))
     S1, logs1 = step(S0)
     assert float(logs1["learning"]) == 0.0 and int(S1.grad_step) == 0
     assert leaves_equal(S1.critic.params, S0.critic.params) and leaves_equal(S1.actor.params, S0.actor.params)
@@ -111,6 +116,70 @@ def test_td3_waits_for_the_buffer_and_delays_the_actor(worlds_params, frozen):
     S4, _ = step(S3)  # step 3: the actor waits again, the critics move
     assert leaves_equal(S4.actor.params, S3.actor.params)
     assert not leaves_equal(S4.critic.params, S3.critic.params)
+
+
+def np_mlp(p, x, n_hidden: int = 2):
+    """The project's tanh MLP / critic in float64 NumPy: Dense_0 .. Dense_{n_hidden}, tanh between."""
+    h = np.asarray(x, np.float64)
+    for i in range(n_hidden + 1):
+        h = h @ np.asarray(p[f"Dense_{i}"]["kernel"], np.float64) + np.asarray(p[f"Dense_{i}"]["bias"], np.float64)
+        h = np.tanh(h) if i < n_hidden else h
+    return h
+
+
+def test_td3_target_is_the_smoothed_clipped_double_q_target(td3_step, worlds_params, frozen):
+    """gamma 0.9 (the other tests use 0, where no bootstrap term is seen): the second update's one
+    gradient step regresses on y = r + gamma (1 - done) min(Q1', Q2')(x', a~), a~ = actor'(x') +
+    clip(N(0, policy_noise), +-noise_clip): its logged mean over the minibatch of 64 against
+    NumPy (the target critics evaluated in float64 from their parameters). Target smoothing shows:
+    with policy_noise 0 the logged target is the unsmoothed one, and the two differ."""
+    from purerec import replay
+    from purerec.agents.a2c import HyperActor
+    from purerec.state import make_observer
+
+    cfg, agent, init, step = td3_step
+    p_train, _ = worlds_params
+    actor = HyperActor(make_observer(cfg).state_dim, p_train.world.item_emb.shape[1], cfg.td3.hidden,
+                       cfg.agent.pop_scale)
+    buffer = replay.make_buffer(cfg.replay)
+    h = {**hyper_of(cfg), "td3.gamma": jnp.float32(0.9), "td3.policy_noise": jnp.float32(0.5),
+         "td3.noise_clip": jnp.float32(0.3)}
+
+    def hand_target(S1, S2, noise_std, clip):
+        # The update's keys: (key, k_roll, k_last, k_learn) = split(S.key, 4); one key per gradient
+        # step from k_learn, each split into (minibatch, smoothing noise). Targets: S1's (no step yet).
+        k_learn = jax.random.split(S1.key, 4)[3]
+        k_s, k_n = jax.random.split(jax.random.split(k_learn, 1)[0])
+        b = jax.device_get(buffer.sample(S2.buffer, k_s).experience)
+        a_next = np.asarray(actor.apply(S1.actor_target, jnp.asarray(b["x2"])), np.float64)
+        a_next = a_next + np.clip(noise_std * np.asarray(jax.random.normal(k_n, a_next.shape), np.float64), -clip, clip)
+        xa = np.concatenate([b["x2"], a_next], axis=1)
+        q1 = np_mlp(S1.critic_target["q1"]["params"]["Critic_0"], xa)[:, 0]
+        q2 = np_mlp(S1.critic_target["q2"]["params"]["Critic_0"], xa)[:, 0]
+        assert np.any(b["done"] == 0)  # the bootstrap term is present
+        return float(np.mean(b["r"] + 0.9 * (1.0 - b["done"]) * np.minimum(q1, q2)))
+
+    means = {}
+    for noise in (0.5, 0.0):
+        S1, _ = step(init(jax.random.key(5), frozen, {**h, "td3.policy_noise": jnp.float32(noise)}))
+        S2, logs = step(S1)
+        assert float(logs["learning"]) == 1.0 and int(S2.grad_step) == 1
+        want = hand_target(S1, S2, noise, 0.3)
+        np.testing.assert_allclose(float(logs["target_mean"]), want, rtol=1e-5, atol=1e-6, err_msg=str(noise))
+        means[noise] = want
+    # Same minibatch (its key does not depend on the noise): the smoothing alone moves the target.
+    assert abs(means[0.5] - means[0.0]) > 1e-3, means
+
+
+def test_td3_replay_next_input_is_the_next_steps_input(td3_step, worlds_params, frozen):
+    """The replay alignment x'[i] = the next step's input, over two updates (512 transitions)."""
+    from offpolicy_checks import check_next_inputs
+
+    cfg, agent, init, step = td3_step
+    S = init(jax.random.key(5), frozen, hyper_of(cfg))
+    for _ in range(2):
+        S, _ = step(S)
+    assert check_next_inputs(cfg, frozen, worlds_params[0], S, "x2") == 512
 
 
 def test_acts_on_a_world_with_another_item_set(trained, worlds_params, frozen):

@@ -32,7 +32,8 @@ T = 24  # steps of the step-by-step loop
 
 
 @pytest.fixture(scope="module")
-def agent_setup(small_worlds):
+def hrl(small_worlds):
+    """The initialised agent's pieces: cfg, agent, policy params, test params, train params, frozen, state."""
     cfg = small_config()
     cfg = dataclasses.replace(
         cfg,
@@ -48,7 +49,12 @@ def agent_setup(small_worlds):
     frozen, _ = jax.jit(fns.stage1)(key)
     state = jax.jit(fns.init)(key, frozen)
     pp = fns.agent.policy_params(frozen, state)
-    return cfg, fns.agent, pp, p_test
+    return cfg, fns.agent, pp, p_test, p_train, frozen, state
+
+
+@pytest.fixture(scope="module")
+def agent_setup(hrl):
+    return hrl[:4]
 
 
 def _vpolicy(agent, sample):
@@ -162,3 +168,26 @@ def test_eval_action_changes_a_stochastic_agents_metrics(agent_setup):
     assert g1 == g2
     assert s1 != g1
     assert s1["AD"] != g1["AD"] and s1["R_cum"] != g1["R_cum"]
+
+
+def test_evaluate_run_rows_are_each_action_rules(hrl, tmp_path):
+    """``experiment.evaluate_run``'s test rows: the greedy row's metrics are ``act.greedy``'s under
+    the test protocol, the sample row's ``act.sample``'s (recomputed here), and the two differ.
+    (Comparing whole rows cannot show a swap: the greedy row alone carries the fidelity keys.)"""
+    from purerec.experiment import evaluate_run
+
+    cfg, agent, pp, p_test, p_train, frozen, state = hrl
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_sessions=N, repeats=1, seed=4),
+                              train=dataclasses.replace(cfg.train, seeds=(1,))).validate()
+    one_seed = lambda t: jax.tree.map(lambda a: a[None], t)  # the run's seed axis, one seed
+    res = evaluate_run(cfg, agent, one_seed(frozen), one_seed(state), p_train, p_test,
+                       str(tmp_path / "metrics.jsonl"))
+    n = evaluation.n_test_sessions(cfg.eval, p_test)
+    seed = str(cfg.train.seeds[0])
+    rows = {}
+    for rule in ("greedy", "sample"):
+        rows[rule] = evaluation.test_protocol(getattr(agent.act, rule), p_test, cfg.eval, pp, agent.init_carry(n))
+        got = res["test"][rule]["per_seed"][seed]
+        for name in evaluation.REPORT_METRICS:
+            np.testing.assert_allclose(got[name], rows[rule][name], rtol=1e-6, err_msg=f"{rule} {name}")
+    assert rows["greedy"]["AD"] != rows["sample"]["AD"] and rows["greedy"]["R_cum"] != rows["sample"]["R_cum"]

@@ -203,3 +203,69 @@ def test_act_on_test_world(setup, trained):
     np.testing.assert_array_equal(np.asarray(g), np.asarray(g2))  # greedy is deterministic
     # epsilon 0.01 per slot: the sampled slate is almost always the greedy one
     assert np.mean(np.asarray(smp) == np.asarray(g)) > 0.9
+
+
+def _np_mlp(p, x):
+    """BCQNet's trunk and heads (tanh MLP, Dense_0..2) in float64 NumPy."""
+    h = np.asarray(x, np.float64)
+    for i in range(3):
+        h = h @ np.asarray(p[f"Dense_{i}"]["kernel"], np.float64) + np.asarray(p[f"Dense_{i}"]["bias"], np.float64)
+        h = np.tanh(h) if i < 2 else h
+    return h
+
+
+def test_bootstrap_uses_the_thresholded_online_slate_and_the_target_values(setup, trained):
+    """gamma 0.9 (the other tests use 0, where no bootstrap term is seen), threshold 0.3, lr 0 (the
+    20 gradient steps of one update all see the same nets): the logged target mean equals, by
+    hand in NumPy, the mean over the 20 minibatches of r + gamma (1 - done) sum_k Q_target(x', a*_k),
+    a* = the top-K of the online Q among the items whose online imitation probability is >= 0.3 x
+    the K-th largest. From the trained state with its last layers rescaled (online x 30, target
+    x -20 + 0.5): the imitation logits are spread, so the threshold binds (more than K but not all
+    items pass), and online and target nets differ."""
+    cfg, p_train, _, frozen, agent, _ = setup
+    s = trained[1]
+    h = {**trained[0], "bcq.gamma": jnp.float32(0.9), "bcq.threshold": jnp.float32(0.3), "bcq.lr": jnp.float32(0.0)}
+
+    def scaled(p, gain, shift):
+        last = p["params"]["Dense_2"]
+        return {"params": {**p["params"], "Dense_2": {"kernel": gain * last["kernel"], "bias": last["bias"] + shift}}}
+
+    online, target = scaled(s.net.params, 30.0, 0.0), scaled(s.net.params, -20.0, 0.5)
+    s = s.replace(net=s.net.replace(params=online), target=target, hyper=h)
+    s1, logs = jax.jit(lambda st: agent.update(frozen, st))(s)
+    assert leaves_equal(s1.net.params, online) and leaves_equal(s1.target, target)  # lr 0, no sync
+
+    K, n_sess, gs = cfg.env.slate_size, cfg.offline.sessions, cfg.replay.grad_steps
+    data = jax.device_get(s.data)
+    n = data.reward.shape[0]
+    k_learn = jax.random.split(s.key, 3)[2]  # the update's (key, k_roll, k_learn); one key per step
+    idx = np.stack([np.asarray(jax.random.randint(k, (cfg.replay.batch_size,), 0, n))
+                    for k in jax.random.split(k_learn, gs)]).reshape(-1)
+    x_next = np.asarray(data.x, np.float64)[idx + n_sess]
+    w = p_train.world
+    lp = np.log1p(np.asarray(w.item_pop, np.float64))
+    feats = np.concatenate([np.asarray(w.item_emb, np.float64), (lp / lp.max())[:, None]], axis=1)
+    vals = lambda out: out[:, -1:] + out[:, :-1] @ feats.T  # v + phi . f_i for every item
+    half = feats.shape[1] + 1
+    out = _np_mlp(online["params"], x_next)
+    q, logits = vals(out[:, :half]), vals(out[:, half:])
+    q_t = vals(_np_mlp(target["params"], x_next)[:, :half])
+
+    def target_mean(tau):
+        kth = np.sort(logits, axis=1)[:, -K][:, None]
+        ok = logits - kth >= np.log(tau) if tau > 0 else np.ones_like(logits, bool)
+        slate = np.argsort(-np.where(ok, q, -np.inf), axis=1, kind="stable")[:, :K]
+        y = data.reward[idx] + 0.9 * (1.0 - data.done[idx]) * np.take_along_axis(q_t, slate, 1).sum(1)
+        return y.mean(), ok
+
+    want, ok = target_mean(0.3)
+    assert np.any(data.done[idx] == 0)  # the bootstrap term is present
+    assert K < ok.sum(1).min() and ok.sum(1).max() < ok.shape[1], ok.sum(1)  # the threshold binds
+    np.testing.assert_allclose(float(logs["bcq_allowed"]), ok.sum(1).mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(logs["bcq_target"]), want, rtol=1e-4, atol=1e-4)
+    # Visible at this size: without the threshold the target moves far.
+    assert abs(target_mean(0.0)[0] - want) > 0.05, (target_mean(0.0)[0], want)
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
+from offpolicy_checks import check_next_inputs
 from purerec.agents import get as get_spec
 from purerec.agents.base import hyper_of
 from purerec.agents.dnair import distinct_outside, epsilon_slate, novelty
@@ -128,8 +129,10 @@ def _check_run(name, runner, critic_key, extra):
     return cfg, agent, s, logs
 
 
-def test_dnair_update(dnair):
+def test_dnair_update(dnair, worlds_params, frozen):
     cfg, agent, s, logs = _check_run("dnair", dnair, "dnair_loss", ("dnair_bonus", "dnair_reward_shaped"))
+    # replay alignment: x'[i] is the next step's input (12 x 1024 transitions: the 8192-row ring wrapped)
+    assert check_next_inputs(cfg, frozen, worlds_params[0], s, "x_next") == 8192
     # the shaped reward is the env reward plus novelty_weight x the slate's mean novelty
     np.testing.assert_allclose(np.asarray(logs["dnair_reward_shaped"]),
                                np.asarray(logs["R_each"]) + cfg.dnair.novelty_weight * np.asarray(logs["dnair_bonus"]),
@@ -137,8 +140,10 @@ def test_dnair_update(dnair):
     assert int(s.update) == N_UPDATES
 
 
-def test_sac4ir_update(sac4ir):
-    _check_run("sac4ir", sac4ir, "sac4ir_critic_loss", ("sac4ir_alpha", "sac4ir_entropy", "sac4ir_actor_loss"))
+def test_sac4ir_update(sac4ir, worlds_params, frozen):
+    cfg, _, s, _ = _check_run("sac4ir", sac4ir, "sac4ir_critic_loss",
+                              ("sac4ir_alpha", "sac4ir_entropy", "sac4ir_actor_loss"))
+    assert check_next_inputs(cfg, frozen, worlds_params[0], s, "x_next") == 8192  # replay alignment
 
 
 def test_sac4ir_temperature_direction(sac4ir):

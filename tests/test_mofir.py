@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
+from offpolicy_checks import check_next_inputs
 from purerec.agents import get as get_spec
 from purerec.agents import mofir
 from purerec.agents.base import hyper_of
@@ -142,3 +143,9 @@ def test_acts_on_a_world_with_another_item_set(setup):
     np.testing.assert_array_equal(g1, g2)
     assert not np.array_equal(s1, s2)
     assert c1.shape == (n,)
+
+
+def test_replay_next_input_is_the_next_steps_input(setup):
+    """x'[i] is the next step's input (40 x 256 transitions: the 4096-row ring wrapped)."""
+    cfg, agent, frozen, p_train, p_test, out = setup
+    assert check_next_inputs(cfg, frozen, p_train, out["on"][0], "x2") == 4096

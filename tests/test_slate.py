@@ -77,7 +77,11 @@ def test_same_key_same_slate():
     np.testing.assert_array_equal(a, slate.sample(k, jnp.asarray(LOGITS), 3))
 
 
-def test_sample_with_log_prob_returns_the_slates_log_likelihood():
+@pytest.mark.parametrize("block", [128, 2])
+def test_sample_with_log_prob_returns_the_slates_log_likelihood(monkeypatch, block):
+    """The sampler's log-likelihood: each position's denominator is the mass left over all blocks
+    (block 2 puts the 6 items in 3 blocks, so the chosen block's mass is not the whole)."""
+    monkeypatch.setattr(slate, "BLOCK", block)
     keys = jax.random.split(jax.random.PRNGKey(3), 50)
     lg = jnp.asarray(LOGITS)
     draws, lps = jax.vmap(lambda k: slate.sample_with_log_prob(k, lg, 4))(keys)
