@@ -1,9 +1,16 @@
 #!/usr/bin/env python
 """purerec's entry point. See `python train.py --help` and README.md."""
 
+import sys
+
+from purerec.errors import PurerecError
 from purerec.hostdevices import expose_host_cores
 
-expose_host_cores()  # before JAX starts: one CPU device per core (train.session_shards)
+try:
+    expose_host_cores()  # before JAX starts: one CPU device per core, at least 2 (train.session_shards)
+except PurerecError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2)
 
 from purerec.cli import main  # noqa: E402
 
