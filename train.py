@@ -1,16 +1,13 @@
 #!/usr/bin/env python
 """purerec's entry point. See `python train.py --help` and README.md."""
 
-import sys
-
-from purerec.errors import PurerecError
 from purerec.hostdevices import expose_host_cores
 
-try:
-    expose_host_cores()  # before JAX starts: one CPU device per core, at least 2 (train.session_shards)
-except PurerecError as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2)
+expose_host_cores()  # before JAX starts: one CPU device per core, at least 2 (train.session_shards)
+
+from purerec.compile_cache import enable as enable_compile_cache  # noqa: E402
+
+enable_compile_cache()  # repeat runs read their compiled programs from disk (PUREREC_JAX_CACHE=off: no)
 
 from purerec.cli import main  # noqa: E402
 

@@ -155,6 +155,7 @@ class NumpyEnv:
         self.temper_offset = float(params.temper_offset)
         self.fair_threshold = float(params.fair_threshold)
         self.fair_penalty = float(params.fair_penalty)
+        self.fair_scope = params.fair_scope  # the popular share p: this slate's, or the session's so far
         self.K = params.slate_size
         self.W = params.obs_window
         self.H = params.history_len
@@ -202,9 +203,13 @@ class NumpyEnv:
             fb += self.noise_std * self.rng.standard_normal(slate.shape[0], dtype=np.float32)
         np.clip(fb, 0.0, 1.0, out=fb)
         reward = float(fb.mean())
+        slate_popular = int(np.count_nonzero(self.popular[slate]))
         s.n_shown += slate.shape[0]
-        s.n_popular += int(np.count_nonzero(self.popular[slate]))
-        p_u = s.n_popular / max(s.n_shown, 1)
+        s.n_popular += slate_popular
+        if self.fair_scope == "slate":
+            p_u = slate_popular / slate.shape[0]
+        else:
+            p_u = s.n_popular / max(s.n_shown, 1)
         s.temper += min(max(reward - self.temper_offset, -2.0), 0.0)
         if abs(2.0 * p_u - 1.0) >= self.fair_threshold:
             s.temper -= self.fair_penalty

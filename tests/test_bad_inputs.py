@@ -294,3 +294,75 @@ def test_plots_need_no_extra_install():
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"), "rb") as fh:
         deps = tomllib.load(fh)["project"]["dependencies"]
     assert any(d.replace(" ", "").startswith("matplotlib") for d in deps)
+
+
+# ==========================================================================================
+# Issue 29 (cache, memory, small inputs): each bad input with its case; keep this block last.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# PUREREC_HOST_DEVICES is read before the CLI (and JAX) start: one line, exit code 2.
+HOST_DEVICES_CASES = ["abc", "0", "-3", "2.5"]
+
+
+@pytest.mark.parametrize("value", HOST_DEVICES_CASES)
+def test_host_devices_variable_is_one_line(value):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PUREREC_HOST_DEVICES"] = value
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--reference"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith(f"error: PUREREC_HOST_DEVICES = '{value}' is invalid") and ">= 1" in err[0]
+
+
+# Worlds too big for the available memory (16 GiB here): refused at once, naming the fields.
+MEMORY_CASES = [
+    (["--world.n-users", "2000000", "--world.n-items", "100"], "world.n_test_items"),  # 2M x 3,327 logged
+    (["--world.n-users", "5000000", "--world.n-items", "5000000"], "world.n_items"),
+]
+
+
+@pytest.mark.parametrize("argv,says", MEMORY_CASES, ids=["2Mx100", "5Mx5M"])
+def test_world_beyond_the_memory(tmp_path, capsys, monkeypatch, argv, says):
+    from purerec import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 << 30)
+    before = snapshot(tmp_path)
+    assert main(["--reference", *argv, "--world.cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would need about" in err[0] and "world.n_users" in err[0] and says in err[0], err
+    assert snapshot(tmp_path) == before
+
+
+# csv-world timestamps: ISO 8601 with a UTC offset is converted to UTC without any NumPy warning;
+# a malformed offset names the file, line and column. (second row's value, UTC seconds or message)
+TIMESTAMP_CASES = [
+    ("2024-01-01T10:00:00+02:00", 1704096000.0),
+    ("2024-01-01 09:00:00Z", 1704099600.0),
+    ("2024-01-01T10:00:00-0530", 1704123000.0),
+    ("2024-01-01T10:00:00.250+01:00", 1704099600.25),
+    ("2024-01-01T10:00:00+2", "line 3, column 'timestamp'"),
+    ("2024-01-01T10:00:00+02:00junk", "line 3, column 'timestamp'"),
+]
+
+
+@pytest.mark.parametrize("value,want", TIMESTAMP_CASES, ids=[f"ts{i}" for i in range(len(TIMESTAMP_CASES))])
+def test_timestamp_with_an_offset(tmp_path, value, want):
+    import warnings
+
+    from purerec.loaders.user_csv import read_logs
+
+    path = tmp_path / "interactions.csv"
+    path.write_text(f"user_id,item_id,feedback,timestamp\nu1,i1,0.5,2024-01-01T00:00:00+00:00\nu2,i2,0.5,{value}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if isinstance(want, str):
+            with pytest.raises(DataFormatError) as ei:
+                read_logs(str(path))
+            assert str(path) in str(ei.value) and want in str(ei.value), str(ei.value)
+        else:
+            logs = read_logs(str(path))
+            assert logs.time.tolist() == [1704067200.0, want]

@@ -17,7 +17,7 @@ from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 
 from purerec import env as penv  # noqa: E402
-from purerec.gym_adapter import PurerecVectorEnv  # noqa: E402
+from purerec.gym_adapter import PurerecVectorEnv, SlateSpace, seed_key  # noqa: E402
 
 B = 6
 
@@ -66,12 +66,13 @@ def test_spaces_and_metadata(venv, small_params):
     assert so["feedback"].shape == (w,) and so["feedback"].low.min() == 0 and so["feedback"].high.max() == 1
     assert so["valid"] == gym.spaces.MultiBinary(w)
     assert so["t"] == gym.spaces.Discrete(small_params.max_len + 1)
-    assert venv.single_action_space == gym.spaces.MultiDiscrete([n] * k)
+    assert venv.single_action_space == SlateSpace(n, k)
+    assert venv.single_action_space.shape == (k,) and venv.single_action_space.dtype == np.int64
     assert venv.observation_space == gym.vector.utils.batch_space(so, B)
-    assert venv.action_space == gym.vector.utils.batch_space(venv.single_action_space, B)
+    assert venv.action_space == gym.vector.utils.batch_space(venv.single_action_space, B) == SlateSpace(n, k, (B,))
     assert venv.observation_space["items"].shape == (B, w)
     assert venv.observation_space["t"].shape == (B,)
-    assert venv.action_space.shape == (B, k)
+    assert venv.action_space.shape == (B, k) and venv.action_space.dtype == np.int64
 
 
 def test_reset_and_step_types(venv):
@@ -386,7 +387,7 @@ def test_normalize_reward_outside_record_statistics(small_params):
             np.testing.assert_array_equal(info["episode"]["r"], info2["purerec_episode"]["r"])
             np.testing.assert_array_equal(info["episode"]["l"], info2["purerec_episode"]["l"])
     assert n_done > 0 and n_after_done > 0  # the comparison covered the steps right after a reset
-    # NormalizeObservation does not apply: it needs a Box observation and next-step autoreset.
+    # NormalizeObservation refuses the default SAME_STEP mode (see test_normalize_observation_next_step).
     with pytest.raises(ValueError, match="autoreset_mode"):
         gym.wrappers.vector.NormalizeObservation(PurerecVectorEnv(small_params, NB))
 
@@ -439,3 +440,410 @@ def test_missing_gymnasium_names_the_fix(monkeypatch):
     monkeypatch.delitem(sys.modules, "purerec.gym_adapter")
     with pytest.raises(ImportError, match=r"pip install purerec\[gym\]"):
         importlib.import_module("purerec.gym_adapter")
+
+
+# -- the slate space ----------------------------------------------------------------------------
+
+def test_slate_space_contains_and_sample():
+    sp = SlateSpace(6, 3, seed=0)
+    assert sp.shape == (3,) and sp.dtype == np.int64 and sp.is_np_flattenable
+    assert sp.contains(np.array([5, 0, 2])) and [1, 2, 3] in sp
+    assert np.array([1, 2, 3], np.int32) in sp  # any integer dtype
+    for bad in (np.array([1, 1, 2]), np.array([0, 2, 0]), np.array([0, 1, 6]), np.array([-1, 1, 2]),
+                np.array([0, 1]), np.array([[0, 1, 2]]), np.array([0.0, 1.0, 2.0]), np.array([True, False, True]),
+                "abc", None):
+        assert bad not in sp, bad
+    batched = SlateSpace(6, 3, (4,))
+    ok = np.array([[0, 1, 2], [5, 4, 3], [2, 0, 1], [1, 3, 5]])
+    assert ok in batched
+    rep = ok.copy()
+    rep[2, 2] = 2  # one slate of four repeats an item
+    assert rep not in batched and ok[0] not in batched
+    for s in [sp.sample() for _ in range(200)] + [batched.sample() for _ in range(50)]:
+        assert s.dtype == np.int64 and (s in sp or s in batched)
+        assert (np.sort(s, -1)[..., 1:] != np.sort(s, -1)[..., :-1]).all()
+
+
+def test_slate_space_sample_is_uniform_over_ordered_slates():
+    """I = 4, K = 2: 12 ordered slates, each drawn with probability 1/12 (6,000 draws: 500 +- 21.5)."""
+    sp = SlateSpace(4, 2, (6000,), seed=1)
+    s = sp.sample()
+    counts = np.zeros((4, 4), int)
+    np.add.at(counts, (s[:, 0], s[:, 1]), 1)
+    assert np.trace(counts) == 0  # never an item twice
+    off = counts[~np.eye(4, dtype=bool)]
+    assert off.sum() == 6000 and off.min() > 500 - 5 * 21.5 and off.max() < 500 + 5 * 21.5, counts
+
+
+def test_slate_space_seeding_reproducible():
+    a, b = SlateSpace(150, 10, (8,)), SlateSpace(150, 10, (8,))
+    assert a.seed(42) == b.seed(42)
+    draws = [a.sample() for _ in range(5)]
+    assert all(np.array_equal(x, b.sample()) for x in draws)
+    a.seed(42)
+    assert np.array_equal(a.sample(), draws[0])
+    a.seed(43)
+    assert not np.array_equal(a.sample(), draws[0])
+    # Seeded at construction too; the batched copy (batch_space) carries a copy of the generator.
+    assert np.array_equal(SlateSpace(150, 10, seed=7).sample(), SlateSpace(150, 10, seed=7).sample())
+    single = SlateSpace(150, 10, seed=7)
+    bs = gym.vector.utils.batch_space(single, 3)
+    assert bs == SlateSpace(150, 10, (3,)) and bs.shape == (3, 10) and bs.dtype == np.int64
+    assert np.array_equal(bs.sample()[0], SlateSpace(150, 10, seed=7).sample())
+
+
+def test_slate_space_mask_and_probability():
+    sp = SlateSpace(10, 3, (500,), seed=3)
+    mask = np.zeros(10, np.int8)
+    mask[[1, 4, 7, 8]] = 1
+    s = sp.sample(mask=mask)
+    assert s in sp and set(np.unique(s)) == {1, 4, 7, 8}
+    prob = np.zeros(10)
+    prob[[0, 2, 9]] = [0.7, 0.2, 0.1]
+    s = sp.sample(probability=prob)
+    assert s in sp and set(np.unique(s)) == {0, 2, 9}
+    # Plackett-Luce: item 0 comes first with probability 0.7 (500 draws: 350 +- 10.2).
+    assert abs((s[:, 0] == 0).sum() - 350) < 5 * 10.3
+    with pytest.raises(ValueError, match="fewer than slate_size"):
+        sp.sample(mask=np.eye(10, dtype=np.int8)[0] + np.eye(10, dtype=np.int8)[1])
+    with pytest.raises(ValueError, match="shape"):
+        sp.sample(mask=np.ones(9, np.int8))
+    with pytest.raises(ValueError, match="not both"):
+        sp.sample(mask=np.ones(10, np.int8), probability=np.full(10, 0.1))
+    with pytest.raises(ValueError, match="sum to 1"):
+        sp.sample(probability=np.ones(10))
+
+
+def test_slate_space_vector_utils_and_flatten():
+    single = SlateSpace(5, 2)
+    batched = gym.vector.utils.batch_space(single, 3)
+    x = np.array([[0, 4], [3, 1], [2, 0]])
+    rows = list(gym.vector.utils.iterate(batched, x))
+    assert len(rows) == 3 and all(r in single for r in rows)
+    out = gym.vector.utils.create_empty_array(single, 3)
+    assert out.shape == (3, 2) and out.dtype == np.int64
+    np.testing.assert_array_equal(gym.vector.utils.concatenate(single, rows, out), x)
+    with pytest.raises(TypeError):
+        gym.vector.utils.iterate(single, x[0])
+    # Flattening one-hot encodes each position, as MultiDiscrete([5, 5]) does: by hand for [3, 1].
+    flat = gym.spaces.flatten(single, np.array([3, 1]))
+    np.testing.assert_array_equal(flat, [0, 0, 0, 1, 0, 0, 1, 0, 0, 0])
+    assert gym.spaces.flatdim(single) == 10 and gym.spaces.flatten_space(single).shape == (10,)
+    np.testing.assert_array_equal(gym.spaces.unflatten(single, flat), [3, 1])
+    assert gym.spaces.flatten_space(batched).shape == (30,)
+    assert single.to_jsonable(rows) == [[0, 4], [3, 1], [2, 0]]
+    assert all(np.array_equal(a, b) for a, b in zip(single.from_jsonable([[0, 4], [3, 1]]), rows[:2]))
+    with pytest.raises(ValueError, match="at most n_items"):
+        SlateSpace(5, 6)
+    with pytest.raises(ValueError, match="n_items"):
+        SlateSpace(0, 1)
+
+
+def test_a_thousand_sampled_actions_step(small_params):
+    """action_space.sample() is always a valid action: 1000 sampled batches step without error."""
+    for mode in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+        env = PurerecVectorEnv(small_params, 4, autoreset_mode=mode)
+        env.action_space.seed(5)
+        env.reset(seed=5)
+        n_done = 0
+        for _ in range(1000):
+            a = env.action_space.sample()
+            assert a.shape == (4, env.slate_size) and a.dtype == np.int64
+            _, _, te, tr, _ = env.step(a)
+            n_done += int((te | tr).sum())
+        assert n_done > 20  # the sessions ran through many auto-resets
+        # The single space's samples are one env's action.
+        one = env.single_action_space.sample()
+        assert one in env.single_action_space
+        assert np.stack([one] * 4) in env.action_space  # distinct within a slate, not across sessions
+
+
+class _OneSession(gym.Env):
+    """Session 0 of a one-session adapter as a ``gym.Env``, so that Gymnasium's ``check_env`` (single
+    envs only) checks the single spaces, ``single_action_space.sample()`` and seeding."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, params):
+        self.venv = PurerecVectorEnv(params, 1, autoreset_mode=AutoresetMode.NEXT_STEP)
+        self.observation_space = self.venv.single_observation_space
+        self.action_space = self.venv.single_action_space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        obs, _ = self.venv.reset(seed=seed)
+        return {k: v[0] for k, v in obs.items()}, {}
+
+    def step(self, action):
+        obs, r, te, tr, _ = self.venv.step(np.asarray(action)[None])
+        return {k: v[0] for k, v in obs.items()}, float(r[0]), bool(te[0]), bool(tr[0]), {}
+
+
+def test_gymnasium_env_checker(small_params, recwarn):
+    """gymnasium.utils.env_checker.check_env on one session (it accepts only gym.Env), and the
+    checks of the same module that apply to a VectorEnv, in both autoreset modes."""
+    from gymnasium.utils import env_checker as ec
+    from gymnasium.utils import passive_env_checker as pc
+
+    ec.check_env(_OneSession(small_params), skip_render_check=True, skip_close_check=True)
+    for mode in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+        env = PurerecVectorEnv(small_params, 1, autoreset_mode=mode)
+        pc.check_action_space(env.action_space)
+        pc.check_observation_space(env.observation_space)
+        ec.check_reset_return_type(env)
+        ec.check_reset_seed_determinism(env)
+        ec.check_reset_options(env)
+        ec.check_returned_data_not_reused(env)
+        pc.env_reset_passive_checker(env)
+    assert [str(w.message) for w in recwarn.list if "gymnasium" in str(w.filename)] == []
+
+
+# -- autoreset modes ------------------------------------------------------------------------------
+
+FIELDS = ("items", "feedback", "valid", "t")
+
+
+def _rows(mask, x):
+    return mask.reshape((-1,) + (1,) * (np.ndim(x) - 1))
+
+
+def test_autoreset_mode_argument(small_params):
+    assert PurerecVectorEnv(small_params, 2).metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    for given in ("next_step", "NEXT_STEP", "NextStep", AutoresetMode.NEXT_STEP):
+        env = PurerecVectorEnv(small_params, 2, autoreset_mode=given)
+        assert env.metadata["autoreset_mode"] is env.autoreset_mode is AutoresetMode.NEXT_STEP
+    assert PurerecVectorEnv.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP  # the class default stays
+    for bad in (AutoresetMode.DISABLED, "later", 1):
+        with pytest.raises(ValueError, match="autoreset_mode"):
+            PurerecVectorEnv(small_params, 2, autoreset_mode=bad)
+
+
+def test_next_step_convention_matches_pure_env(small_params):
+    """NEXT_STEP against the pure env driven with the same keys: the ending step returns the final
+    observation; the next call ignores that session's action (a repeated item is not rejected) and
+    returns the auto-reset's first observation with reward 0 and no termination."""
+    seed, n_items, k_size = 13, small_params.world.n_items, small_params.slate_size
+    env = PurerecVectorEnv(small_params, NB, autoreset_mode=AutoresetMode.NEXT_STEP)
+    obs, _ = env.reset(seed=seed)
+    key = jax.random.key(seed)
+    key, k = jax.random.split(key)
+    p_obs, state = penv.batch_reset(k, small_params, NB)
+    for f in FIELDS:
+        np.testing.assert_array_equal(obs[f], np.asarray(getattr(p_obs, f)).astype(obs[f].dtype))
+    first = {f: np.asarray(getattr(p_obs, f)) for f in FIELDS}
+    pending = np.zeros(NB, bool)
+    rng = np.random.default_rng(14)
+    n_end = n_held = 0
+    for _ in range(3 * small_params.max_len):
+        a = _slates(rng, NB, n_items, k_size)
+        sent = a.copy()
+        sent[pending] = 0  # ignored: an invalid slate where the session is being reset
+        obs, r, te, tr, info = env.step(sent)
+        key, k = jax.random.split(key)
+        o2, s2, pr, pte, ptr, pinfo = _pure_batch_step(k, state, a, small_params)
+        pr, pte, ptr = np.asarray(pr, np.float64), np.asarray(pte), np.asarray(ptr)
+        ended = (pte | ptr) & ~pending
+        for f in FIELDS:
+            last, nxt = np.asarray(getattr(pinfo["last_obs"], f)), np.asarray(getattr(o2, f))
+            want = np.where(_rows(pending, last), first[f], np.where(_rows(ended, last), last, nxt))
+            np.testing.assert_array_equal(obs[f], want.astype(obs[f].dtype), err_msg=f)
+        np.testing.assert_array_equal(r, np.where(pending, 0.0, pr))
+        np.testing.assert_array_equal(te, pte & ~pending)
+        np.testing.assert_array_equal(tr, ptr & ~pending)
+        np.testing.assert_array_equal(info["true_reward"], np.where(pending, 0, np.asarray(pinfo["true_reward"])))
+        np.testing.assert_array_equal(info["feedback"][pending], 0)
+        assert "final_obs" not in info and "final_info" not in info
+        np.testing.assert_array_equal(obs["t"][pending], 0)
+        if ended.any():
+            np.testing.assert_array_equal(info["_purerec_episode"], ended)
+            np.testing.assert_array_equal(info["purerec_episode"]["l"][ended], obs["t"][ended])
+        n_end += int(ended.sum())
+        n_held += int(pending.sum())
+        state = jax.tree.map(lambda old, new: np.where(_rows(pending, old), old, new), state, s2)
+        first = {f: np.asarray(getattr(o2, f)) for f in FIELDS}
+        pending = ended
+    assert n_end > 5 and n_held > 5
+
+
+def test_modes_agree_until_each_session_ends(small_params):
+    """Same seed and actions: SAME_STEP and NEXT_STEP agree on each session up to its first end;
+    NEXT_STEP's ending observation is SAME_STEP's final_obs, and its reset step returns the first
+    observation SAME_STEP returned at the end."""
+    same = PurerecVectorEnv(small_params, NB, seed=4)
+    nxt = PurerecVectorEnv(small_params, NB, seed=4, autoreset_mode=AutoresetMode.NEXT_STEP)
+    o_s, _ = same.reset()
+    o_n, _ = nxt.reset()
+    assert data_equivalence(o_s, o_n, exact=True)
+    live = np.ones(NB, bool)  # sessions that have not ended yet
+    first_of_next = {}
+    for a in _actions(same, 2 * small_params.max_len, seed=5):
+        o_s, r_s, te_s, tr_s, i_s = same.step(a)
+        o_n, r_n, te_n, tr_n, i_n = nxt.step(a)
+        for j in np.flatnonzero(live):
+            assert r_s[j] == r_n[j] and te_s[j] == te_n[j] and tr_s[j] == tr_n[j]
+            if te_s[j] or tr_s[j]:
+                assert data_equivalence({f: o_n[f][j] for f in FIELDS}, i_s["final_obs"][j], exact=True)
+                first_of_next[j] = {f: o_s[f][j] for f in FIELDS}
+            else:
+                assert all(np.array_equal(o_s[f][j], o_n[f][j]) for f in FIELDS)
+        for j in [j for j in first_of_next if not live[j]]:  # the reset step after the end
+            want = first_of_next.pop(j)
+            assert r_n[j] == 0 and all(np.array_equal(o_n[f][j], want[f]) for f in FIELDS)
+        live &= ~(te_s | tr_s)
+    assert live.sum() < NB // 2 and not first_of_next
+
+
+def test_next_step_reset_mask_clears_pending(small_params):
+    env = PurerecVectorEnv(small_params, NB, seed=3, autoreset_mode="next_step")
+    env.reset()
+    rng = np.random.default_rng(0)
+    while True:
+        _, _, te, tr, _ = env.step(_slates(rng, NB, env.n_items, env.slate_size))
+        if (te | tr).any():
+            break
+    done = te | tr
+    env.reset(options={"reset_mask": done})  # a fresh session now: the next step steps it
+    obs, r, te, tr, info = env.step(_slates(rng, NB, env.n_items, env.slate_size))
+    np.testing.assert_array_equal(obs["t"][done & ~(te | tr)], 1)
+    assert (info["true_reward"][done] > 0).all()
+
+
+def test_flatten_observation_next_step(small_params):
+    """Gymnasium's vector FlattenObservation wraps the NEXT_STEP adapter (and refuses SAME_STEP):
+    its observations equal gymnasium.spaces.flatten of each session's dict observation, and a
+    hand-flattened one (keys sorted: feedback, items one-hot, t one-hot, valid)."""
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        gym.wrappers.vector.FlattenObservation(PurerecVectorEnv(small_params, NB))
+    env = gym.wrappers.vector.FlattenObservation(PurerecVectorEnv(small_params, NB, autoreset_mode="next_step"))
+    twin = PurerecVectorEnv(small_params, NB, autoreset_mode="next_step")
+    single = twin.single_observation_space
+    n_items, w, n_t = small_params.world.n_items, small_params.obs_window, small_params.max_len + 1
+    assert env.single_observation_space.shape == (w + w * n_items + n_t + w,)
+
+    def check(flat, obs):
+        assert env.observation_space.contains(flat)
+        per = list(gym.vector.utils.iterate(twin.observation_space, obs))
+        np.testing.assert_array_equal(flat, np.stack([gym.spaces.flatten(single, o) for o in per]))
+        for j in (0, NB - 1):
+            o = per[j]
+            hand = np.concatenate([o["feedback"], np.eye(n_items)[o["items"]].ravel(), np.eye(n_t)[o["t"]],
+                                   o["valid"]])
+            np.testing.assert_allclose(flat[j], hand, rtol=1e-7)
+
+    flat, _ = env.reset(seed=3)
+    obs, _ = twin.reset(seed=3)
+    check(flat, obs)
+    n_done = 0
+    for a in _actions(twin, 2 * small_params.max_len, seed=4):
+        flat, r, te, tr, _ = env.step(a)
+        obs, r2, te2, tr2, _ = twin.step(a)
+        check(flat, obs)
+        np.testing.assert_array_equal(r, r2)
+        n_done += int((te | tr).sum())
+    assert n_done > 0
+
+
+def test_normalize_observation_next_step(small_params):
+    """NormalizeObservation(FlattenObservation(adapter)) in NEXT_STEP mode: each observation is
+    (x - mean) / sqrt(var + 1e-8) with the mean and variance of every flattened observation so far
+    (reset included), pooled in NumPy with the running statistic's prior (mean 0, var 1, count 1e-4)."""
+    env = gym.wrappers.vector.NormalizeObservation(gym.wrappers.vector.FlattenObservation(
+        PurerecVectorEnv(small_params, NB, autoreset_mode=AutoresetMode.NEXT_STEP)))
+    twin = gym.wrappers.vector.FlattenObservation(PurerecVectorEnv(small_params, NB, autoreset_mode="next_step"))
+    seen = []
+
+    def expected(raw):
+        seen.append(raw)
+        x = np.concatenate(seen)
+        n, c0 = len(x), 1e-4
+        mean = n * x.mean(0) / (n + c0)
+        var = (c0 * 1.0 + n * x.var(0) + x.mean(0) ** 2 * c0 * n / (n + c0)) / (n + c0)
+        return (raw - mean) / np.sqrt(var + 1e-8)
+
+    norm, _ = env.reset(seed=8)
+    raw, _ = twin.reset(seed=8)
+    np.testing.assert_allclose(norm, expected(raw), rtol=1e-5, atol=1e-6)
+    for a in _actions(twin.unwrapped, 12, seed=9):
+        norm, *_ = env.step(a)
+        raw, *_ = twin.step(a)
+        np.testing.assert_allclose(norm, expected(raw), rtol=1e-5, atol=1e-6)
+    assert np.abs(norm).max() > 1.0 and not np.allclose(norm, raw)
+
+
+def test_record_episode_statistics_next_step(small_params):
+    """RecordEpisodeStatistics over the NEXT_STEP adapter: its r/l equal purerec_episode's and a
+    count by hand that skips the reset steps (reward 0, not part of any session)."""
+    env = gym.wrappers.vector.RecordEpisodeStatistics(
+        PurerecVectorEnv(small_params, NB, autoreset_mode=AutoresetMode.NEXT_STEP), buffer_length=1000)
+    env.reset(seed=17)
+    rng = np.random.default_rng(18)
+    ret, length = np.zeros(NB), np.zeros(NB, np.int64)
+    pending = np.zeros(NB, bool)
+    ended = 0
+    for _ in range(3 * small_params.max_len):
+        obs, r, te, tr, info = env.step(_slates(rng, NB, env.unwrapped.n_items, env.unwrapped.slate_size))
+        assert (r[pending] == 0).all()
+        ret[pending], length[pending] = 0.0, 0
+        ret[~pending] += r[~pending]
+        length[~pending] += 1
+        done = te | tr
+        if done.any():
+            ep, ours = info["episode"], info["purerec_episode"]
+            np.testing.assert_array_equal(info["_episode"], done)
+            np.testing.assert_array_equal(ep["l"], np.where(done, length, 0))
+            np.testing.assert_array_equal(ep["l"], ours["l"])
+            np.testing.assert_array_equal(ep["l"][done], obs["t"][done])  # the final observation's t
+            np.testing.assert_array_equal(ep["r"], np.where(done, ret, 0.0))
+            np.testing.assert_array_equal(ep["r"], ours["r"])
+            ended += int(done.sum())
+        pending = done
+    assert ended > 5 and env.episode_count == ended
+
+
+# -- seeds and config checks ---------------------------------------------------------------------
+
+def test_any_nonnegative_int_seed(small_params):
+    """Seeds below 2**32 keep jax.random.key's numbers; larger ones (Gymnasium allows any int) fold
+    their higher 32-bit words in, where jax.random.key would wrap (2**32 -> 0) or overflow (2**64)."""
+    kd = jax.random.key_data
+    np.testing.assert_array_equal(kd(seed_key(5)), kd(jax.random.key(5)))
+    np.testing.assert_array_equal(kd(seed_key(2**32 - 1)), kd(jax.random.key(2**32 - 1)))
+    np.testing.assert_array_equal(kd(seed_key(2**32 + 7)), kd(jax.random.fold_in(jax.random.key(7), 1)))
+    np.testing.assert_array_equal(kd(seed_key(2**64)),
+                                  kd(jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 1)))
+    keys = {tuple(np.asarray(kd(seed_key(s))).tolist()) for s in (0, 2**32, 2**64, 2**64 + 1, 2**96, 2**200 + 3)}
+    assert len(keys) == 6
+    env = PurerecVectorEnv(small_params, 2, seed=2**70)
+    a = [np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]] * 2)]
+    run1 = _rollout(env, 2**64, a)
+    run2 = _rollout(PurerecVectorEnv(small_params, 2), 2**64, a)
+    assert data_equivalence(run1, run2, exact=True)
+    assert not data_equivalence(_rollout(env, 2**64 + 1, a), run1, exact=True)
+    assert not data_equivalence(_rollout(env, 0, a), run1, exact=True)
+    for bad in (-1, 2.5, "7", True):
+        with pytest.raises(ValueError, match="non-negative int"):
+            env.reset(seed=bad)
+
+
+def test_from_config_validates(monkeypatch, small_cfg, small_worlds):
+    """A slate larger than the world is refused with purerec's ConfigError naming env.slate_size:
+    by the config's own bounds, by the loaded worlds (a data set sets its size) and by the
+    constructor."""
+    import purerec.datasets
+    from purerec.config import ConfigError, WorldConfig
+
+    monkeypatch.setattr(purerec.datasets, "get_worlds", lambda cfg, **kw: small_worlds)
+    too_big = dataclasses.replace(small_cfg, env=dataclasses.replace(small_cfg.env, slate_size=200))
+    with pytest.raises(ConfigError, match=r"env\.slate_size' = 200.*150"):
+        PurerecVectorEnv.from_config(too_big, 2)
+    # The config allows 200 (it says 400 test items) but the loaded test world has 150.
+    big_world = dataclasses.replace(too_big, world=dataclasses.replace(small_cfg.world, n_test_items=400))
+    assert isinstance(big_world.world, WorldConfig)
+    with pytest.raises(ConfigError, match=r"env\.slate_size' = 200.*only 150 items"):
+        PurerecVectorEnv.from_config(big_world, 2, world="train")
+    bad_field = dataclasses.replace(small_cfg, env=dataclasses.replace(small_cfg.env, max_len=0))
+    with pytest.raises(ConfigError, match=r"env\.max_len"):
+        PurerecVectorEnv.from_config(bad_field, 2)
+    params = penv.make_params(small_worlds[1], big_world)
+    with pytest.raises(ConfigError, match=r"env\.slate_size' = 200.*150 items"):
+        PurerecVectorEnv(params, 2)

@@ -5,7 +5,7 @@ td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod; ``--state
 none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on the test world.
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
 ``python train.py report DIR``. Logged data of the train world for other tools:
-``python train.py logs --out DIR [--env FILE] [--seed N]``. Options:
+``python train.py logs --out DIR [--env FILE] [--seed N]``; each sub-command answers ``--help``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
   --resume DIR      continue a killed run from its last checkpoint
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from purerec.config import Config, ConfigError, field_paths
@@ -146,7 +147,7 @@ TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_
 FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]
 
 
-def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None:
+def print_results(cfg: Config, res: dict, reference: dict | None = None, reference_s: float = 0.0) -> None:
     from purerec.agents import describe
 
     name = describe(cfg)["method"]
@@ -162,15 +163,69 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None) -> None
     print(format_table({name: tr["mean"]}, ["Len", "R_each", "R_cum", "AD"], {name: tr["std"]}))
     print("\nPurification fidelity (cosine to the hidden preference via a linear probe; to s* in state space)\n")
     print(format_table({name: res["mean"]}, FIDELITY, {name: res["std"]}))
-    t = res["timings"]
-    print(f"\ncompile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s, total {t['total_s']:.1f}s; "
-          f"results in {res['run_dir']}/results.json")
+    print(f"\n{timing_line(res['timings'], reference_s)}; results in {res['run_dir']}/results.json")
+
+
+def timing_line(t: dict, reference_s: float = 0.0) -> str:
+    """Where a run's wall time went: compile, Stage I, Stage II, checkpoints and the evaluation
+    (with the reference rows when this invocation computed them), and evaluation's share."""
+    total = t["total_s"] + reference_s
+    ev = t.get("eval_s", 0.0) + reference_s
+    stage2 = t["run_s"] - t.get("stage1_s", 0.0)
+    ref = f" (reference rows {reference_s:.1f}s)" if reference_s >= 0.05 else ""
+    return (f"wall {total:.1f}s: compile {t['compile_s']:.1f}s, Stage I {t.get('stage1_s', 0.0):.1f}s, "
+            f"Stage II {stage2:.1f}s, checkpoints {t.get('checkpoint_s', 0.0):.1f}s, evaluation {ev:.1f}s{ref} "
+            f"= {100 * ev / max(total, 1e-9):.0f}% of the wall time")
+
+
+_DIST_USAGE = """Several processes or hosts (see purerec.distributed):
+  --coordinator HOST:PORT --num-processes N --process-id I
+                    start process I of N (process 0 serves HOST:PORT)
+  --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
+  --init-timeout S  stop with an error when the processes have not all met after S seconds (120)"""
+
+SWEEP_USAGE = f"""usage: train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]]
+
+Run every config x seed of the sweep spec FILE (sweeps/*.toml) that has no finished record yet,
+then write DIR/report.md (re-running skips finished runs).
+  FILE              the sweep spec (TOML; see sweeps/ and purerec.sweep)
+  --dry-run         print the plan (groups, runs, runs to do) and run nothing
+  --budget X        scale each run's training budget by X in (0, 10] (default 1)
+  --out DIR         sweep directory (default runs/sweeps/<name>)
+  --reuse DIR[,DIR] copy the finished runs with the same run id from other sweep directories
+  --debug           show the traceback of an error
+{_DIST_USAGE}"""
+
+REPORT_USAGE = """usage: train.py report DIR
+
+Write DIR/report.md (tables) and its plots from the run records of a sweep directory written by
+`train.py sweep`, and print the markdown.
+  DIR               a sweep directory (holding runs/)
+  --debug           show the traceback of an error"""
+
+LOGS_USAGE = """usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]
+
+Export the train world's logged sessions (offline.sessions parallel sessions x env.max_len steps of
+the popularity logging policy) as DIR/logs.npz + DIR/logs.json (the schema).
+  --out DIR         output directory (required)
+  --env FILE        environment spec (default envs/kuairec.toml)
+  --seed N          the logging policy's seed (default 0)
+  --field value     any config override, as for training (`train.py --help-config` lists them)
+  --debug           show the traceback of an error"""
+
+
+def _wants_help(argv: list[str]) -> bool:
+    """``--help`` / ``-h`` anywhere among the options."""
+    return any(a in ("--help", "-h") for a in argv)
 
 
 def sweep_main(cmd: str, argv: list[str]) -> int:
     """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]] [--distributed]`` /
     ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
     have the same run id (the same config) instead of running them again."""
+    if _wants_help(argv):
+        print(SWEEP_USAGE if cmd == "sweep" else REPORT_USAGE)
+        return 0
     flags = {"dry-run": 0, "budget": 1, "out": 1, "reuse": 1, **DIST_FLAGS}
     try:
         opts, overrides, pos = split_args(argv, flags)
@@ -234,6 +289,9 @@ def logs_main(argv: list[str]) -> int:
     ``env.max_len`` steps of the popularity logging policy) as ``DIR/logs.npz`` + ``DIR/logs.json``."""
     from purerec.config import load_config
 
+    if _wants_help(argv):
+        print(LOGS_USAGE)
+        return 0
     try:
         opts, overrides, pos = split_args(argv, {"out": 1, "env": 1, "seed": 1})
         if pos or not opts.get("out"):
@@ -277,7 +335,7 @@ def train_main(argv: list[str]) -> int:
              "log": 1, **DIST_FLAGS}
     opts, overrides, pos = split_args(argv, flags)
     launch = launch_from(opts)
-    if opts.get("help"):
+    if opts.get("help") or "-h" in pos:
         print(__doc__)
         return 0
     if opts.get("help-config"):
@@ -341,7 +399,9 @@ def train_main(argv: list[str]) -> int:
         res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
     else:
         res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"), tensorboard=tensorboard)
-    print_results(cfg, res, run_reference(cfg))
+    t0 = time.perf_counter()
+    reference = run_reference(cfg)  # cached with the world after its first computation
+    print_results(cfg, res, reference, time.perf_counter() - t0)
     if launch:
         from purerec import distributed
 

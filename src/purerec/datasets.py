@@ -4,9 +4,14 @@ Sources: ``synthetic`` (``purerec.synthetic``), ``kuairec`` / ``kuairand`` (the 
 ``purerec.loaders``) and ``csv`` (the user's own logs, ``purerec.loaders.user_csv``).
 
 Worlds are cached as .npz under ``world.cache_dir`` (default ``$PUREREC_CACHE`` or
-``~/.cache/purerec``), keyed by a hash of every field that changes them (and, for real data,
-the data files' sizes and modification times). Writes are atomic, so a killed build never
-leaves a half-written cache entry.
+``~/.cache/purerec``), keyed by a hash of every field that changes them and, for real data, the
+sha256 of the content of each file the loader reads (other files in the data directory are not
+looked at). A file's sha256 is kept in ``file-hashes.json`` in the cache, keyed by its path and
+(size, st_mtime_ns, st_ctime_ns, inode, device), so an unchanged file is not read again; the
+ctime catches a rewrite whose size and mtime were restored (``cp -p``, ``rsync -t``, ``tar x``,
+``os.utime``). Writes are atomic, so a killed build never leaves a half-written cache entry, and
+best-effort: a cache that cannot be written (read-only, full, a path through a file) gives a
+one-line warning and the run carries on without it.
 
 The calibration card (``purerec.calibration``: sizes, density, exposure Gini, popular share,
 Observation 1 in both forms) of real-data worlds (kuairec, kuairand, csv) is stored next to the
@@ -35,14 +40,88 @@ def cache_dir(cfg: Config) -> str:
     return cfg.world.cache_dir or os.environ.get("PUREREC_CACHE") or os.path.expanduser("~/.cache/purerec")
 
 
+HASH_CACHE = "file-hashes.json"
+HASH_CHUNK = 1 << 20
+# A hash is stored only for a file last changed this long before it was hashed: a change within
+# the same file-system timestamp tick as an earlier one (coarse, a few ms) leaves the stat as it
+# was, so such a file is hashed again next time instead.
+RACY_NS = 1_000_000_000
+
+
+def input_files(cfg: Config) -> list[str]:
+    """The data files the configured loader reads, in its order (none for ``synthetic``);
+    ``MissingFileError`` when a required one is missing."""
+    src = cfg.world.source
+    if src == "synthetic":
+        return []
+    if src == "kuairec":
+        from purerec.loaders.kuairec import input_files as files
+    elif src == "kuairand":
+        from purerec.loaders.kuairand import input_files as files
+    else:
+        from purerec.loaders.user_csv import input_files as files
+    return files(cfg.world.data_dir)
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def content_hashes(paths: list[str], cache_path: str) -> list[str]:
+    """sha256 of each file's content. A file whose path and (size, mtime_ns, ctime_ns, inode,
+    device) match an entry of the JSON side cache ``cache_path`` is not read; new hashes are added
+    to it best-effort (an unreadable cache is ignored, an unwritable one warned about)."""
+    try:
+        with open(cache_path) as fh:
+            cache = json.load(fh)
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    out, changed = [], False
+    for p in paths:
+        real = os.path.realpath(p)
+        st = os.stat(real)
+        entry = cache.get(real)
+        if isinstance(entry, dict) and entry.get("stat") == _stamp(st) and isinstance(entry.get("sha256"), str):
+            out.append(entry["sha256"])
+            continue
+        now = time.time_ns()
+        digest = file_sha256(real)
+        out.append(digest)
+        if st.st_ctime_ns < now - RACY_NS:
+            cache[real] = {"stat": _stamp(st), "sha256": digest}
+            changed = True
+    if changed:
+        from purerec.atomic import atomic_write
+
+        try:
+            atomic_write(cache_path, lambda fh: json.dump(cache, fh, indent=1, sort_keys=True))
+        except OSError as e:
+            warn(f"could not store the file-hash cache {cache_path} ({e.strerror or e}); the data files are "
+                 f"hashed again next run")
+    return out
+
+
 def _fingerprint(cfg: Config) -> str:
+    """The worlds' cache key: every world and feedback field and, for real data, the name and
+    content hash of each file the loader reads. Synthetic keys have no file part."""
     w = dataclasses.asdict(cfg.world)
     w.pop("cache_dir")
     payload = {"v": CACHE_VERSION, "world": w, "feedback": dataclasses.asdict(cfg.feedback)}
     if cfg.world.source != "synthetic":
-        files = sorted(os.listdir(cfg.world.data_dir))
-        payload["files"] = [(f, os.path.getsize(os.path.join(cfg.world.data_dir, f)),
-                             int(os.path.getmtime(os.path.join(cfg.world.data_dir, f)))) for f in files]
+        files = input_files(cfg)
+        hashes = content_hashes(files, os.path.join(cache_dir(cfg), HASH_CACHE))
+        payload["files"] = [(os.path.basename(f), h) for f, h in zip(files, hashes)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -59,11 +138,14 @@ def _writable(d: str) -> bool:
 
 
 def build_worlds(cfg: Config) -> tuple[World, World]:
-    """Build without the cache."""
+    """Build without the cache (refused with ``MemoryLimitError`` before allocating when the
+    estimate of ``purerec.memory`` exceeds the available memory)."""
     src = cfg.world.source
     if src == "synthetic":
+        from purerec import memory
         from purerec.synthetic import generate
 
+        memory.check(memory.synthetic_world(cfg.world))
         return generate(cfg.world, cfg.feedback)
     if src == "kuairec":
         from purerec.loaders.kuairec import load_kuairec
@@ -128,10 +210,14 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
         try:
             train, test = load_world(paths[0]), load_world(paths[1])
         except Exception as e:  # a damaged cache entry: set it aside and rebuild
-            for p in paths:
-                if os.path.exists(p):
-                    os.replace(p, p + ".corrupt")
-            warn(f"cached world {paths[0]} could not be read ({type(e).__name__}); set aside as *.corrupt, rebuilding")
+            try:
+                for p in paths:
+                    if os.path.exists(p):
+                        os.replace(p, p + ".corrupt")
+                aside = "set aside as *.corrupt"
+            except OSError:
+                aside = "could not set it aside"
+            warn(f"cached world {paths[0]} could not be read ({type(e).__name__}); {aside}, rebuilding")
         else:
             _card(cfg, train, test, card_path, _writable(d), verbose, fresh=False)
             return train, test

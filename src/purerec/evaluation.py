@@ -104,14 +104,15 @@ def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict:
 
 def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     """Every reference policy's test-protocol row on ``cfg``'s test world. The rows depend only on
-    the world, the dynamics and the protocol, so they are cached next to the worlds."""
+    the world, the dynamics and the protocol, so they are cached next to the worlds (best-effort: a
+    cache that cannot be written is warned about and skipped)."""
     import dataclasses
     import hashlib
     import json
     import os
 
     from purerec.atomic import atomic_write
-    from purerec.datasets import _fingerprint, cache_dir, get_worlds
+    from purerec.datasets import _fingerprint, cache_dir, get_worlds, warn
     from purerec.policies import REFERENCE_POLICIES, REFERENCE_VERSION
 
     key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), dataclasses.asdict(cfg.env),
@@ -126,6 +127,8 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     _, test = get_worlds(cfg, verbose=verbose)
     params = E.make_params(test, cfg)
     rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))
+    try:  # best-effort: an unwritable cache costs the rows' recomputation next time, nothing else
+        atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))
+    except OSError as e:
+        warn(f"could not cache the reference rows in {path} ({e.strerror or e}); carrying on without the cache")
     return rows

@@ -48,11 +48,19 @@ def _predict(x, coef):
     return jnp.concatenate([x, jnp.ones((x.shape[0], 1))], 1) @ coef
 
 
-def fidelity(observer, frozen, key, train_params: E.EnvParams, test_params: E.EnvParams, n_sessions: int = 256):
-    """Probe cosines for s~ and s^ (test world) and state-space cosines to s*."""
+def fidelity(observer, frozen, key, train_params: E.EnvParams, test_params: E.EnvParams, n_sessions: int = 256,
+             pool=None):
+    """Probe cosines for s~ and s^ (test world) and state-space cosines to s*. With a thread
+    ``pool`` (``concurrent.futures``) the two worlds' states (two programs: the worlds' shapes
+    differ) are compiled and computed side by side."""
     k_tr, k_te = jax.random.split(key)
-    so_tr, sh_tr, _, pref_tr, m_tr = _states(observer, frozen, k_tr, train_params, n_sessions)
-    so_te, sh_te, st_te, pref_te, m_te = _states(observer, frozen, k_te, test_params, n_sessions)
+    args = ((observer, frozen, k_tr, train_params, n_sessions), (observer, frozen, k_te, test_params, n_sessions))
+    if pool is None:
+        train_states, test_states = (_states(*a) for a in args)
+    else:
+        train_states, test_states = (f.result() for f in [pool.submit(_states, *a) for a in args])
+    so_tr, sh_tr, _, pref_tr, m_tr = train_states
+    so_te, sh_te, st_te, pref_te, m_te = test_states
     w_tr = m_tr.astype(jnp.float32)
     w_te = m_te.astype(jnp.float32)
     mean = lambda v: jnp.sum(v * w_te) / jnp.maximum(w_te.sum(), 1)

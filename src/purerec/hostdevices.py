@@ -14,6 +14,7 @@ the flag only shapes the CPU platform (there, more shards than devices run vmapp
 from __future__ import annotations
 
 import os
+import sys
 
 from purerec.errors import PurerecError
 
@@ -38,24 +39,30 @@ def host_device_count(environ=None, cores: int | None = None) -> int:
     """How many host devices to ask for: ``PUREREC_HOST_DEVICES`` if set, else one per core
     (at most ``MAX_HOST_DEVICES``) and at least ``MIN_HOST_DEVICES``."""
     environ = os.environ if environ is None else environ
-    value = environ.get(ENV, "").strip()
-    if not value:
+    raw = environ.get(ENV, "").strip()
+    if not raw:
         return max(MIN_HOST_DEVICES, min(core_count() if cores is None else cores, MAX_HOST_DEVICES))
     try:
-        n = int(value)
+        n = int(raw)
     except ValueError:
         n = 0
-    if not 1 <= n <= 256:
-        raise HostDevicesError(f"{ENV}={value!r}: must be an integer in [1, 256] (the number of CPU devices; unset = "
-                               f"one per core, at least {MIN_HOST_DEVICES})")
+    if n < 1:
+        raise HostDevicesError(f"{ENV} = {raw!r} is invalid: a whole number of CPU devices >= 1 (or unset it for one "
+                               f"device per core, at least {MIN_HOST_DEVICES} and up to {MAX_HOST_DEVICES})")
     return n
 
 
 def expose_host_cores() -> None:
-    """Ask for ``host_device_count()`` host devices unless XLA_FLAGS already sets a count."""
+    """Ask for ``host_device_count()`` host devices unless XLA_FLAGS already sets a count. A
+    PUREREC_HOST_DEVICES that is not a whole number >= 1 exits with a one-line error (code 2):
+    this runs before the CLI (and JAX) start."""
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG in flags:
         return
-    n = host_device_count()
+    try:
+        n = host_device_count()
+    except HostDevicesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
     if n > 1:
         os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={n}".strip()

@@ -5,7 +5,9 @@ taken -- exactly the Plackett-Luce law, as Gumbel-top-k would, but with 2K unifo
 instead of one Gumbel variate per item: items are grouped in blocks of ``BLOCK``, a position
 picks a block by its remaining mass and then an item inside it. On a 2-core CPU this is about
 6x faster than Gumbel-top-k over 10,728 items, where random-number generation dominated a
-rollout step.
+rollout step. Slates longer than ``MASK_FROM`` items track the items already taken with a
+mask instead of comparing with the chosen ones: the comparison costs O(K^2 x BLOCK) per slate,
+which made K = 200 about 14x slower (4096 test sessions: 19 s per step on 3,327 items).
 
 ``linear_log_prob_entropy`` is the training-time pair (slate log-likelihood, first-slot entropy)
 for logits linear in a few coefficients (the worker's, eq. 6), with a hand-written gradient: one
@@ -21,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 BLOCK = 128
+MASK_FROM = 32  # slates longer than this track taken items with a mask (see sample_with_log_prob)
 TINY = 1e-30  # floor on an item's unnormalised mass: every item stays reachable, sums stay > 0
 
 
@@ -43,24 +46,33 @@ def sample_with_log_prob(key: jax.Array, logits: jax.Array, k: int) -> tuple[jax
     blocks = jnp.pad(logits, (0, nb * bs - n), constant_values=-jnp.inf).reshape(nb, bs)
     e = jnp.where(real, jnp.maximum(jnp.exp(blocks - jnp.max(blocks)), TINY), 0.0)
     u = jax.random.uniform(key, (k, 2))
+    # Items already taken: small slates compare the block with the chosen items (O(k) per
+    # position), large ones carry the masses with the taken items zeroed (O(1) per position, one
+    # copy of the masses per slate). The same w either way, so the same slates and log-probs.
+    masked = k > MASK_FROM
 
     def position(carry, x):
-        block_mass, chosen = carry
+        block_mass, left, chosen = carry
         j, (u_block, u_item) = x
         cum = jnp.cumsum(block_mass)
         b = jnp.searchsorted(cum, u_block * cum[-1], side="right")
         b = jnp.where(b < nb, b, _last_positive(block_mass))  # guards a rounding overshoot
-        idx = b * bs + jnp.arange(bs)
-        w = jnp.where((idx[:, None] == chosen[None, :]).any(1), 0.0, e[b])
+        if masked:
+            w = left[b]
+        else:
+            idx = b * bs + jnp.arange(bs)
+            w = jnp.where((idx[:, None] == chosen[None, :]).any(1), 0.0, e[b])
         cw = jnp.cumsum(w)
         i = jnp.searchsorted(cw, u_item * cw[-1], side="right")
         i = jnp.where(i < bs, i, _last_positive(w))
         # Recompute the block's remaining mass as a sum of positives: exactly 0 once it is empty.
         block_mass = block_mass.at[b].set(jnp.sum(jnp.where(jnp.arange(bs) == i, 0.0, w)))
-        return (block_mass, chosen.at[j].set(b * bs + i)), jnp.log(w[i]) - jnp.log(cum[-1])
+        if masked:
+            left = left.at[b, i].set(0.0)
+        return (block_mass, left, chosen.at[j].set(b * bs + i)), jnp.log(w[i]) - jnp.log(cum[-1])
 
-    init = (e.sum(1), jnp.full((k,), -1, jnp.int32))
-    (_, chosen), logp = jax.lax.scan(position, init, (jnp.arange(k), (u[:, 0], u[:, 1])))
+    init = (e.sum(1), e if masked else None, jnp.full((k,), -1, jnp.int32))
+    (_, _, chosen), logp = jax.lax.scan(position, init, (jnp.arange(k), (u[:, 0], u[:, 1])))
     return chosen, jnp.sum(logp)
 
 

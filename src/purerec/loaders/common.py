@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purerec import memory
 from purerec.config import WorldConfig
 from purerec.loaders.csvio import DataFormatError, line_of_record
 from purerec.mf import item_embeddings
@@ -173,6 +174,7 @@ def assemble_worlds(train: Interactions, test: Interactions, tags: TagTable,
     tr_users, tr_items = np.unique(train.users), np.unique(train.items)
     te_users, te_items = np.unique(test.users), np.unique(test.items)
     all_items = np.union1d(tr_items, te_items)
+    memory.check(memory.logged_world(len(tr_users), len(all_items), len(te_users), len(te_items), cfg))
 
     # Platform (visible) features from the train logs, over all items.
     lu = np.searchsorted(tr_users, train.users)

@@ -58,10 +58,20 @@ def read_tags(path: str):
     return tag_table(path, "tag", cols["video_id"], cols["tag"], parse_tag)
 
 
+def _files(data_dir: str) -> tuple[list[str], list[str], str]:
+    return (require_glob(data_dir, STANDARD, "KuaiRand-Pure standard-log"),
+            require_glob(data_dir, RANDOM, "KuaiRand-Pure random-log"),
+            require_file(data_dir, FEATURES, "KuaiRand-Pure"))
+
+
+def input_files(data_dir: str) -> list[str]:
+    """The files ``load_kuairand`` reads (``MissingFileError`` when one is missing)."""
+    standard, random, features = _files(data_dir)
+    return [*standard, *random, features]
+
+
 def load_kuairand(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     """(train_world, test_world) from the KuaiRand-Pure files in ``data_dir``."""
-    standard = require_glob(data_dir, STANDARD, "KuaiRand-Pure standard-log")
-    random = require_glob(data_dir, RANDOM, "KuaiRand-Pure random-log")
-    features = require_file(data_dir, FEATURES, "KuaiRand-Pure")
+    standard, random, features = _files(data_dir)
     return assemble_worlds(read_logs(standard), read_logs(random), read_tags(features), cfg,
                            files={"train": ", ".join(standard), "test": ", ".join(random)})

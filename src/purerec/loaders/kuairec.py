@@ -52,13 +52,18 @@ def read_tags(path: str):
     return tag_table(path, "feat", cols["video_id"], cols["feat"], parse_feat)
 
 
+def input_files(data_dir: str) -> list[str]:
+    """The files ``load_kuairec`` reads (``MissingFileError`` when one is missing)."""
+    return [require_file(data_dir, name, "KuaiRec") for name in (BIG, SMALL, CATEGORIES)]
+
+
 def load_kuairec(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     """(train_world, test_world) from the KuaiRec files in ``data_dir``."""
-    paths = [require_file(data_dir, name, "KuaiRec") for name in (BIG, SMALL, CATEGORIES)]
+    paths = input_files(data_dir)
     train = read_matrix(paths[0])
     test = read_matrix(paths[1])
     tags = read_tags(paths[2])
     return assemble_worlds(train, test, tags, cfg, files={"train": paths[0], "test": paths[1]})
 
 
-__all__ = ["load_kuairec", "parse_feat", "read_matrix", "read_tags"]
+__all__ = ["load_kuairec", "input_files", "parse_feat", "read_matrix", "read_tags"]

@@ -11,7 +11,8 @@ columns are ignored; quoted fields are fine):
                feedback = min(watch_ratio, 2) / 2.
                Exactly one of the two columns; every row needs a value (no empty field, no NaN).
   timestamp    optional: a number (e.g. Unix seconds) or an ISO 8601 date / date-time
-               ("2024-05-01" or "2024-05-01 13:45:00"), one form for the whole file. Only the
+               ("2024-05-01", "2024-05-01 13:45:00"; with a UTC offset, "2024-05-01T13:45:00+02:00"
+               or "...Z", converted to UTC; none means UTC), one form for the whole file. Only the
                order matters; it selects the time split below.
 ``unbiased.csv`` (optional) -- logs in the same schema collected without the platform's bias
   (random exposure, or a fully observed block of users x items, like KuaiRand's random log or
@@ -64,6 +65,8 @@ more than 1024 tags. A slate larger than the test world's items is caught when a
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -140,10 +143,11 @@ def _timestamps(path: str, raw: np.ndarray) -> np.ndarray:
         except ValueError:
             pass
     else:
-        ok, form = _parses_date, "an ISO 8601 date or date-time (YYYY-MM-DD[ HH:MM:SS]), like the first row's"
+        ok, form = _parses_date, ("an ISO 8601 date or date-time (YYYY-MM-DD[ HH:MM:SS][+HH:MM]), like the first "
+                                  "row's")
         if all(_iso_like(v) for v in vals):
             try:
-                out = np.asarray(vals, dtype="datetime64[ms]")
+                out = _utc_ms(vals)
                 if not np.isnat(out).any():
                     return out.astype(np.int64).astype(np.float64) / 1000.0
             except ValueError:
@@ -167,11 +171,34 @@ def _iso_like(v: str) -> bool:
     return len(v) >= 10 and v[4] == "-" and v[7] == "-" and v[:4].isdigit()
 
 
+# A date-time's UTC offset: Z or +HH[:MM] / -HH[:MM] after the time (a date alone has none).
+_OFFSET = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:([Zz])|([+-])(\d{2}):?(\d{2})?)$")
+
+
+def _utc_ms(vals: list[str]) -> np.ndarray:
+    """datetime64[ms] in UTC of ISO 8601 strings; a date-time with an offset (Z, +02:00, -0530) is
+    shifted to UTC here (NumPy would warn), one without is read as UTC. ValueError if malformed."""
+    naive, shift = [], np.zeros(len(vals), np.int64)
+    for k, v in enumerate(vals):
+        m = _OFFSET.match(v)
+        if m is None:
+            naive.append(v)
+            continue
+        naive.append(m.group(1))
+        if m.group(3):
+            minutes = int(m.group(4)) * 60 + int(m.group(5) or 0)
+            shift[k] = (minutes if m.group(3) == "+" else -minutes) * 60_000
+    with warnings.catch_warnings():  # other zone forms NumPy still reads (to UTC) would warn
+        warnings.simplefilter("ignore", UserWarning)
+        out = np.asarray(naive, dtype="datetime64[ms]")
+    return out - shift.astype("timedelta64[ms]")
+
+
 def _parses_date(v: str) -> bool:
     if not _iso_like(v):
         return False
     try:
-        return not np.isnat(np.datetime64(v, "ms"))
+        return not np.isnat(_utc_ms([v])[0])
     except ValueError:
         return False
 
@@ -323,6 +350,13 @@ def _user_split(users: np.ndarray, seed: int, path: str) -> np.ndarray:
     return np.isin(users, test_users)
 
 
+def input_files(data_dir: str) -> list[str]:
+    """The files ``load_user_csv`` reads: interactions.csv (``MissingFileError`` when missing) and
+    unbiased.csv / items.csv where present."""
+    path = require_file(data_dir, INTERACTIONS, "csv-world")
+    return [path] + [p for p in (os.path.join(data_dir, UNBIASED), os.path.join(data_dir, ITEMS)) if os.path.isfile(p)]
+
+
 def load_user_csv(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     """(train_world, test_world) from the CSV files in ``data_dir`` (schema in the module docstring)."""
     path = require_file(data_dir, INTERACTIONS, "csv-world")
@@ -357,5 +391,5 @@ def load_user_csv(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     return assemble_worlds(train, test, tags, cfg, files={"train": path, "test": path}, joint=joint)
 
 
-__all__ = ["load_user_csv", "describe_split", "read_logs", "read_items", "IdMap",
+__all__ = ["load_user_csv", "input_files", "describe_split", "read_logs", "read_items", "IdMap",
            "INTERACTIONS", "UNBIASED", "ITEMS"]

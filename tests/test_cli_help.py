@@ -1,0 +1,51 @@
+"""Every sub-command answers ``--help`` (and ``-h``) with its own usage, exit 0, and runs nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from purerec.cli import main
+
+# (argv, the usage line's start, options the usage must name)
+CASES = [
+    (["--help"], "Command line: ``python train.py", ["--env FILE", "--resume DIR", "--reference", "--help-config"]),
+    (["-h"], "Command line: ``python train.py", ["--env FILE", "--resume DIR"]),
+    (["sweep", "--help"], "usage: train.py sweep FILE",
+     ["--dry-run", "--budget X", "--out DIR", "--reuse DIR[,DIR]", "--coordinator", "--distributed"]),
+    (["sweep", "sweeps/x.toml", "--budget", "0.1", "-h"], "usage: train.py sweep FILE", ["--dry-run"]),
+    (["report", "--help"], "usage: train.py report DIR", ["DIR", "runs/"]),
+    (["logs", "--help"], "usage: train.py logs --out DIR", ["--out DIR", "--env FILE", "--seed N", "logs.npz"]),
+    (["logs", "--out", "d", "--help"], "usage: train.py logs --out DIR", ["--seed N"]),
+]
+
+
+@pytest.mark.parametrize("argv,head,names", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_help_prints_usage(argv, head, names, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written: the directory stays empty
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.lstrip().startswith(head), out[:200]
+    for name in names:
+        assert name in out, f"{name!r} missing from the usage of {argv}"
+    assert "error" not in err and "invalid" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sub_command_usages_differ(capsys):
+    """Each sub-command prints its own usage, not the training one."""
+    outs = {}
+    for cmd in ("sweep", "report", "logs"):
+        assert main([cmd, "--help"]) == 0
+        outs[cmd] = capsys.readouterr().out
+    assert len(set(outs.values())) == 3
+    for cmd, out in outs.items():
+        assert f"usage: train.py {cmd}" in out
+        assert "--resume DIR" not in out  # the training options are not theirs
+
+
+def test_usage_errors_still_exit_2(capsys):
+    """Without --help the old usage errors stand (exit 2, one line)."""
+    assert main(["report"]) == 2
+    assert "usage: train.py report DIR" in capsys.readouterr().err
+    assert main(["logs"]) == 2
+    assert "usage: train.py logs --out DIR" in capsys.readouterr().err
