@@ -210,6 +210,7 @@ TWO_DEVICES = textwrap.dedent("""
 # starts: it still gets two host devices, so it computes the very same program.
 ONE_CORE = textwrap.dedent("""
     import dataclasses, json, os, sys
+    os.sched_setaffinity(0, {{{cpu}}})  # pinned to one core before anything starts (as `taskset -c {cpu}`)
     from purerec.hostdevices import core_count, expose_host_cores
     expose_host_cores()
     import jax
@@ -249,12 +250,10 @@ def test_two_device_shards_match_one_device_and_repeat_exactly(tmp_path):
     assert np.isfinite(out["R_cum"])
     assert out["fair_replicas_equal"], out  # the logged Fair is the mean over both shards' sessions
     # One core (as `taskset -c 0` would): the same metrics.jsonl and evaluation, to the last bit.
-    one_core = {min(os.sched_getaffinity(0))}
     env = {k: v for k, v in env.items() if k != "PUREREC_HOST_DEVICES"}
     env["XLA_FLAGS"] = FAST_XLA  # the device count is expose_host_cores()'s
-    proc = subprocess.run([sys.executable, "-c", ONE_CORE.format(root=ROOT, tmp=str(tmp_path), run_cfg=RUN_CFG)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-                          preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    code = ONE_CORE.format(root=ROOT, tmp=str(tmp_path), run_cfg=RUN_CFG, cpu=min(os.sched_getaffinity(0)))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     read = lambda p, f: open(os.path.join(tmp_path, p, f)).read()
     assert read("one_core", "metrics.jsonl") == read("a", "metrics.jsonl")
