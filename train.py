@@ -3,7 +3,7 @@
 
 from purerec.hostdevices import expose_host_cores
 
-expose_host_cores()  # before JAX starts: one CPU device per core (train.session_shards)
+expose_host_cores()  # before JAX starts: one CPU device per core, at least 2 (train.session_shards)
 
 from purerec.compile_cache import enable as enable_compile_cache  # noqa: E402
 

@@ -43,9 +43,10 @@ paper), 3 seeds <= 3.2x one seed, peak RSS <= 2 GB.
     python benchmarks/train_speed.py --json out.json       # also write the results as JSON
 Any other ``--field value`` is passed on as a config override (as in ``train.py``).
 
-Devices: like ``train.py``, each subprocess starts JAX with one CPU device per core
-(``purerec.hostdevices``) and splits each run's sessions over them (``train.session_shards = 0``);
-``--train.session-shards 1`` measures the one-device program instead.
+Devices: like ``train.py``, each subprocess starts JAX with one CPU device per core, at least 2
+(``purerec.hostdevices``), and splits each run's sessions into the default 2 shards, one device
+each (``train.session_shards = 0``); ``--train.session-shards 1`` measures the one-device program
+instead, ``--train.session-shards N`` N shards (another run, with other numbers).
 """
 
 from __future__ import annotations

@@ -737,16 +737,26 @@ class DenoiseConfig:
         _check(1 <= self.bod_hidden <= 4096, f"{p}.bod_hidden", self.bod_hidden, "an integer in [1, 4096]")
 
 
+# What ``train.session_shards = 0`` resolves to (for agents that split their sessions): the shard
+# count every published single-machine figure used (one shard per core of the 2-core machine
+# they were measured on). A constant, so that the same config gives the same numbers on any machine.
+DEFAULT_SESSION_SHARDS = 2
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training run: seeds (one program for all), parallel sessions, budget, chunking and outputs.
 
-    ``session_shards`` splits the parallel sessions of a run over that many devices (data
-    parallelism: each device steps its share of the sessions and takes its share of every PPO
-    minibatch; exposure counts and gradients are summed across devices). It is part of the
-    algorithm's definition (each shard has its own random stream), so a run's numbers repeat for
-    a fixed value; 0 = as many as there are local devices (see ``resolve_session_shards``), and the
-    resolved value is what ``config.json`` records.
+    ``session_shards`` splits the parallel sessions of a run into that many shards (data
+    parallelism: each shard steps its share of the sessions and takes its share of every PPO
+    minibatch; exposure counts and gradients are summed across shards). It is part of the
+    algorithm's definition (each shard has its own random stream), so it belongs to the config,
+    never to the machine: the shards run one per device where there are enough devices and as a
+    vmapped axis on one device where there are not (``purerec.experiment._stage2_programs``).
+    0 (the default) = ``DEFAULT_SESSION_SHARDS`` (2) where they split the batch evenly (else 1),
+    1 for agents that do not split their sessions, and, over several processes, every device of
+    every process (see ``resolve_session_shards``); the resolved value is what ``config.json``
+    records, and a resumed run keeps it.
 
     ``eval_every_chunks`` (0 = only at the end) also evaluates on the test world every that many
     chunks, into the run's ``evals.jsonl``: test-world learning curves, never used for training.
@@ -788,7 +798,7 @@ class TrainConfig:
         _check(self.seed_batching in SEED_BATCHING, f"{p}.seed_batching", self.seed_batching,
                f"one of {SEED_BATCHING} (auto: map on CPU, vmap on accelerators)")
         _check(self.session_shards >= 0, f"{p}.session_shards", self.session_shards,
-               "an integer >= 0 (0 = one shard per local device)")
+               f"an integer >= 0 (0 = {DEFAULT_SESSION_SHARDS} shards where they split the batch evenly)")
         _check(self.target_episodes >= 0, f"{p}.target_episodes", self.target_episodes,
                "an integer >= 0 (0 = run all total_updates)")
         _check(self.stage1_behaviour in STAGE1_BEHAVIOURS, f"{p}.stage1_behaviour", self.stage1_behaviour,
@@ -874,11 +884,13 @@ def shards_fit(cfg: Config, shards: int) -> bool:
     return t.num_envs % shards == 0 and (t.num_envs // shards * t.rollout_len) % cfg.ppo.minibatches == 0
 
 
-def resolve_session_shards(cfg: Config, n_devices: int) -> Config:
-    """``train.session_shards = 0`` -> the most local devices (<= n_devices) that split the batch evenly."""
+def resolve_session_shards(cfg: Config, most: int = DEFAULT_SESSION_SHARDS) -> Config:
+    """``train.session_shards = 0`` -> the most shards (<= ``most``) that split the batch evenly;
+    a set value is kept. Callers pass 1 for agents that do not split their sessions and, over
+    several processes, the global device count (``purerec.experiment.run``)."""
     if cfg.train.session_shards:
         return cfg
-    shards = max(s for s in range(1, n_devices + 1) if shards_fit(cfg, s))
+    shards = max(s for s in range(1, most + 1) if shards_fit(cfg, s))
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, session_shards=shards))
 
 

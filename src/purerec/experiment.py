@@ -7,7 +7,8 @@ error naming the update and the loss, while the last good checkpoint stays on di
 are written in the background while the next chunk computes (Orbax commits each one atomically;
 ``latest_checkpoint`` ignores uncommitted ones), and the loop waits for the last one on any exit.
 With ``train.session_shards`` > 1, ``init`` and the chunks run in a ``shard_map`` over that many
-devices (Stage I and the evaluation stay one-device programs). Launched over several processes
+devices, or vmapped over the shards on one device when there are fewer devices (Stage I and the
+evaluation stay one-device programs). Launched over several processes
 (``purerec.distributed``; ``train.py --distributed``), the shards are every device of every
 process: each process steps its own devices' sessions, process 0 alone reads and writes the run
 directory (config, metrics, checkpoints, results) and hands the others what they need from it.
@@ -42,10 +43,11 @@ from jax.sharding import PartitionSpec as P
 from purerec import distributed as dist
 from purerec.atomic import atomic_write
 from purerec.errors import CheckpointError, PurerecError, RunDirError
-from purerec.config import Config, _apply, resolve_session_shards
+from purerec.config import DEFAULT_SESSION_SHARDS, Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.fidelity import fidelity
+from purerec.hostdevices import FLAG
 from purerec.config import EVAL_ACTIONS
 from purerec.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
 from purerec.agents import describe, spec_of
@@ -294,9 +296,17 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     check_loaded_worlds(cfg, train_w, test_w)
     check_run(cfg, train_w, test_w)  # the memory estimate, before anything is compiled
     if not resume:
-        # 0 = one shard per device, for agents that split sessions; one shard for the others.
-        cfg = resolve_session_shards(cfg, n_dev if spec_of(cfg).session_shards else 1)
+        # 0 = DEFAULT_SESSION_SHARDS for agents that split their sessions (every device over several
+        # processes), one shard for the others: never the machine's device count.
+        most = (n_dev if dist.multi() else DEFAULT_SESSION_SHARDS) if spec_of(cfg).session_shards else 1
+        cfg = resolve_session_shards(cfg, most)
     check_process_shards(cfg, n_dev, log)
+    if n_dev < cfg.train.session_shards:
+        hint = (f"; PUREREC_HOST_DEVICES={cfg.train.session_shards} (or XLA_FLAGS={FLAG}={cfg.train.session_shards}) "
+                f"gives one CPU device per shard, and the very same numbers" if jax.default_backend() == "cpu" else "")
+        log(f"train.session_shards = {cfg.train.session_shards} on {n_dev} device(s): the shards run vmapped on one "
+            f"device (the same shards, random streams and sums; equal to one device per shard up to float "
+            f"rounding){hint}")
     if not resume:
         def new_dir():
             d = run_dir or new_run_dir(cfg)
@@ -318,7 +328,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     k_init = jax.vmap(init_key)(keys)
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns.stage1))
-    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards)
+    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards, n_dev)
     if dist.multi():
         k_init = np.asarray(k_init)  # host values, the same on every process
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
@@ -506,17 +516,16 @@ def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
 
 
 def check_session_shards(cfg: Config) -> int:
-    """The device count (of every process), after checking that ``train.session_shards`` fits on it."""
+    """The device count (of every process). One process runs any shard count (more shards than
+    devices run vmapped on one device); over several processes the shards are the devices, so
+    ``train.session_shards`` must not exceed them."""
     n_dev = jax.device_count()
-    if cfg.train.session_shards > n_dev:
-        hint = (" On a CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count="
-                f"{cfg.train.session_shards} (train.py does this for you: one device per core)."
-                if jax.default_backend() == "cpu" else "")
+    if dist.multi() and cfg.train.session_shards > n_dev:
         from purerec.config import ConfigError
 
         raise ConfigError("train.session_shards", cfg.train.session_shards,
-                          f"at most the {n_dev} {'' if dist.multi() else 'local '}device(s): lower it (0 = one shard per device; a resumed run "
-                          f"keeps its value).{hint}")
+                          f"at most the {n_dev} device(s) of the {jax.process_count()} processes: lower it (0 = every "
+                          f"device; a resumed run keeps its value)")
     return n_dev
 
 
@@ -578,14 +587,23 @@ def _restore_on_main(checkpointer, ckpt_dir: str, target, cfg: Config, log):
     return step, dist.broadcast(state)
 
 
-def _stage2_programs(fns, over_seeds, shards: int):
-    """Jitted (init, chunk) over the seeds, shard_mapped over the session shards when there are
-    several; then the replicated sharding (for the frozen Stage-I products) and a function giving
-    a runner's shardings as ``runner_specs`` says (both None for one shard)."""
+def _stage2_programs(fns, over_seeds, shards: int, n_devices: int | None = None):
+    """Jitted (init, chunk) over the seeds, split over the session shards when there are several;
+    then the replicated sharding (for the frozen Stage-I products) and a function giving a
+    runner's shardings as ``runner_specs`` says (both None when the shards share one device).
+
+    With at least ``shards`` devices (``n_devices``, default all), the shards are a ``shard_map``
+    over the first ``shards`` of them; with fewer (one GPU; a CPU with fewer host devices), they are
+    a ``vmap`` with the same axis name on one device (``_vmapped_shards``): the same shards, random
+    streams and cross-shard sums, the same numbers up to float rounding (XLA's batched kernels sum
+    in another order; on a CPU, ``purerec.hostdevices`` gives one device per default shard)."""
     if shards == 1:
         return jax.jit(over_seeds(fns.init)), jax.jit(over_seeds(fns.chunk)), None, None
-    mesh = Mesh(np.array(jax.devices()[:shards]), (SESSIONS,))
     specs = fns.state_specs()
+    if (jax.device_count() if n_devices is None else n_devices) < shards:
+        vm = lambda f, i, o: jax.jit(_vmapped_shards(over_seeds(f), shards, i, o))
+        return vm(fns.init, (P(), P()), specs), vm(fns.chunk, (specs, P()), (specs, P())), None, None
+    mesh = Mesh(np.array(jax.devices()[:shards]), (SESSIONS,))
     smap = lambda f, i, o: jax.jit(jax.shard_map(over_seeds(f), mesh=mesh, in_specs=i, out_specs=o, check_vma=False))
     init_v = smap(fns.init, (P(), P()), specs)
     chunk_v = smap(fns.chunk, (specs, P()), (specs, P()))
@@ -595,6 +613,37 @@ def _stage2_programs(fns, over_seeds, shards: int):
                             specs, runner, is_leaf=lambda x: isinstance(x, P))
 
     return init_v, chunk_v, NamedSharding(mesh, P()), runner_sharding
+
+
+def _vmapped_shards(fn, shards: int, in_specs, out_specs):
+    """``shard_map(fn, in_specs, out_specs)`` over ``shards`` shards on one device: a ``vmap``
+    named ``SESSIONS`` (``lax.psum`` / ``axis_index`` inside see the same axis). Arrays keep the
+    global shapes of the ``shard_map``: a leaf split along its dimension d (``P(..., SESSIONS)``)
+    is cut into ``shards`` contiguous blocks there; a replicated one (``P()``) is given to every
+    shard and shard 0's copy is returned (they are identical: the shards sum what they share)."""
+    is_spec = lambda x: isinstance(x, P)
+
+    def dim(spec: P) -> int | None:
+        return list(spec).index(SESSIONS) if SESSIONS in tuple(spec) else None
+
+    def split(spec, sub):
+        d = dim(spec)
+        cut = lambda a: jnp.moveaxis(a.reshape(a.shape[:d] + (shards, a.shape[d] // shards) + a.shape[d + 1:]), d, 0)
+        return sub if d is None else jax.tree.map(cut, sub)
+
+    def merge(spec, sub):
+        d = dim(spec)
+        glue = lambda a: (a[0] if d is None else
+                          jnp.moveaxis(a, 0, d).reshape(a.shape[1:d + 1] + (shards * a.shape[d + 1],) + a.shape[d + 2:]))
+        return jax.tree.map(glue, sub)
+
+    def mapped(*args):
+        args = tuple(jax.tree.map(split, i, a, is_leaf=is_spec) for i, a in zip(in_specs, args))
+        axes = tuple(jax.tree.map(lambda s: None if dim(s) is None else 0, i, is_leaf=is_spec) for i in in_specs)
+        out = jax.vmap(fn, in_axes=axes, out_axes=0, axis_name=SESSIONS, axis_size=shards)(*args)
+        return jax.tree.map(merge, out_specs, out, is_leaf=is_spec)
+
+    return mapped
 
 
 def _episodes(metrics_path: str, seeds) -> dict:
