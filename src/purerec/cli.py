@@ -386,10 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     from purerec import interrupts
     from purerec.errors import Interrupted, WriteError
 
+    whole_process = argv is None  # train.py: the process ends with this command
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     with interrupts.handling():
+        one_line = False  # the command stopped with its one line
         try:
             if argv and argv[0] in ("sweep", "report"):
                 code = sweep_main(argv[0], argv[1:])
@@ -401,15 +403,18 @@ def main(argv: list[str] | None = None) -> int:
             return code
         except Interrupted as e:
             print(_interrupted(e, argv), file=sys.stderr)
+            one_line = True
             return interrupts.exit_code(e.signum)
         except KeyboardInterrupt as e:  # no handler here (not the main thread): Ctrl-C as Python raises it
             print(_interrupted(e, argv), file=sys.stderr)
+            one_line = True
             return 130
         except PurerecError as e:
             if debug:
                 raise
             fix = f" (free space or fix permissions, then {_then(argv)})" if isinstance(e, WriteError) else ""
             print(f"error: {e}{fix}", file=sys.stderr)
+            one_line = True
             return 2
         except OSError as e:
             if debug:
@@ -417,7 +422,14 @@ def main(argv: list[str] | None = None) -> int:
             where = f" {e.filename}" if getattr(e, "filename", None) else ""
             print(f"error: file system:{where}: {e.strerror or e} (free space or fix permissions, then "
                   f"{_then(argv)})", file=sys.stderr)
+            one_line = True
             return 2
+        finally:
+            # Background threads' tracebacks (e.g. Orbax's on a full disk): dropped behind an error's
+            # one line, shown otherwise (nothing else explained them) and with --debug.
+            interrupts.release_held(show=debug or not one_line)
+            if one_line and whole_process and not debug:
+                interrupts.quiet_after()
 
 
 if __name__ == "__main__":

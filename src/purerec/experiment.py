@@ -653,13 +653,23 @@ class _NoCheckpointer:
         pass
 
 
-def _os_error(e: BaseException) -> OSError | None:
-    """The OS error behind ``e`` (Orbax re-raises its writer threads' errors wrapped or chained)."""
-    seen = 0
-    while e is not None and seen < 10:
-        if isinstance(e, OSError):
-            return e
-        e, seen = e.__cause__ or e.__context__, seen + 1
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+_TS_FILE = re.compile(r'(?:Failed writing|Error opening|Failed to open|file): "([^"]+)"')
+
+
+def fs_error(e: BaseException) -> tuple[str | None, OSError] | None:
+    """(file, OS error) behind ``e``: an ``OSError`` in its chain, or TensorStore's message (what
+    Orbax's writer threads raise, as ``ValueError``: 'Failed writing: "FILE" ... [os_error_code=28]')."""
+    seen, x = 0, e
+    while x is not None and seen < 10:
+        if isinstance(x, OSError) and not isinstance(x, PurerecError):
+            return x.filename, x
+        m = _TS_ERRNO.search(str(x))
+        if m:
+            code = int(m.group(1))
+            f = _TS_FILE.search(str(x))
+            return (f.group(1) if f else None), OSError(code, os.strerror(code))
+        x, seen = x.__cause__ or x.__context__, seen + 1
     return None
 
 
@@ -669,10 +679,10 @@ def checkpoint_io(fn, path: str):
     try:
         return fn()
     except Exception as e:
-        err = _os_error(e)
-        if err is None or isinstance(err, PurerecError):
+        found = fs_error(e)
+        if found is None:
             raise
-        raise write_error(err.filename or path, err) from None
+        raise write_error(found[0] or path, found[1]) from None
 
 
 def _checkpointer():

@@ -14,7 +14,12 @@ records the signal, and then:
 A signal raised in a place Python cannot propagate it from (a garbage-collector callback or a
 ``__del__``: Python prints "Exception ignored" and goes on) is silenced there and stays recorded:
 the next ``check()`` (or ``main`` at the end) raises it, so an interrupt is never swallowed.
-While an interrupt is under way, exceptions of background threads (Orbax's) print nothing.
+
+Background threads' errors (Orbax's and TensorStore's writer threads, e.g. on a full disk: a
+traceback per thread, "Event loop is closed" ...) are held back while ``handling()`` is active
+(``sys.unraisablehook``, ``threading.excepthook``, ERROR records of the ``absl`` logger from other
+threads): ``release_held(show)`` prints them at the end when the command succeeded (nothing
+explained them) or with ``--debug``, and drops them when the command stops with its one line.
 ``Interrupted`` derives from ``KeyboardInterrupt``, not ``Exception``: no ``except Exception``
 (a checkpoint set aside as damaged, a sweep group recorded as failed) ever catches it.
 
@@ -24,13 +29,16 @@ The state is the process's (signals are): one module-level record, reset by ``ha
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
+import traceback
 
 from purerec.errors import Interrupted
 
-_state = {"signal": None, "deferred": 0}
+_state = {"signal": None, "deferred": 0, "quiet_after": False}
+_held: list[str] = []  # background errors held back (see the module docstring)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -62,42 +70,89 @@ def deferred():
         _state["deferred"] -= 1
 
 
-def _quiet_unraisable(previous):
+def _hold_unraisable(unraisable) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return  # the interrupt stays recorded; check() raises it at the next safe point
+    head = f"Exception ignored in: {unraisable.object!r}\n" if unraisable.object is not None else ""
+    _held.append(head + "".join(traceback.format_exception(unraisable.exc_type, unraisable.exc_value,
+                                                           unraisable.exc_traceback)))
+
+
+def _hold_thread(args) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _held.append(f"Exception in thread {name}:\n"
+                 + "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+
+
+class _HoldThreadErrors(logging.Filter):
+    """ERROR records logged by threads other than the main one (Orbax's writers) are held back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and threading.current_thread() is not threading.main_thread():
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            _held.append(f"{record.levelname}:{record.name}:{text}")
+            return False
+        return True
+
+
+def _drop_background(previous):
     def hook(unraisable):
-        if isinstance(unraisable.exc_value, KeyboardInterrupt) or _state["signal"] is not None:
-            return  # the interrupt stays recorded; check() raises it at the next safe point
+        if threading.current_thread() is not threading.main_thread():
+            return
         previous(unraisable)
     return hook
 
 
-def _quiet_threads(previous):
-    def hook(args):
-        if _state["signal"] is not None:
-            return  # a background thread stopped by the shutdown of an interrupted run
-        previous(args)
-    return hook
+def quiet_after() -> None:
+    """The process is about to exit behind an error's or an interrupt's one line: leaving
+    ``handling()`` keeps background threads' late errors (TensorStore callbacks on a closed event
+    loop after a failed checkpoint write) from printing tracebacks under it."""
+    _state["quiet_after"] = True
+
+
+def release_held(show: bool) -> int:
+    """Print the held background errors (``show``) or drop them; returns how many there were."""
+    n = len(_held)
+    if show:
+        for text in _held:
+            sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    _held.clear()
+    return n
 
 
 @contextlib.contextmanager
 def handling():
-    """Install the handler (main thread only; elsewhere a no-op) and restore what was there."""
+    """Install the handler and the holding hooks (main thread only; elsewhere a no-op) and restore
+    what was there; the caller calls ``release_held`` before leaving."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.getsignal(s) for s in SIGNALS}
     old_unraisable, old_threads = sys.unraisablehook, threading.excepthook
     _state.update(signal=None, deferred=0)
+    _held.clear()
     for s in SIGNALS:
         signal.signal(s, _handler)
-    sys.unraisablehook = _quiet_unraisable(old_unraisable)
-    threading.excepthook = _quiet_threads(old_threads)
+    sys.unraisablehook, threading.excepthook = _hold_unraisable, _hold_thread
+    hold = _HoldThreadErrors()
+    absl = logging.getLogger("absl")
+    absl.addFilter(hold)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        sys.unraisablehook, threading.excepthook = old_unraisable, old_threads
-        _state.update(signal=None, deferred=0)
+        if _state["quiet_after"]:  # the process ends behind its one line: writer threads stay quiet
+            sys.unraisablehook = _drop_background(old_unraisable)
+            threading.excepthook = lambda args: None
+        else:
+            sys.unraisablehook, threading.excepthook = old_unraisable, old_threads
+            absl.removeFilter(hold)
+        _state.update(signal=None, deferred=0, quiet_after=False)
 
 
 def exit_code(signum: int) -> int:
