@@ -148,3 +148,24 @@ def test_sweep_refuses_a_run_directory_and_foreign_files(tmp_path):
     ok = tmp_path / "ok"
     (ok / "runs").mkdir(parents=True)
     check_sweep_dir(str(ok))
+
+
+def test_resume_of_a_finished_run_reruns_nothing_and_keeps_its_results(tmp_path):
+    """Issue 29, item 8: ``--resume`` of a finished run returned new timings over the original
+    ones; now it re-runs nothing and leaves results.json as it was."""
+    import dataclasses
+
+    from conftest import small_config
+    from test_bad_inputs import snapshot
+    from purerec.experiment import run
+
+    d = tmp_path / "done"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(dataclasses.asdict(small_config())))
+    results = {"run_dir": str(d), "updates": 4, "timings": {"compile_s": 12.5, "run_s": 3.25, "total_s": 20.0}}
+    (d / "results.json").write_text(json.dumps(results))
+    before = snapshot(d)
+    logs = []
+    assert run(None, run_dir=str(d), resume=True, progress=False, log=logs.append) == results
+    assert snapshot(d) == before and not (d / LOCK_NAME).exists()
+    assert logs == [f"{d} is finished (4 updates, results.json): nothing to resume; its results are left as they were"]

@@ -4,7 +4,8 @@
 records the signal, and then:
 
 * outside a ``deferred()`` block (world build, reference policies, a sweep's groups) it raises
-  ``Interrupted`` at once, like Ctrl-C's ``KeyboardInterrupt``;
+  ``Interrupted`` at once, like Ctrl-C's ``KeyboardInterrupt`` (once; during an import, where an
+  exception can crash a C extension's initialisation, it asks again 50 ms later);
 * inside one (a run's training loop with its background checkpoints, Stage I, the evaluation)
   it only records the signal; the run calls ``check()`` at its safe points (between chunks,
   between phases, between evaluations) which raises ``Interrupted`` there, after the current chunk
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -37,7 +39,7 @@ import traceback
 
 from purerec.errors import Interrupted
 
-_state = {"signal": None, "deferred": 0, "quiet_after": False}
+_state = {"signal": None, "deferred": 0, "quiet_after": False, "raised": False}
 _held: list[str] = []  # background errors held back (see the module docstring)
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,11 +55,28 @@ def check() -> None:
         raise Interrupted(_state["signal"])
 
 
+def _importing(frame) -> bool:
+    """Whether the main thread is inside an import (a C extension initialising: an exception
+    raised there can crash the interpreter instead of propagating)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame) -> None:
-    first = _state["signal"] is None
-    _state["signal"] = signum if first else _state["signal"]
-    if _state["deferred"] == 0 and first:
-        raise Interrupted(signum)
+    if _state["signal"] is None:
+        _state["signal"] = signum
+    if _state["deferred"] or _state["raised"]:
+        return
+    if _importing(frame):  # ask again once the import is done
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    _state["raised"] = True  # once: a second Ctrl-C does not cut the clean-up short
+    raise Interrupted(_state["signal"])
 
 
 @contextlib.contextmanager
@@ -133,7 +152,7 @@ def handling():
         return
     old = {s: signal.getsignal(s) for s in SIGNALS}
     old_unraisable, old_threads = sys.unraisablehook, threading.excepthook
-    _state.update(signal=None, deferred=0)
+    _state.update(signal=None, deferred=0, raised=False)
     _held.clear()
     for s in SIGNALS:
         signal.signal(s, _handler)
@@ -145,14 +164,29 @@ def handling():
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
+            if h is _early or h is None:  # after main: Python's own behaviour again
+                h = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
+            signal.signal(s, h)
         if _state["quiet_after"]:  # the process ends behind its one line: writer threads stay quiet
             sys.unraisablehook = _drop_background(old_unraisable)
             threading.excepthook = lambda args: None
         else:
             sys.unraisablehook, threading.excepthook = old_unraisable, old_threads
             absl.removeFilter(hold)
-        _state.update(signal=None, deferred=0, quiet_after=False)
+        _state.update(signal=None, deferred=0, quiet_after=False, raised=False)
+
+
+def _early(signum, frame) -> None:
+    os.write(2, f"interrupted ({signal.Signals(signum).name}) while starting; nothing was written\n".encode())
+    os._exit(exit_code(signum))
+
+
+def install_early() -> None:
+    """Before the imports (``train.py``'s first lines): a signal while Python and JAX start up
+    exits at once with one line (nothing is written before ``main`` runs), not a traceback from
+    inside an import. ``handling()`` replaces it."""
+    for s in SIGNALS:
+        signal.signal(s, _early)
 
 
 def exit_code(signum: int) -> int:
