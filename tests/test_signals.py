@@ -347,3 +347,19 @@ def test_background_thread_errors_are_held_behind_an_error_line_and_shown_on_suc
         t.join()
         assert interrupts.release_held(show=True) == 1
     assert "RuntimeError: Event loop is closed" in capsys.readouterr().err
+
+
+def test_a_signal_after_the_last_safe_point_is_not_swallowed(monkeypatch, capsys):
+    """The run finished rc 0 although Ctrl-C was pressed (issue 29): now the exit code says so."""
+    from purerec import cli, interrupts
+
+    def finishing(argv):
+        with interrupts.deferred():  # e.g. while results.json is written: recorded only
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+        return 0
+
+    monkeypatch.setattr(cli, "train_main", finishing)
+    assert cli.main([]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted (SIGTERM) as the command finished; what it printed and wrote is complete"]

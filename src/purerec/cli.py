@@ -399,7 +399,12 @@ def main(argv: list[str] | None = None) -> int:
                 code = logs_main(argv[1:])
             else:
                 code = train_main(argv)
-            interrupts.check()  # a signal that arrived after the last safe point
+            if interrupts.pending() is not None:  # a signal after the last safe point: the work is done
+                name = Interrupted(interrupts.pending()).name
+                print(f"interrupted ({name}) as the command finished; what it printed and wrote is complete",
+                      file=sys.stderr)
+                one_line = True
+                return interrupts.exit_code(interrupts.pending())
             return code
         except Interrupted as e:
             print(_interrupted(e, argv), file=sys.stderr)

@@ -339,8 +339,10 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         held.append(lock.acquire())
         return lock.path
 
-    run_dir = dist.agree(take_lock)
+    with interrupts.deferred():  # a lock is taken whole (or not at all)
+        run_dir = dist.agree(take_lock)
     try:
+        interrupts.check()
         if resume:
             cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
             done = dist.agree(lambda: finished_results(run_dir))
@@ -381,8 +383,9 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         e.run_dir = run_dir if os.path.exists(os.path.join(run_dir, "config.json")) else None
         raise
     finally:
-        for lock in held:
-            lock.release()
+        with interrupts.deferred():
+            for lock in held:
+                lock.release()
 
 
 def finished_results(run_dir: str) -> dict | None:

@@ -382,8 +382,9 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
     try:
         return _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer, held)
     finally:
-        for lock in held:
-            lock.release()
+        with interrupts.deferred():
+            for lock in held:
+                lock.release()
 
 
 def check_sweep_dir(out_dir: str) -> None:
@@ -406,7 +407,9 @@ def _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer,
     from purerec.runlock import DirLock
 
     def prepare() -> dict:  # process 0 reads and writes the sweep directory; the others get its records
-        held.append(DirLock(out_dir, "--out", create=True, log=log).acquire())
+        with interrupts.deferred():  # a lock is taken whole (or not at all)
+            held.append(DirLock(out_dir, "--out", create=True, log=log).acquire())
+        interrupts.check()
         check_sweep_dir(out_dir)
         os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
@@ -429,6 +432,7 @@ def _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer,
         try:
             new = run_group(Group(key=g.key, runs=todo), log=log)
         except Exception as e:  # a failing group is recorded; the sweep goes on
+            interrupts.check()  # ... unless it is an interrupt that library code wrapped in another error
             msg = f"{type(e).__name__}: {e}"
             log(f"  group failed: {msg}")
             new = [{"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": g.key, **_row_of(r.cfg),
