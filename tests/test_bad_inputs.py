@@ -169,7 +169,32 @@ def _cli_cases(tmp):
         (["--coordinator", "h0", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
         (["--coordinator", "h0:1234", "--num-processes", "2", "--process-id", "5"], "--process-id"),
         (["sweep", "sweeps/table2.toml", "--process-id", "1"], "--coordinator"),
+        # ---- run / sweep / logs directories kept apart (issue 29, item 8; helper h3) ----
+        (["sweep", "sweeps/table2.toml", "--out", str(run)], "is a run directory"),
+        (["sweep", "sweeps/table2.toml", "--out", str(gz)], "not a sweep's"),
+        (["--out", _sweep_dir(tmp)], "is a sweep directory"),
+        (["logs", "--out", str(run)], "is a run directory"),
+        (["logs", "--out", _sweep_dir(tmp)], "is a sweep directory"),
+        (["logs", "--out", _old_logs(tmp)], "already holds logs.npz"),
+        # ---- end of h3's block ----
     ]
+
+
+def _sweep_dir(tmp):
+    """A sweep directory (h3's cases)."""
+    d = tmp / "sweep_dir"
+    (d / "runs").mkdir(parents=True, exist_ok=True)
+    (d / "sweep.json").write_text("{}")
+    return str(d)
+
+
+def _old_logs(tmp):
+    """A directory holding earlier logs (h3's cases)."""
+    d = tmp / "old_logs"
+    d.mkdir(exist_ok=True)
+    (d / "logs.npz").write_bytes(b"PK")
+    (d / "logs.json").write_text("{}")
+    return str(d)
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
@@ -366,3 +391,21 @@ def test_timestamp_with_an_offset(tmp_path, value, want):
         else:
             logs = read_logs(str(path))
             assert logs.time.tolist() == [1704067200.0, want]
+
+
+# ------------------------------------------------------------------------------------------
+# what to do after a file-system error, per command (issue 29, item 8; helper h3)
+@pytest.mark.parametrize("argv,then", [(["--reference"], "run the command again"),
+                                       (["--out", "RUN"], "--resume the run")])
+def test_a_write_error_says_what_to_do_for_its_command(tmp_path, capsys, monkeypatch, argv, then):
+    """``--reference`` writes no run: its error never says '--resume the run'."""
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "cache" / "rows.json"))
+
+    monkeypatch.setattr("purerec.datasets.get_worlds", full)
+    monkeypatch.setattr("purerec.experiment.get_worlds", full)
+    argv = [str(tmp_path / "r") if a == "RUN" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rows.json: No space left on device" in err[0] and err[0].endswith(f"then {then})"), err
+    assert ("--resume" in err[0]) == (then == "--resume the run")

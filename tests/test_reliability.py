@@ -111,12 +111,14 @@ def test_resume_with_every_checkpoint_damaged_starts_over_to_the_same_numbers(do
 def test_a_checkpoint_of_another_run_is_refused(done_run, tmp_path):
     cfg, d, _ = done_run
     d2 = _copy(d, tmp_path / "beyond")
+    os.remove(os.path.join(d2, "results.json"))  # not finished: a finished run is not resumed at all
     os.rename(os.path.join(d2, "checkpoints", "4"), os.path.join(d2, "checkpoints", "8"))
     before = snapshot(d2)
     with pytest.raises(CheckpointError, match="update 8"):
         _resume(d2)
     assert snapshot(d2) == before
     d3 = _copy(d, tmp_path / "shapes")  # its config now says one seed: the arrays have another shape
+    os.remove(os.path.join(d3, "results.json"))
     path = os.path.join(d3, "config.json")
     data = json.load(open(path))
     data["train"]["seeds"] = [1]

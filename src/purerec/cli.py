@@ -28,6 +28,7 @@ Any config field can be overridden as ``--section.field value`` or, when the nam
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -302,6 +303,9 @@ def logs_main(argv: list[str]) -> int:
             raise ConfigError("--seed", opts["seed"], "an integer") from None
         env_file = opts.get("env", "envs/kuairec.toml")
         cfg = load_config(env_file, overrides)
+        from purerec.logs import check_out_dir
+
+        check_out_dir(opts["out"])  # before the logs are collected
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -409,35 +413,88 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def _then(argv: list[str]) -> str:
+    """What to do after a file-system error or an interrupt, for this command."""
+    if argv and argv[0] == "sweep":
+        return "run the same command again (finished runs are kept): python train.py " + shlex.join(argv)
+    if argv and argv[0] in ("report", "logs") or "--reference" in argv:
+        return "run the command again"
+    return "--resume the run"
+
+
+def _interrupted(e: BaseException, argv: list[str]) -> str:
+    """The one line an interrupt prints: the signal and how to carry on."""
+    name = getattr(e, "name", "SIGINT")
+    run_dir = getattr(e, "run_dir", None)
+    if run_dir and os.path.exists(os.path.join(run_dir, "results.json")):
+        return f"interrupted ({name}); the run had finished: its results are in {run_dir}/results.json"
+    if run_dir:
+        return f"interrupted ({name}); continue with: python train.py --resume {run_dir}"
+    if argv and argv[0] == "sweep":
+        return f"interrupted ({name}); continue with: python train.py {shlex.join(argv)} (finished runs are kept)"
+    if argv and argv[0] in ("report", "logs") or "--reference" in argv or "--resume" in argv:
+        return f"interrupted ({name})"
+    return f"interrupted ({name}) before the run wrote anything; start it again"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The one place where errors become one line: any ``purerec.errors.PurerecError`` (config,
     data file, run directory, checkpoint, sweep spec, training) and any OS error (disk full,
     permissions) prints ``error: ...`` naming the field or file, exit code 2; ``--debug`` re-raises
-    with the traceback."""
+    with the traceback. SIGINT / SIGTERM (``purerec.interrupts``) stop at the next safe point with
+    one line saying how to continue, exit code 130 / 143."""
+    from purerec import interrupts
+    from purerec.errors import Interrupted, WriteError
+
+    whole_process = argv is None  # train.py: the process ends with this command
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    try:
-        if argv and argv[0] in ("sweep", "report"):
-            return sweep_main(argv[0], argv[1:])
-        if argv and argv[0] == "logs":
-            return logs_main(argv[1:])
-        return train_main(argv)
-    except PurerecError as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if debug:
-            raise
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error: file system:{where}: {e.strerror or e} (free space or fix permissions, then --resume "
-              f"the run)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; a run continues with --resume DIR", file=sys.stderr)
-        return 130
+    with interrupts.handling():
+        one_line = False  # the command stopped with its one line
+        try:
+            if argv and argv[0] in ("sweep", "report"):
+                code = sweep_main(argv[0], argv[1:])
+            elif argv and argv[0] == "logs":
+                code = logs_main(argv[1:])
+            else:
+                code = train_main(argv)
+            if interrupts.pending() is not None:  # a signal after the last safe point: the work is done
+                name = Interrupted(interrupts.pending()).name
+                print(f"interrupted ({name}) as the command finished; what it printed and wrote is complete",
+                      file=sys.stderr)
+                one_line = True
+                return interrupts.exit_code(interrupts.pending())
+            return code
+        except Interrupted as e:
+            print(_interrupted(e, argv), file=sys.stderr)
+            one_line = True
+            return interrupts.exit_code(e.signum)
+        except KeyboardInterrupt as e:  # no handler here (not the main thread): Ctrl-C as Python raises it
+            print(_interrupted(e, argv), file=sys.stderr)
+            one_line = True
+            return 130
+        except PurerecError as e:
+            if debug:
+                raise
+            fix = f" (free space or fix permissions, then {_then(argv)})" if isinstance(e, WriteError) else ""
+            print(f"error: {e}{fix}", file=sys.stderr)
+            one_line = True
+            return 2
+        except OSError as e:
+            if debug:
+                raise
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            print(f"error: file system:{where}: {e.strerror or e} (free space or fix permissions, then "
+                  f"{_then(argv)})", file=sys.stderr)
+            one_line = True
+            return 2
+        finally:
+            # Background threads' tracebacks (e.g. Orbax's on a full disk): dropped behind an error's
+            # one line, shown otherwise (nothing else explained them) and with --debug.
+            interrupts.release_held(show=debug or not one_line)
+            if one_line and whole_process and not debug:
+                interrupts.quiet_after()
 
 
 if __name__ == "__main__":

@@ -25,3 +25,33 @@ class SweepSpecError(PurerecError, ValueError):
 
 class WriteError(PurerecError, OSError):
     """A file could not be written (disk full, permissions): names the file."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command at a safe point (``purerec.interrupts``). A
+    ``KeyboardInterrupt``, not an ``Exception``: no ``except Exception`` catches it. ``run_dir``
+    (set by the run) says what ``--resume`` continues."""
+
+    def __init__(self, signum: int, run_dir: str | None = None):
+        super().__init__(signum)
+        self.signum = int(signum)
+        self.run_dir = run_dir
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+
+def write_error(path: str, e: OSError) -> WriteError:
+    """An OS error while writing ``path`` (disk full, file too large, permissions) as the one-line
+    ``WriteError`` naming the file (a failed ``write()`` carries no file name of its own); the
+    command line adds what to do next."""
+    what = e.strerror or str(e) or type(e).__name__
+    err = WriteError(f"file system: {path}: {what}")
+    err.path = path
+    return err

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,7 +41,9 @@ from jax.sharding import PartitionSpec as P
 
 from purerec import distributed as dist
 from purerec.atomic import atomic_write
-from purerec.errors import CheckpointError, PurerecError, RunDirError
+from purerec import interrupts
+from purerec.errors import CheckpointError, Interrupted, PurerecError, RunDirError, write_error
+from purerec.runlock import DirLock, visible
 from purerec.config import DEFAULT_SESSION_SHARDS, Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
 from purerec.env import make_params
@@ -86,13 +87,26 @@ def load_run_config(run_dir: str) -> Config:
     return _apply(Config(), data, "").validate()
 
 
+def is_run_dir(path: str) -> bool:
+    """A run directory (``train.py`` wrote its ``config.json``)."""
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def is_sweep_dir(path: str) -> bool:
+    """A sweep directory (``train.py sweep`` wrote ``sweep.json`` or ``runs/``)."""
+    return os.path.isfile(os.path.join(path, "sweep.json")) or os.path.isdir(os.path.join(path, "runs"))
+
+
 def check_new_run_dir(run_dir: str) -> None:
     """A new run's ``--out``: refused when it is a file, holds anything, or cannot be written,
     before anything is written (a finished run is never overwritten: ``--resume`` continues one)."""
     if os.path.exists(run_dir):
         if not os.path.isdir(run_dir):
             raise RunDirError(f"--out {run_dir}: is a file, not a directory; choose another --out")
-        if os.listdir(run_dir):
+        if visible(os.listdir(run_dir)):
+            if is_sweep_dir(run_dir):
+                raise RunDirError(f"--out {run_dir}: is a sweep directory (sweep.json, runs/); a run is not written "
+                                  f"into a sweep; nothing was changed, choose a new --out")
             what = "a run (config.json)" if os.path.exists(os.path.join(run_dir, "config.json")) else "files"
             raise RunDirError(f"--out {run_dir}: already holds {what}; nothing was changed. Continue it with "
                               f"--resume {run_dir}, or choose a new --out")
@@ -217,47 +231,70 @@ def _check_finite(logs: dict, first_update: int, seeds) -> None:
                 f"(ppo.actor_lr / ppo.critic_lr) or ppo.max_grad_norm and resume or restart.")
 
 
-def _append_metrics(path: str, logs: dict, first_update: int, seeds) -> list[dict]:
+def _append_metrics(path: str, logs: dict, first_update: int, seeds, after: int = 0) -> list[dict]:
+    """Append one line per (seed, update) of a chunk; updates up to ``after`` (already in the file)
+    are never appended again. A write error names the file."""
     n_upd = next(iter(logs.values())).shape[1]
     rows = []
-    with open(path, "a") as fh:
-        for u in range(n_upd):
-            for s_i, seed in enumerate(seeds):
-                row = {"seed": int(seed), "update": first_update + u + 1}
-                row.update({k: float(np.asarray(v)[s_i, u]) for k, v in logs.items()})
-                fh.write(json.dumps(row) + "\n")
+    for u in range(n_upd):
+        for s_i, seed in enumerate(seeds):
+            row = {"seed": int(seed), "update": first_update + u + 1}
+            row.update({k: float(np.asarray(v)[s_i, u]) for k, v in logs.items()})
+            if row["update"] > after:
                 rows.append(row)
+    try:
+        with open(path, "a") as fh:
+            fh.write("".join(json.dumps(row) + "\n" for row in rows))
+    except OSError as e:
+        raise write_error(path, e) from None
     return rows
 
 
-def _line_update(ln: str) -> float:
+def _line_key(ln: str) -> tuple | None:
+    """(seed, update) of a metrics / evals line (seed None in evals.jsonl); None for a line cut
+    short by a kill."""
     try:
-        return json.loads(ln)["update"]
-    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-        return float("inf")
+        row = json.loads(ln)
+        return row.get("seed"), float(row["update"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-def _truncate_metrics(path: str, up_to_update: int) -> None:
-    """Drop lines past the checkpoint (written by a chunk whose checkpoint never landed)."""
+def _truncate_metrics(path: str, up_to_update: int) -> int:
+    """Make ``metrics.jsonl`` (or ``evals.jsonl``) the record of the updates up to the checkpoint:
+    drop lines past it (written by a chunk whose checkpoint never landed), lines cut short, and
+    repeated (seed, update) lines, keeping the first of each (two writers at once, before locks
+    existed, left e.g. updates 1..8, 7, 8, 9..30; the rows of a deterministic run are equal, and
+    keeping the first leaves every kept line where it was). Returns the last update kept (0 if
+    none); the file is rewritten atomically, and only when something is dropped."""
     if not os.path.exists(path):
-        return
+        return 0
     with open(path) as fh:
-        keep = [ln for ln in fh if _line_update(ln) <= up_to_update]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.writelines(keep)
-    os.replace(tmp, path)
+        lines = fh.readlines()
+    keep, seen = [], set()
+    for ln in lines:
+        key = _line_key(ln)
+        if key is None or key[1] > up_to_update or key in seen:
+            continue
+        seen.add(key)
+        keep.append(ln if ln.endswith("\n") else ln + "\n")
+    if keep != lines:
+        atomic_write(path, lambda fh: fh.writelines(keep))
+    return int(max((k[1] for k in seen), default=0))
 
 
 def new_run_dir(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^a-z0-9]+", "-", describe(cfg)["method"].lower()).strip("-")
     base = os.path.join(cfg.train.run_dir, f"{stamp}-{slug}")
+    os.makedirs(cfg.train.run_dir, exist_ok=True)
     path, i = base, 1
-    while os.path.exists(path):
-        path, i = f"{base}-{i}", i + 1
-    os.makedirs(path)
-    return path
+    while True:
+        try:
+            os.mkdir(path)  # atomic: two runs started in the same second get two directories
+            return path
+        except FileExistsError:
+            path, i = f"{base}-{i}", i + 1
 
 
 def seed_batcher(mode: str):
@@ -275,45 +312,113 @@ def seed_batcher(mode: str):
 def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress: bool = True,
         log=print, evaluate_at_end: bool = True, tensorboard: bool = False) -> dict:
     """Train (or resume) and evaluate; returns the results dict also written to results.json.
-    Several processes (``purerec.distributed``) call it alike; process 0 reads and writes."""
+    Several processes (``purerec.distributed``) call it alike; process 0 reads and writes.
+
+    Process 0 holds the run directory's lock (``purerec.runlock``) from before its first check to
+    the end: a second run or resume of the same directory is refused naming this one's PID. A new
+    run's directory is created (atomically) under the lock, and removed again if the run stops
+    before writing anything into it. ``--resume`` of a finished run (``results.json`` there)
+    re-runs nothing and returns its results unchanged. Signals (``purerec.interrupts``) stop the
+    run at its next safe point; the ``Interrupted`` error carries the run directory to resume."""
     main = dist.is_main()
-    if resume and run_dir and os.path.isdir(os.path.join(run_dir, "tensorboard")):
+    if resume and not run_dir:
+        raise RunDirError("--resume: name the run directory to continue")
+    if resume and os.path.isdir(os.path.join(run_dir, "tensorboard")):
         tensorboard = True  # a resumed run keeps logging where it did
     if tensorboard:
-        from purerec.tensorboard import TensorBoardLog, require
+        from purerec.tensorboard import require
 
         require()  # a missing extra fails before anything is written
     if not main:
         log, progress = (lambda *a, **k: None), False
-    if resume:
-        if not run_dir:
-            raise RunDirError("--resume: name the run directory to continue")
-        cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
-    elif run_dir:
-        dist.agree(lambda: check_new_run_dir(run_dir))
-    n_dev = check_session_shards(cfg)
-    train_w, test_w = get_worlds(cfg, verbose=main)
-    check_loaded_worlds(cfg, train_w, test_w)
-    check_run(cfg, train_w, test_w)  # the memory estimate, before anything is compiled
-    if not resume:
-        # 0 = DEFAULT_SESSION_SHARDS for agents that split their sessions (every device over several
-        # processes), one shard for the others: never the machine's device count.
-        most = (n_dev if dist.multi() else DEFAULT_SESSION_SHARDS) if spec_of(cfg).session_shards else 1
-        cfg = resolve_session_shards(cfg, most)
-    check_process_shards(cfg, n_dev, log)
-    if n_dev < cfg.train.session_shards:
-        hint = (f"; PUREREC_HOST_DEVICES={cfg.train.session_shards} (or XLA_FLAGS={FLAG}={cfg.train.session_shards}) "
-                f"gives one CPU device per shard, and the very same numbers" if jax.default_backend() == "cpu" else "")
-        log(f"train.session_shards = {cfg.train.session_shards} on {n_dev} device(s): the shards run vmapped on one "
-            f"device (the same shards, random streams and sums; equal to one device per shard up to float "
-            f"rounding){hint}")
-    if not resume:
-        def new_dir():
-            d = run_dir or new_run_dir(cfg)
-            os.makedirs(d, exist_ok=True)
-            write_json(os.path.join(d, "config.json"), dataclasses.asdict(cfg))
-            return d
-        run_dir = dist.agree(new_dir)
+    held = []
+
+    def take_lock() -> str:
+        if resume:
+            lock = DirLock(run_dir, "--resume", create=False, log=log)
+        elif run_dir:
+            lock = DirLock(run_dir, "--out", create=True, log=log)
+        else:
+            lock = DirLock(new_run_dir(cfg), "--out", made=True, log=log)
+        held.append(lock.acquire())
+        return lock.path
+
+    with interrupts.deferred():  # a lock is taken whole (or not at all)
+        run_dir = dist.agree(take_lock)
+    try:
+        interrupts.check()
+        if resume:
+            cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
+            done = dist.agree(lambda: finished_results(run_dir))
+            if done is not None:
+                log(f"{run_dir} is finished ({done.get('updates')} updates, results.json): nothing to resume; "
+                    f"its results are left as they were")
+                return done
+        else:
+            dist.agree(lambda: check_new_run_dir(run_dir))
+        n_dev = check_session_shards(cfg)
+        train_w, test_w = get_worlds(cfg, verbose=main)
+        check_loaded_worlds(cfg, train_w, test_w)
+        check_run(cfg, train_w, test_w)  # the memory estimate, before anything is compiled
+        if not resume:
+            # 0 = DEFAULT_SESSION_SHARDS for agents that split their sessions (every device over several
+            # processes), one shard for the others: never the machine's device count.
+            most = (n_dev if dist.multi() else DEFAULT_SESSION_SHARDS) if spec_of(cfg).session_shards else 1
+            cfg = resolve_session_shards(cfg, most)
+        check_process_shards(cfg, n_dev, log)
+        if n_dev < cfg.train.session_shards:
+            hint = (f"; PUREREC_HOST_DEVICES={cfg.train.session_shards} (or XLA_FLAGS={FLAG}="
+                    f"{cfg.train.session_shards}) gives one CPU device per shard, and the very same numbers"
+                    if jax.default_backend() == "cpu" else "")
+            log(f"train.session_shards = {cfg.train.session_shards} on {n_dev} device(s): the shards run vmapped on "
+                f"one device (the same shards, random streams and sums; equal to one device per shard up to float "
+                f"rounding){hint}")
+        interrupts.check()
+        with interrupts.deferred():
+            if not resume:
+                def new_dir():
+                    write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(cfg))
+                    return run_dir
+                dist.agree(new_dir)
+            checkpointer = _checkpointer()
+            ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+            try:
+                res = _train_and_evaluate(cfg, run_dir, resume, progress, log, evaluate_at_end, tensorboard, main,
+                                          train_w, test_w, checkpointer)
+            except BaseException:
+                try:  # the last good checkpoint is on disk, whatever happened
+                    checkpointer.wait_until_finished()
+                except Exception:  # the error under way is the one to report
+                    pass
+                raise
+            checkpoint_io(checkpointer.wait_until_finished, ckpt_dir)
+            return res
+    except Interrupted as e:
+        e.run_dir = run_dir if os.path.exists(os.path.join(run_dir, "config.json")) else None
+        raise
+    finally:
+        with interrupts.deferred():
+            for lock in held:
+                lock.release()
+
+
+def finished_results(run_dir: str) -> dict | None:
+    """A finished run's ``results.json`` (None when there is none, or it cannot be read)."""
+    path = os.path.join(run_dir, "results.json")
+    try:
+        with open(path) as fh:
+            res = json.load(fh)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return res if isinstance(res, dict) and "updates" in res else None
+
+
+def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool, log, evaluate_at_end: bool,
+                        tensorboard: bool, main: bool, train_w, test_w, checkpointer) -> dict:
+    """``run``'s work once the directory is locked and checked and the worlds are built; signals
+    are deferred to its safe points (``interrupts.check()``)."""
+    if tensorboard:
+        from purerec.tensorboard import TensorBoardLog
     ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     evals_path = os.path.join(run_dir, "evals.jsonl")
@@ -328,18 +433,18 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     k_init = jax.vmap(init_key)(keys)
     over_seeds = seed_batcher(cfg.train.seed_batching)
     stage1_v = jax.jit(over_seeds(fns.stage1))
-    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards, n_dev)
+    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards, jax.device_count())
     if dist.multi():
         k_init = np.asarray(k_init)  # host values, the same on every process
     timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
-    checkpointer = _checkpointer()
 
     def save_checkpoint(updates: int) -> None:
         # Host copies (gathered from every process): Orbax then writes plain arrays in the background.
         host = dist.host_copy({"frozen": frozen, "runner": runner})
         if main:
-            checkpointer.wait_until_finished()
-            checkpointer.save(os.path.join(ckpt_dir, str(updates)), host)
+            path = os.path.join(ckpt_dir, str(updates))
+            checkpoint_io(checkpointer.wait_until_finished, ckpt_dir)
+            checkpoint_io(lambda: checkpointer.save(path, host), path)
 
     def timed_compile(fn, *args):
         t0 = time.perf_counter()
@@ -348,6 +453,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         return compiled
 
     done_updates, state = None, None
+    written = (0, 0)  # the last update in metrics.jsonl / evals.jsonl: nothing is appended twice
     if resume:
         frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
         runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
@@ -392,16 +498,14 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                                         for k, v in curves.items()))
         done_updates = 0
         if main:
-            _truncate_metrics(metrics_path, 0)
-            _truncate_metrics(evals_path, 0)
+            written = _truncate_metrics(metrics_path, 0), _truncate_metrics(evals_path, 0)
         t0 = time.perf_counter()
         save_checkpoint(0)
         timings["checkpoint_s"] += time.perf_counter() - t0
     else:
         frozen, runner = state["frozen"], state["runner"]
         if main:
-            _truncate_metrics(metrics_path, done_updates)
-            _truncate_metrics(evals_path, done_updates)
+            written = _truncate_metrics(metrics_path, done_updates), _truncate_metrics(evals_path, done_updates)
         log(f"resumed {run_dir} after update {done_updates}")
     # Events rebuilt from the (truncated) metrics.jsonl / evals.jsonl: empty for a fresh run.
     tb = TensorBoardLog.from_run_dir(run_dir, seeds, results=False) if tensorboard and main else None
@@ -433,6 +537,7 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         return out
     try:
         for c in range(first_chunk, n_chunks):
+            interrupts.check()  # a safe point: the previous chunk and its checkpoint are handed over
             dist.barrier("chunk")  # the processes may have drifted apart (compiling, writing, evaluating)
             t0 = time.perf_counter()
             new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
@@ -448,7 +553,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
             runner = new_runner
             if main:
-                rows = _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds)
+                rows = _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds, after=written[0])
+                written = (max([written[0], *(r["update"] for r in rows)]), written[1])
                 if tb:
                     tb.scalars(rows)
             for seed in seeds:
@@ -461,9 +567,13 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                 counter.active = False  # the evaluation's own compilation is not a chunk recompile
                 last_eval = (done_updates, evaluate_now())
                 counter.active = True
-                if main:
-                    with open(evals_path, "a") as fh:
-                        fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
+                if main and done_updates > written[1]:
+                    try:
+                        with open(evals_path, "a") as fh:
+                            fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
+                    except OSError as e:
+                        raise write_error(evals_path, e) from None
+                    written = (written[0], done_updates)
                     if tb:
                         tb.evaluation(done_updates, last_eval[1])
             if tb:
@@ -471,10 +581,11 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
             bar.update(cfg.train.chunk_updates)
             bar.set_postfix(Len=f"{np.mean(logs['Len'][:, -1]):.2f}", AD=f"{np.mean(logs['AD'][:, -1]):.3f}",
                             R_cum=f"{np.mean(logs['R_cum'][:, -1]):.2f}")
-    finally:
+        interrupts.check()
         t0 = time.perf_counter()
-        checkpointer.wait_until_finished()  # the last good checkpoint is on disk, whatever happened
+        checkpoint_io(checkpointer.wait_until_finished, ckpt_dir)  # before the evaluation: every checkpoint on disk
         timings["checkpoint_s"] += time.perf_counter() - t0
+    finally:
         counter.active = False
         bar.close()
     recompiles = counter.count
@@ -484,6 +595,8 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
     final = None
     if evaluate_at_end:
         final = last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now()
+
+    interrupts.check()  # the evaluation is done; results.json is written whole or not at all
 
     def finish() -> dict:
         if evaluate_at_end:
@@ -555,6 +668,38 @@ class _NoCheckpointer:
 
     def wait_until_finished(self):
         pass
+
+
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")
+_TS_FILE = re.compile(r'(?:Failed writing|Error opening|Failed to open|file): "([^"]+)"')
+
+
+def fs_error(e: BaseException) -> tuple[str | None, OSError] | None:
+    """(file, OS error) behind ``e``: an ``OSError`` in its chain, or TensorStore's message (what
+    Orbax's writer threads raise, as ``ValueError``: 'Failed writing: "FILE" ... [os_error_code=28]')."""
+    seen, x = 0, e
+    while x is not None and seen < 10:
+        if isinstance(x, OSError) and not isinstance(x, PurerecError):
+            return x.filename, x
+        m = _TS_ERRNO.search(str(x))
+        if m:
+            code = int(m.group(1))
+            f = _TS_FILE.search(str(x))
+            return (f.group(1) if f else None), OSError(code, os.strerror(code))
+        x, seen = x.__cause__ or x.__context__, seen + 1
+    return None
+
+
+def checkpoint_io(fn, path: str):
+    """``fn()`` (an Orbax save or wait); a file-system error, also one raised in Orbax's background
+    threads, becomes the one-line ``WriteError`` naming the file (or else the checkpoint's path)."""
+    try:
+        return fn()
+    except Exception as e:
+        found = fs_error(e)
+        if found is None:
+            raise
+        raise write_error(found[0] or path, found[1]) from None
 
 
 def _checkpointer():
@@ -697,6 +842,7 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
 
     with ThreadPoolExecutor(max_workers=len(EVAL_ACTIONS) + 2) as pool:
         for i, seed in enumerate(seeds):
+            interrupts.check()  # a safe point between evaluations
             counter.active, before = True, counter.count
             take = lambda t: jax.tree.map(lambda x: np.asarray(x)[i], t)  # host slicing: no per-seed program
             fz = take(frozen)

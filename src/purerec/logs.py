@@ -104,11 +104,30 @@ COLUMNS = {
 }
 
 
+def check_out_dir(out_dir: str) -> None:
+    """``train.py logs --out DIR``: never replaces earlier logs, never writes into a run or sweep
+    directory (checked before the logs are collected)."""
+    from purerec.errors import RunDirError
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise RunDirError(f"--out {out_dir}: is a file, not a directory; choose another --out")
+    for name, what in (("config.json", "a run directory"), ("sweep.json", "a sweep directory"),
+                       ("runs", "a sweep directory")):
+        if os.path.exists(os.path.join(out_dir, name)):
+            raise RunDirError(f"--out {out_dir}: is {what} ({name}); logs are not written into it, choose another "
+                              f"--out")
+    for name in ("logs.npz", "logs.json"):
+        if os.path.exists(os.path.join(out_dir, name)):
+            raise RunDirError(f"--out {out_dir}: already holds {name}; nothing was changed. Choose another --out "
+                              f"(or delete the old logs first)")
+
+
 def save(logs: Logs, out_dir: str, n_sessions: int, world, meta: dict) -> str:
     """Write the logs as ``logs.npz`` (the columns in ``COLUMNS``) and ``logs.json`` (the schema and
     ``meta``) in ``out_dir``, each atomically (a temp file, then rename). Returns the npz path."""
     from purerec.atomic import atomic_write
 
+    check_out_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     cols = {
         "session": session_ids(logs.done, n_sessions),

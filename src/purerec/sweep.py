@@ -31,7 +31,10 @@ reads, and process 0 alone writes.
 Safety: one JSON record per run in ``DIR/runs/``, written atomically once its group finishes;
 re-running skips runs whose record says ``ok``; a kill loses at most the group in flight; a run
 with a non-finite loss, or a group that raises, is recorded as ``failed`` with its error and the
-sweep goes on.
+sweep goes on. One sweep at a time per directory: process 0 holds ``DIR/.lock``
+(``purerec.runlock``) from before its checks to the end; a sweep is never written into a run
+directory (nor a run into a sweep directory). SIGINT / SIGTERM stop it between groups (or at once
+while a group computes), never halfway through writing a group's records.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purerec import distributed
 from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
-from purerec.errors import SweepSpecError
+from purerec import interrupts
+from purerec.errors import RunDirError, SweepSpecError
 from purerec.datasets import get_worlds
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
@@ -374,8 +378,39 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
     runs = expand(spec, budget)
     groups = plan(runs)
     writer = jax.process_index() == 0
+    held = []
+    try:
+        return _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer, held)
+    finally:
+        with interrupts.deferred():
+            for lock in held:
+                lock.release()
+
+
+def check_sweep_dir(out_dir: str) -> None:
+    """A sweep's ``--out`` (locked): empty, new, or a sweep directory; never a run directory nor a
+    directory of other files (the sweep would be written among them)."""
+    from purerec.experiment import is_run_dir, is_sweep_dir
+    from purerec.runlock import visible
+
+    if is_run_dir(out_dir):
+        raise RunDirError(f"--out {out_dir}: is a run directory (config.json); a sweep is not written into a run; "
+                          f"nothing was changed, choose another --out")
+    if visible(os.listdir(out_dir)) and not is_sweep_dir(out_dir):
+        raise RunDirError(f"--out {out_dir}: holds files that are not a sweep's (no sweep.json or runs/); nothing was "
+                          f"changed, choose a new or empty --out")
+
+
+def _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer, held) -> dict:
+    """``run_sweep`` once the plan is made: process 0 locks the directory (``purerec.runlock``)
+    before checking it, and holds the lock to the end."""
+    from purerec.runlock import DirLock
 
     def prepare() -> dict:  # process 0 reads and writes the sweep directory; the others get its records
+        with interrupts.deferred():  # a lock is taken whole (or not at all)
+            held.append(DirLock(out_dir, "--out", create=True, log=log).acquire())
+        interrupts.check()
+        check_sweep_dir(out_dir)
         os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
         write_json(os.path.join(out_dir, "sweep.json"), {**dataclasses.asdict(spec), "budget_factor": budget})
         if reuse and not dry_run:
@@ -389,6 +424,7 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
     if dry_run:
         return {"plan": text, "records": records}
     for i, g in enumerate(groups):
+        interrupts.check()  # a safe point: every finished group's records are written
         todo = [r for r in g.runs if r.run_id not in done]
         if not todo:
             continue
@@ -396,15 +432,17 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
         try:
             new = run_group(Group(key=g.key, runs=todo), log=log)
         except Exception as e:  # a failing group is recorded; the sweep goes on
+            interrupts.check()  # ... unless it is an interrupt that library code wrapped in another error
             msg = f"{type(e).__name__}: {e}"
             log(f"  group failed: {msg}")
             new = [{"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": g.key, **_row_of(r.cfg),
                     "config": dataclasses.asdict(r.cfg), "status": "failed", "error": msg,
                     "traceback": traceback.format_exc(limit=5)} for r in todo]
         if writer:
-            for rec in new:
-                write_json(os.path.join(out_dir, "runs", f"{rec['run_id']}.json"), rec)
-                records[rec["run_id"]] = rec
+            with interrupts.deferred():  # a group's records are written whole
+                for rec in new:
+                    write_json(os.path.join(out_dir, "runs", f"{rec['run_id']}.json"), rec)
+                    records[rec["run_id"]] = rec
     if writer:
         write_json(os.path.join(out_dir, "reference.json"), reference_for(runs))
     return {"plan": text, "records": records}
