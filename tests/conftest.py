@@ -5,8 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
-import pytest
+# XLA's cheaper CPU optimisation for the test programs (small shapes: compiling dominates, and
+# these flags about halve it); set before JAX starts its backend. Subprocess tests inherit it or
+# set their own.
+_FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_XLA}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 from purerec.config import Config, WorldConfig
 

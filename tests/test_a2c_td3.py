@@ -209,6 +209,7 @@ def test_acts_on_a_world_with_another_item_set(trained, worlds_params, frozen):
     assert c1.shape == (n,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_learning_beats_frozen_learner(kind, worlds_params, frozen):
     """Probe: Stage I's query zeroed, so the warm-started actor ranks items by -kappa * popularity

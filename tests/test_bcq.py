@@ -159,6 +159,7 @@ def test_log_dataset_next_inputs_are_the_next_windows(setup):
     np.testing.assert_array_equal(data.reward, logs.reward)
 
 
+@pytest.mark.slow
 def test_learns_from_the_logs_and_a_frozen_learner_does_not(setup, trained):
     """gamma 0 makes the Q part a regression of the logged slates' reward: its error and the
     imitation NLL fall with lr 1e-3; with lr 0 they stay at their start. Same key -> same numbers."""

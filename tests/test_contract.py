@@ -106,7 +106,13 @@ def _lines(path):
         return [json.loads(ln) for ln in fh]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# The fast tier runs the whole-run contract for one agent of each kind of training program (on-policy
+# hierarchical PPO, off-policy with replay, a learned model env); the slow tier for every agent.
+FAST_RUN_KINDS = ("hrl", "td3", "dorl")
+RUN_KINDS = [k if k in FAST_RUN_KINDS else pytest.param(k, marks=pytest.mark.slow) for k in KINDS]
+
+
+@pytest.mark.parametrize("kind", RUN_KINDS)
 def test_run_contract_resume_recompiles_and_evaluation(kind, tmp_path, small_worlds):
     cfg = contract_config(kind, seeds=(1, 2))
     quiet = dict(progress=False, log=lambda *a: None)

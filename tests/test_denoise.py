@@ -237,6 +237,7 @@ def test_denoiser_fit_learns_planted_feedback_and_calibrations_match_numpy(kind)
         assert tau == pytest.approx(float(np.quantile(v, 1 - dc.tce_drop_rate)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_denoised_hrl_run_is_finite(small_worlds):
     """HRL+BOD through the training program (Stage I with the bi-level fit, filtered states)."""
     from purerec.env import make_params

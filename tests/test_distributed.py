@@ -221,6 +221,7 @@ assert main(["sweep", spec, *hand, "--out", d + "/two_sweep"]) == 0
 """
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_match_one_process_with_two_devices(tmp_path):
     env_file = tmp_path / "tiny.toml"
     env_file.write_text(TINY_ENV)

@@ -184,6 +184,7 @@ def test_act_on_test_world(kind, dnair, sac4ir, worlds_params, frozen):
             np.testing.assert_array_equal(slates, np.asarray(again))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dnair", "sac4ir"])
 def test_learning_beats_frozen_learner(kind, dnair, sac4ir):
     """Trained R_each over the last updates beats the same agent with learning rates 0

@@ -178,6 +178,7 @@ def test_logs_are_finite_and_deterministic(runs):
     assert set(np.unique(logs["case"])) <= {0.0, 1.0, 2.0}
 
 
+@pytest.mark.slow
 def test_tight_limit_lowers_the_popular_share(runs):
     """The small world's warm-started policy shows mostly popular items (≈ 8 of 10). With α′ = 0.1
     (limit 1 item per step) the first batches are infeasible (the recovery case) and the steps cut

@@ -57,6 +57,7 @@ def _gain(curve: np.ndarray) -> float:
     return float(curve[-LAST:].mean() - curve[0])
 
 
+@pytest.mark.slow
 def test_training_improves_len_and_a_frozen_learner_does_not(learning_runs):
     cfg, _, learner = learning_runs[False]
     _, _, frozen = learning_runs[True]
@@ -68,6 +69,7 @@ def test_training_improves_len_and_a_frozen_learner_does_not(learning_runs):
         assert g_learn > g_frozen + MARGIN, gains
 
 
+@pytest.mark.slow
 def test_frozen_learner_keeps_its_first_update(learning_runs):
     """Same seed: the first update's rollout precedes any gradient step, so both runs log the same
     first-update Len; afterwards the curves part."""

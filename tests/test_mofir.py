@@ -108,6 +108,7 @@ def test_update_is_deterministic_and_finite(setup):
     assert 0.35 < logs["w_mean"].mean() < 0.65  # w ~ U[0, 1] per session
 
 
+@pytest.mark.slow
 def test_preference_steers_the_trained_policy_but_not_a_frozen_one(setup):
     cfg, agent, frozen, p_train, p_test, out = setup
     gap = {}

@@ -209,6 +209,7 @@ def _train(args, env, kill_after=None):
         return False
 
 
+@pytest.mark.slow
 def test_kill_9_at_five_random_moments_then_resume_gives_the_same_results(tmp_path):
     env = _env(tmp_path)
     ref = str(tmp_path / "ref")
@@ -235,6 +236,7 @@ def test_kill_9_at_five_random_moments_then_resume_gives_the_same_results(tmp_pa
         assert fa.read() == fb.read()
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_sweep_at_three_moments_then_rerun_gives_the_same_records(tmp_path):
     env = _env(tmp_path)
     (tmp_path / "tiny.toml").write_text(textwrap.dedent("""

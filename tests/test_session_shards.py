@@ -226,6 +226,7 @@ RUN_CFG = ("cfg = train_config(total_updates=4, chunk_updates=2, seeds=(1, 2)); 
            "cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_sessions=128))")
 
 
+@pytest.mark.slow
 def test_two_device_shards_match_one_device_and_repeat_exactly(tmp_path):
     code = TWO_DEVICES.format(root=ROOT, tmp=str(tmp_path), run_cfg=RUN_CFG)
     # XLA's cheaper CPU optimisation and a persistent compilation cache: the repeat and the resume

@@ -114,6 +114,7 @@ def test_write_json_is_atomic(tmp_path):
     assert os.listdir(tmp_path) == ["r.json"]
 
 
+@pytest.mark.slow
 def test_failing_group_is_recorded_and_others_go_on(tmp_path, monkeypatch):
     spec = sweep.load_sweep(write_spec(tmp_path, '"dsrm.steps" = [3, 5]\n'))
     calls = []
@@ -186,6 +187,7 @@ def test_resume_skips_finished_runs_and_reproduces_lost_ones(one_device_sweep, t
             np.testing.assert_allclose(res2["records"][rid]["metrics"][k], v, rtol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_sharded_over_four_cpu_devices_matches_one_device(one_device_sweep):
     tmp, _, out1, res = one_device_sweep
     out4 = str(tmp / "out4")
