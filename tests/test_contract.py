@@ -3,17 +3,11 @@
 * A probe world with a known best slate (four items every user likes, two popular and two
   long-tail, among 40): each agent, trained briefly, finds it (greedy R_each near the optimum,
   far above random exposure).
-* A run (``purerec.experiment.run``): no recompilation between chunks; the evaluation compiles
-  once per run (nothing for a second seed); a run killed after its first chunk and resumed from
-  the checkpoint gives the same numbers, curves and evaluation as the uninterrupted run (same
-  seed, same config -> same numbers).
+* A run (``purerec.experiment.run``) keeps its whole-run contract: ``tests/test_contract_run.py``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +19,6 @@ from purerec import evaluation
 from purerec.agents import REGISTRY
 from purerec.config import apply_overrides
 from purerec.env import make_params
-from purerec.experiment import run
 from purerec.loop import make_train
 from purerec.policies import REFERENCE_POLICIES
 from purerec.world import World
@@ -88,43 +81,3 @@ def test_every_agent_finds_the_best_slate_of_a_probe_world(kind):
     best = 1 / (1 + np.exp(-3.0))  # every slot a liked item
     assert rand["R_each"] < 0.25 * best
     assert row["R_each"] > 0.8 * best, (kind, row["R_each"], best)
-
-
-def contract_config(kind: str, seeds=(1,)):
-    cfg = small_config()
-    return apply_overrides(cfg, {
-        "agent.kind": kind, "train.num_envs": 16, "train.rollout_len": 8, "train.total_updates": 2,
-        "train.chunk_updates": 1, "train.stage1_sessions": 32, "train.seeds": list(seeds), "train.run_dir": "unused",
-        "train.target_episodes": 0, "encoder.train_steps": 20, "dsrm.steps": 3, "dsrm.train_steps": 10,
-        "dsrm.hidden": 32, "replay.capacity": 1024, "replay.batch_size": 32, "replay.min_size": 64,
-        "replay.grad_steps": 4, "ppo.minibatches": 2, "a2c.minibatches": 2, "eval.n_sessions": 32,
-        "eval.repeats": 1}).validate()
-
-
-def _lines(path):
-    with open(path) as fh:
-        return [json.loads(ln) for ln in fh]
-
-
-# The fast tier runs the whole-run contract for one agent of each kind of training program (on-policy
-# hierarchical PPO, off-policy with replay, a learned model env); the slow tier for every agent.
-FAST_RUN_KINDS = ("hrl", "td3", "dorl")
-RUN_KINDS = [k if k in FAST_RUN_KINDS else pytest.param(k, marks=pytest.mark.slow) for k in KINDS]
-
-
-@pytest.mark.parametrize("kind", RUN_KINDS)
-def test_run_contract_resume_recompiles_and_evaluation(kind, tmp_path, small_worlds):
-    cfg = contract_config(kind, seeds=(1, 2))
-    quiet = dict(progress=False, log=lambda *a: None)
-    d = str(tmp_path / "run")
-    res = run(cfg, run_dir=d, **quiet)
-    assert res["recompiles_in_loop"] == 0  # the second chunk reused the first chunk's program
-    assert res["eval_compiles_per_seed"][1] == 0 < res["eval_compiles_per_seed"][0]
-    assert res["updates"] == 2 and res["method"] == REGISTRY[res["kind"]].row_label(res["purifier"])
-    first = _lines(os.path.join(d, "metrics.jsonl"))
-    # Kill after the first chunk: the last checkpoint and the results are lost.
-    shutil.rmtree(os.path.join(d, "checkpoints", "2"))
-    os.remove(os.path.join(d, "results.json"))
-    res2 = run(cfg, run_dir=d, resume=True, **quiet)
-    assert _lines(os.path.join(d, "metrics.jsonl")) == first
-    assert res2["per_seed"] == res["per_seed"] and res2["test"] == res["test"]

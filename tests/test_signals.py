@@ -95,6 +95,7 @@ def ref_run(tmp_path_factory):
     return env, d, p.pid, races
 
 
+@pytest.mark.slow
 def test_a_second_out_or_resume_on_a_running_run_is_refused_naming_its_pid(ref_run):
     env, d, pid, races = ref_run
     for name, (code, err, took, holder_rc) in races.items():
@@ -107,6 +108,7 @@ def test_a_second_out_or_resume_on_a_running_run_is_refused_naming_its_pid(ref_r
         assert [json.loads(ln)["update"] for ln in fh] == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_sigint_sigterm_and_a_full_disk_each_stop_with_one_line_then_resume_is_exact(ref_run, tmp_path):
     env, ref, _, _ = ref_run
     d = str(tmp_path / "run")
@@ -144,6 +146,7 @@ def test_sigint_sigterm_and_a_full_disk_each_stop_with_one_line_then_resume_is_e
     _same_as(d, ref)
 
 
+@pytest.mark.slow
 def test_sigint_before_the_run_wrote_anything_leaves_nothing(ref_run, tmp_path):
     env = ref_run[0]
     d = str(tmp_path / "new" / "run")

@@ -92,6 +92,7 @@ def test_stage1_losses_decrease(finished_run):
         assert seed_log["encoder_loss"]["last"] < 0.6 * seed_log["encoder_loss"]["first"]
 
 
+@pytest.mark.slow
 def test_unbiased_target_purifies_towards_true_state(small_cfg, small_worlds):
     """Trained on s_0 = s*, DSRM moves s~ measurably closer to s* (the true-feedback state)."""
     from purerec.fidelity import fidelity
@@ -207,6 +208,7 @@ def test_tensorboard_events_mirror_metrics_and_survive_a_resume(finished_run, tm
     _events_match_the_run_files(killed, [(res2["updates"], res2)])
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_and_seeds_differ(finished_run, tmp_path):
     """A second run of the same config in a new directory reproduces every number."""
     cfg, d, res = finished_run
@@ -240,6 +242,7 @@ def test_full_run_is_not_stopped_by_the_default_target(finished_run):
     assert all(0 < e <= cfg.train.target_episodes for e in res["episodes"].values())
 
 
+@pytest.mark.slow
 def test_episode_target_drops_the_chunk_that_would_pass_it(finished_run, tmp_path):
     """target_episodes caps every seed's episodes: the first chunk that would take a seed past it is
     dropped and the run ends on the chunk before. With target = the most episodes a seed completed
@@ -273,6 +276,7 @@ def _resume_with_target(d: str, dst: str, target: int, cfg: Config):
     return run(cfg, run_dir=dst, resume=True, progress=False, log=lambda *a: None, evaluate_at_end=False)
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_a_chunk_that_stays_within_the_target_and_drops_one_that_does_not(finished_run, tmp_path):
     cfg, d, full = finished_run
     assert cfg.train.total_updates == 2 * cfg.train.chunk_updates
@@ -341,6 +345,7 @@ def test_seed_batching_modes_agree():
         dataclasses.replace(Config().train, seed_batching="pmap").validate()
 
 
+@pytest.mark.slow
 def test_periodic_evaluation_writes_test_world_curves(tmp_path):
     """eval_every_chunks = 1: one evals.jsonl line per chunk; the last is the final evaluation,
     and evaluating in the loop compiles no chunk again."""
