@@ -145,22 +145,3 @@ def test_linear_log_prob_entropy_gradient_matches_autodiff_and_differences():
             dn[i] -= eps
             np.testing.assert_allclose(grad[r, i], (lp64(up, r) - lp64(dn, r)) / (2 * eps), atol=1e-4)
 
-
-@pytest.mark.parametrize("n,k", [(600, 1), (3327, 10), (10728, 10), (10728, 40), (7583, 5)])
-def test_two_stage_top_k_equals_lax_top_k(n, k):
-    """slate.top_k (blocks, then the top k of the k best blocks) returns exactly lax.top_k's
-    values and indices, ties to the lower index, also with many ties and -inf / lowest entries."""
-    from purerec.slate import top_k
-
-    rng = np.random.default_rng(n + k)
-    normal = rng.normal(size=(3, n)).astype(np.float32)
-    ties = rng.integers(0, 4, size=(3, n)).astype(np.float32)
-    sparse = rng.normal(size=(3, n)).astype(np.float32)
-    sparse[:, rng.random(n) < 0.95] = -np.inf
-    sparse[0] = np.finfo(np.float32).min  # every entry equal: the first k indices
-    for x in (normal, ties, sparse):
-        want_v, want_i = jax.lax.top_k(jnp.asarray(x), k)
-        got_v, got_i = top_k(jnp.asarray(x), k)
-        np.testing.assert_array_equal(np.asarray(got_i), np.asarray(want_i))
-        np.testing.assert_array_equal(np.asarray(got_v), np.asarray(want_v))
-    np.testing.assert_array_equal(np.asarray(top_k(jnp.asarray(sparse[0]), k)[1]), np.arange(k))

@@ -17,7 +17,6 @@ pass over the items in the forward pass, none in the backward pass. ``log_prob``
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -77,29 +76,8 @@ def sample_with_log_prob(key: jax.Array, logits: jax.Array, k: int) -> tuple[jax
     return chosen, jnp.sum(logp)
 
 
-def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """``jax.lax.top_k`` over the last axis -- the same values and indices, ties to the lower index
-    -- in two stages: XLA:CPU's top-k sorts the whole row (10,728 items: ~40 ms for 256 sessions,
-    most of a training step), so the row is cut into blocks of about sqrt(n / k) items, the k
-    blocks with the largest maxima are kept (they hold the top k: an item outside them would be
-    beaten by the k block maxima) in index order, and the top k of those k blocks is taken. Both
-    sorts are over a few hundred values. Short rows go straight to ``jax.lax.top_k``."""
-    n = x.shape[-1]
-    bs = max(8, 1 << round(0.5 * math.log2(max(n / max(k, 1), 1.0))))
-    nb = -(-n // bs)
-    if n < 512 or nb <= k or k * bs >= n // 2:
-        return jax.lax.top_k(x, k)
-    lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-    pad = [(0, 0)] * (x.ndim - 1) + [(0, nb * bs - n)]
-    blocks = jnp.pad(x, pad, constant_values=lowest).reshape(x.shape[:-1] + (nb, bs))
-    keep = jnp.sort(jax.lax.top_k(blocks.max(-1), k)[1], axis=-1)  # ascending: ties keep index order
-    cand = jnp.take_along_axis(blocks, keep[..., None], axis=-2).reshape(x.shape[:-1] + (k * bs,))
-    vals, j = jax.lax.top_k(cand, k)
-    return vals, jnp.take_along_axis(keep, j // bs, axis=-1) * bs + j % bs
-
-
 def greedy(logits: jax.Array, k: int) -> jax.Array:
-    return top_k(logits, k)[1]
+    return jax.lax.top_k(logits, k)[1]
 
 
 SLATE_RULES = ("grouped", "topk")
@@ -117,8 +95,8 @@ def grouped_top_k(scores: jax.Array, popular: jax.Array, n_tail: jax.Array, k: i
     popular items are the top 20% of at least 150).
     """
     lowest = jnp.finfo(scores.dtype).min
-    top_pop = top_k(jnp.where(popular, scores, lowest), k)[1]
-    top_tail = top_k(jnp.where(popular, lowest, scores), k)[1]
+    top_pop = jax.lax.top_k(jnp.where(popular, scores, lowest), k)[1]
+    top_tail = jax.lax.top_k(jnp.where(popular, lowest, scores), k)[1]
     j = jnp.arange(k)
     n_pop = k - n_tail
     return jnp.where(j < n_pop, top_pop, top_tail[jnp.clip(j - n_pop, 0, k - 1)])
