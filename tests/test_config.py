@@ -265,6 +265,15 @@ def test_session_scope_and_frozen_learners_are_valid():
 
 
 def test_sampled_slates_need_the_topk_rule():
-    raises_on("agent.slate_rule", overrides={"agent.action": "plackett_luce"})
-    cfg = load_config(overrides={"agent.action": "plackett_luce", "agent.slate_rule": "topk"})
-    assert cfg.agent.action == "plackett_luce"
+    raises_on("slate.head", overrides={"agent.action": "plackett_luce"})
+    raises_on("slate.head", overrides={"agent.action": "plackett_luce", "slate.head": "grouped"})
+    for head in ("topk", "native"):
+        cfg = load_config(overrides={"agent.action": "plackett_luce", "slate.head": head})
+        assert cfg.agent.action == "plackett_luce"
+
+
+@pytest.mark.parametrize("field, bad", [("slate.head", "best"), ("slate.tail", "fixed_0.5"),
+                                        ("slate.tail_share", "1.5"), ("slate.tail_share", "-0.1"),
+                                        ("eval.split", "train")])
+def test_slate_and_split_fields_reject_bad_values(field, bad):
+    raises_on(field, overrides={field: bad})

@@ -197,6 +197,7 @@ class EnvConfig:
 
 EVAL_PROTOCOLS = ("test", "train_report")
 EVAL_ACTIONS = ("greedy", "sample")
+EVAL_SPLITS = ("test", "validation")
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,13 @@ class EvalConfig:
     last ``report_updates`` updates' training metrics on the train world, exploration on.
     ``action``: how every agent acts at test time, ``greedy`` (mean goal and mean action) or
     ``sample`` (the training policy); ``results.json`` holds the test protocol under both.
+    ``split``: which users the protocol runs on, ``test`` (the held-out test world) or
+    ``validation`` (a third set of users, disjoint from the train and test users, on the test
+    world's items: ``purerec.validation``); hyperparameters are chosen on validation only.
     """
 
     protocol: str = "test"
+    split: str = "test"
     action: str = "greedy"
     n_sessions: int = 4096
     repeats: int = 3
@@ -223,6 +228,7 @@ class EvalConfig:
     def validate(self, p: str = "eval") -> None:
         _check(self.protocol in EVAL_PROTOCOLS, f"{p}.protocol", self.protocol, f"one of {EVAL_PROTOCOLS}")
         _check(self.action in EVAL_ACTIONS, f"{p}.action", self.action, f"one of {EVAL_ACTIONS}")
+        _check(self.split in EVAL_SPLITS, f"{p}.split", self.split, f"one of {EVAL_SPLITS}")
         _check(self.n_sessions >= 1, f"{p}.n_sessions", self.n_sessions, "an integer >= 1")
         _check(1 <= self.repeats <= 100, f"{p}.repeats", self.repeats, "an integer in [1, 100]")
         _check(self.report_updates >= 1, f"{p}.report_updates", self.report_updates, "an integer >= 1")
@@ -304,7 +310,8 @@ class DSRMConfig:
 
 
 AGENT_ACTIONS = ("hyper", "plackett_luce")
-SLATE_RULES = ("grouped", "topk")
+SLATE_HEADS = ("auto", "native", "topk", "grouped")
+SLATE_TAILS = ("auto", "fixed", "learned")
 SCORES = ("dot", "cos")
 FAIR_REWARDS = ("slate", "batch")
 
@@ -331,7 +338,6 @@ class AgentConfig:
     fair_window: int = 1
     hidden: int = 64
     action: str = "hyper"
-    slate_rule: str = "grouped"
     score: str = "dot"
     action_std: float = 0.05
     manager_std: float = 0.3
@@ -348,9 +354,6 @@ class AgentConfig:
         _check(1 <= self.fair_window <= 1000, f"{p}.fair_window", self.fair_window, "an integer in [1, 1000]")
         _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
         _check(self.action in AGENT_ACTIONS, f"{p}.action", self.action, f"one of {AGENT_ACTIONS}")
-        _check(self.slate_rule in SLATE_RULES, f"{p}.slate_rule", self.slate_rule, f"one of {SLATE_RULES}")
-        _check(self.action == "hyper" or self.slate_rule == "topk", f"{p}.slate_rule", self.slate_rule,
-               "'topk' with action = 'plackett_luce' (sampled slates have no group quota)")
         _check(self.score in SCORES, f"{p}.score", self.score, f"one of {SCORES}")
         _check(0 < self.action_std <= 2.0, f"{p}.action_std", self.action_std, "in (0, 2]")
         _check(0 < self.manager_std <= 2.0, f"{p}.manager_std", self.manager_std, "in (0, 2]")
@@ -362,6 +365,30 @@ class AgentConfig:
     def resolved_kind(self) -> str:
         """The registry kind (aliases resolved)."""
         return AGENT_ALIASES[self.kind][0] if self.kind in AGENT_ALIASES else self.kind
+
+
+@dataclass(frozen=True)
+class SlateConfig:
+    """How every agent's item scores become a slate (``purerec.heads``): one axis for every agent.
+
+    ``head``: ``native`` (the method's own rule, per agent in ``purerec.agents.REGISTRY``),
+    ``topk`` (the K best scores), ``grouped`` (``round(K x share)`` long-tail items, the rest
+    popular, each part the top of its group by score) or ``auto`` (the agent's default: native,
+    except DSRM-HRL / HRL / FLAT / MOFIR, whose default is grouped with a learned share; the
+    README shows why with numbers). ``tail``: under a grouped head, the long-tail share is
+    ``fixed`` (``tail_share``) or ``learned`` from the agent's own action; ``auto`` = the agent's
+    default. ``tail_share``: the fixed long-tail share (traced: a sweep over it is one program).
+    """
+
+    head: str = "auto"
+    tail: str = "auto"
+    tail_share: float = traced(0.5)
+
+    def validate(self, p: str = "slate") -> None:
+        _check(self.head in SLATE_HEADS, f"{p}.head", self.head, f"one of {SLATE_HEADS}")
+        _check(self.tail in SLATE_TAILS, f"{p}.tail", self.tail, f"one of {SLATE_TAILS}")
+        _check(0 <= self.tail_share <= 1, f"{p}.tail_share", self.tail_share,
+               "in [0, 1] (the long-tail share of a grouped slate)")
 
 
 @dataclass(frozen=True)
@@ -645,7 +672,7 @@ class MOFIRConfig:
 
     Grid (KuaiRec-like, seed 11, greedy Len / R_cum / AD): actor_lr 1e-4 13.13 / 9.27 / 0.59 (the
     query collapses onto ~1% of the items); **3e-5 22.63 / 15.60 / 0.18 (default)**; a plain
-    top-K slate (``slate_rule = topk``) at 1e-4: 13.65 / 10.93 / 1.0."""
+    top-K slate (``slate.head = topk``) at 1e-4: 13.65 / 10.93 / 1.0."""
 
     actor_lr: float = traced(3e-5)
     critic_lr: float = traced(1e-3)
@@ -653,12 +680,10 @@ class MOFIRConfig:
     tau: float = traced(0.01)
     explore_std: float = traced(0.1)
     eval_weight: float = traced(0.5)
-    slate_rule: str = "grouped"
     hidden: int = 64
     max_grad_norm: float = 10.0
 
     def validate(self, p: str = "mofir") -> None:
-        _check(self.slate_rule in SLATE_RULES, f"{p}.slate_rule", self.slate_rule, f"one of {SLATE_RULES}")
         _check_rate(p, "actor_lr", self.actor_lr)
         _check_rate(p, "critic_lr", self.critic_lr)
         _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
@@ -819,6 +844,7 @@ class Config:
     dsrm: DSRMConfig = field(default_factory=DSRMConfig)
     state: StateConfig = field(default_factory=StateConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    slate: SlateConfig = field(default_factory=SlateConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     a2c: A2CConfig = field(default_factory=A2CConfig)
@@ -842,6 +868,12 @@ class Config:
                 section.validate(n_items=min(self.world.n_items, self.world.n_test_items))
             else:
                 section.validate()
+        if self.agent.action == "plackett_luce" and resolve_agent(self)[0] in ("hrl", "flat"):
+            from purerec.heads import resolve  # the registry's default heads (imports no config)
+
+            _check(resolve(self).rule == "topk", "slate.head", self.slate.head,
+                   "'topk' or 'native' with agent.action = 'plackett_luce' (slates sampled over all items "
+                   "have no group quota)")
         batch = self.train.num_envs * self.train.rollout_len
         for name in ("ppo", "a2c"):
             mbs = getattr(self, name).minibatches
@@ -858,7 +890,7 @@ class Config:
 
 
 # Sections every run reads; an agent adds the ones it declares (``AgentSpec.sections``).
-SHARED_SECTIONS = ("world", "feedback", "env", "eval", "encoder", "state", "agent", "train")
+SHARED_SECTIONS = ("world", "feedback", "env", "eval", "encoder", "state", "agent", "slate", "train")
 
 
 def run_sections(cfg: Config, agent_sections: tuple[str, ...]) -> tuple[str, ...]:

@@ -31,6 +31,12 @@ class AgentSpec:
     session_shards: bool = False  # whether its sessions can be split over devices (train.session_shards)
     family: str = "ours"  # one of FAMILIES
     tradeoff: str | None = None  # the config field that moves it along the accuracy-fairness front
+    # The method's own slate rule (``slate.head = native``) and where it comes from.
+    native_rule: str = "topk"
+    native: str = "top-K of its scores"
+    # (head, tail) under ``slate.head = auto`` / ``slate.tail = auto``: the native head unless the
+    # README shows with numbers that another one serves users better.
+    default_head: tuple[str, str] = ("native", "fixed")
 
     @property
     def make(self) -> Callable:
@@ -42,23 +48,36 @@ class AgentSpec:
         return dict(self.purified_labels).get(purifier, f"{self.label}+{purifier.upper()}")
 
 
+_GROUPED_LEARNED = ("grouped", "learned")
 REGISTRY: dict[str, AgentSpec] = {
     "hrl": AgentSpec("hrl", "HRL", "ablation", ("ppo",), "hrl",
                      (("dsrm", "DSRM-HRL"), ("tce", "HRL+T-CE"), ("rce", "HRL+R-CE"), ("bod", "HRL+BOD")),
-                     session_shards=True, tradeoff="agent.lambda_fair"),
+                     session_shards=True, tradeoff="agent.lambda_fair",
+                     native="top-K of eq. 6's score (the paper's eq. 6; the authors' KuaiSim-based code)",
+                     default_head=_GROUPED_LEARNED),
     "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True,
-                      tradeoff="agent.lambda_fair"),
-    "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c", family="general RL"),
-    "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3", family="general RL"),
-    "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq", family="general RL"),
+                      tradeoff="agent.lambda_fair", native="top-K of eq. 6's score (as DSRM-HRL)",
+                      default_head=_GROUPED_LEARNED),
+    "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c", family="general RL",
+                     native="top-K of the hyper-action's linear scores (KuaiSim's A2C)"),
+    "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3", family="general RL",
+                     native="top-K of the actor's scores (KuaiSim's DDPG/TD3 port)"),
+    "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq", family="general RL",
+                     native="top-K of Q among items passing the tau filter (discrete BCQ, Fujimoto et al. 2019)"),
     "mofir": AgentSpec("mofir", "MOFIR (reading)", "baseline", ("mofir", "replay"), "mofir",
-                       family="fairness-aware RL", tradeoff="mofir.eval_weight"),
-    "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl", family="fairness-aware RL"),
+                       family="fairness-aware RL", tradeoff="mofir.eval_weight",
+                       native="top-K of the actor's ranking scores (Ge et al. 2022; no public code)",
+                       default_head=_GROUPED_LEARNED),
+    "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl", family="fairness-aware RL",
+                      native="top-K of A2C's scores (EasyRL4Rec's DORL)"),
     "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair", family="fairness-aware RL",
-                       tradeoff="dnair.novelty_weight"),
-    "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir", family="fairness-aware RL"),
+                       tradeoff="dnair.novelty_weight",
+                       native="top-K of per-item Q, epsilon-replacement in training (DNaIR's public code)"),
+    "sac4ir": AgentSpec("sac4ir", "SAC4IR", "baseline", ("sac4ir", "replay"), "sac4ir", family="fairness-aware RL",
+                        native="K draws without replacement from the softmax policy in training, top-K at test "
+                               "(SAC4IR's public code)"),
     "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo", family="fairness-aware RL",
-                      tradeoff="fcpo.cost_limit"),
+                      tradeoff="fcpo.cost_limit", native="top-K of the hyper-action's scores (FCPO's public code)"),
 }
 assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
 

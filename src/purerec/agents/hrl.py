@@ -18,8 +18,9 @@ draws goal logits u ~ N(mu(x), sigma_m) at a session's first step and every ``ma
 steps after (held in between: the per-session carry, in training and evaluation alike),
 z = sigmoid(u) = [w_acc, w_fair]. The worker draws a hyper-action a ~ N(x(s^, z), sigma_w): the
 coefficients of eq. 6's scorer in the item basis; the slate is deterministic given a
-(``purerec.slate.compose``): with ``slate_rule = grouped`` it holds round(K w_fair / (w_acc +
-w_fair)) long-tail items and the rest popular, each part the top of its group by Psi. PPO uses the
+(``purerec.heads.compose``): under the default head (grouped, learned tail) it holds round(K w_fair /
+(w_acc + w_fair)) long-tail items and the rest popular, each part the top of its group by Psi;
+the native head (``slate.head = native``) is eq. 6's literal top-K of Psi. PPO uses the
 Gaussian densities of u and a (no slate likelihood), so an update costs no pass over the items.
 ``plackett_luce`` samples slates from the scores instead.
 
@@ -43,7 +44,7 @@ from flax import struct
 from jax.sharding import PartitionSpec
 
 from purerec import env as E
-from purerec import losses, optim, returns, slate
+from purerec import heads, losses, optim, returns, slate
 from purerec.agents.base import Acts, Agent, env_params, shards_of
 from purerec.config import Config, resolve_agent
 from purerec.metrics import gini, gini_of_counts
@@ -93,6 +94,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     B_all, T = cfg.train.num_envs, cfg.train.rollout_len
     B = B_all // sh.n  # this device's sessions
     hyper_action = a.action == "hyper"
+    head = heads.resolve(cfg)  # with agent.action = plackett_luce a topk head (Config.validate)
     interval = a.manager_interval
     d = cfg.encoder.state_dim
     # A slate holds distinct items, so an item gets at most one exposure per session and step:
@@ -110,10 +112,10 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             return z[..., 1] / jnp.maximum(z[..., 0] + z[..., 1], Z_EPS)
         return jax.nn.sigmoid(action[..., -1])
 
-    def slate_of(action, z, basis, popular):
-        """The deterministic slate of one hyper-action (``agent.slate_rule``)."""
+    def slate_of(action, z, basis, popular, fixed_share):
+        """The deterministic slate of one hyper-action (the run's slate head)."""
         scores = basis @ action[: basis.shape[1]]
-        return slate.compose(scores, popular, tail_share(action, z), k_slate, a.slate_rule)
+        return heads.compose(head, scores, popular, k_slate, fixed_share, tail_share(action, z))
 
     def critic_input(x, z):
         return jnp.concatenate([x, z], axis=-1) if hier else x
@@ -156,7 +158,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         if hyper_action:
             act = mean_w + jnp.exp(ls_w) * jax.random.normal(k_w, mean_w.shape)
             logp_w = gaussian_log_prob(act, mean_w, ls_w)
-            slates = jax.vmap(slate_of, in_axes=(0, 0, None, None))(act, z, basis, world.popular)
+            slates = jax.vmap(slate_of, in_axes=(0, 0, None, None, None))(act, z, basis, world.popular,
+                                                                          r.hyper["slate.tail_share"])
         else:
             act = jnp.zeros((B, 1))
             logits = mean_w[:, : basis.shape[1]] @ basis.T
@@ -270,13 +273,13 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return r.replace(update=r.update + 1), logs
 
     def policy_params(frozen: Frozen, r: HRLState):
-        return frozen, r.worker.actor.params, r.manager.actor.params if hier else None
+        return frozen, r.worker.actor.params, r.manager.actor.params if hier else None, r.hyper["slate.tail_share"]
 
     def act(sample: bool, key, obs, state, params: E.EnvParams, pp, u):
         """One session acting as in training (carry ``u``: the goal logits, held for
         ``manager_interval`` steps). ``sample``: draw the goal and the action (the training
         policy); else take their means (greedy). Returns (slate, u)."""
-        frozen, worker_actor, manager_actor = pp
+        frozen, worker_actor, manager_actor, fixed_share = pp
         w = params.world
         basis = item_basis(w.item_emb, w.item_pop, a.score)
         k_s, k_m, k_w = jax.random.split(key, 3)
@@ -289,7 +292,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         mean_w, ls_w = worker_dist(worker_actor, s, z)
         if hyper_action:
             act_ = mean_w + jnp.exp(ls_w) * jax.random.normal(k_w, mean_w.shape) if sample else mean_w
-            return slate_of(act_, z, basis, w.popular), u
+            return slate_of(act_, z, basis, w.popular, fixed_share), u
         logits = basis @ mean_w[: basis.shape[1]]
         if sample:
             return slate.sample(k_w, logits, params.slate_size), u

@@ -19,16 +19,16 @@ by varying omega. What is implemented here:
   at w = 0 and w = 1 identical), since every minibatch's gradient moved the same shared outputs;
   gated heads give each objective its own output, weighted by omega in both the action and its
   gradient. The slate's long-tail share is sigmoid(4 v) (``SHARE_GAIN``). The slate
-  follows ``mofir.slate_rule``: ``grouped`` (default; ``purerec.slate.compose``, FLAT's rule)
+  follows the slate head (``purerec.heads``): the default (grouped, learned tail; FLAT's rule)
   holds round(K sigmoid(4 v)) long-tail items and the rest popular, each part the top of its
-  group by score; ``topk`` is TD3's top-K of the scores (v unused). Exploration: a + N(0,
+  group by score; ``native`` / ``topk`` is TD3's top-K of the scores (v unused). Exploration: a + N(0,
   ``mofir.explore_std``) (training and ``act.sample``).
 
-  Why ``grouped`` by default (a departure from a plain TD3 top-K): on the KuaiRec-like world the
+  Why grouped by default (a departure from a plain TD3 top-K): on the KuaiRec-like world the
   top-K slate of a linear scorer over ~10^4 items is a step function of the popularity weight
   (all popular for a_pop > -2.55, all long-tail below -2.95 from the warm start, a mixed slate
   only inside that band), so Fair_t is flat almost everywhere in the action, the fairness critic
-  gets no gradient to follow and the trade-off cannot be learned: with ``topk`` (and a shared,
+  gets no gradient to follow and the trade-off cannot be learned: with top-K (and a shared,
   ungated actor, actor_lr 1e-4, seed 11) every preference gave the same all-popular slate (test
   AD 1, Len 13.65 / R_cum 10.93, below most_popular's 14.01 / 12.25).
 * Vector reward. [r_t, Fair_t]: the env reward and Fair_t = -|2 p_t - 1| / 2, p_t the popular share
@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import env as E
-from purerec import optim, replay, slate
+from purerec import heads, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
@@ -157,6 +157,7 @@ class MOFIRState:
 def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "mofir")
     c = cfg.mofir
+    head = heads.resolve(cfg)
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size
     if B * T > cfg.replay.capacity:
         raise ConfigError("replay.capacity", cfg.replay.capacity,
@@ -170,13 +171,10 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     train_basis = item_basis(params.world.item_emb, params.world.item_pop, "dot")
     dx, da = observer.input_dim, emb_dim + 2
 
-    def slate_of(a, basis, popular, k):
-        """The slate of one hyper-action or a batch of them (``mofir.slate_rule``)."""
+    def slate_of(a, basis, popular, k, fixed_share):
+        """The slate of one hyper-action or a batch of them (the run's slate head)."""
         scores = a[..., :-1] @ basis.T
-        share = jax.nn.sigmoid(SHARE_GAIN * a[..., -1])
-        if a.ndim == 1:
-            return slate.compose(scores, popular, share, k, c.slate_rule)
-        return jax.vmap(slate.compose, in_axes=(0, None, 0, None, None))(scores, popular, share, k, c.slate_rule)
+        return heads.compose(head, scores, popular, k, fixed_share, jax.nn.sigmoid(SHARE_GAIN * a[..., -1]))
 
     def mu(actor_p, x, omega):
         """The actor's hyper-action at preference omega (the query reads x's state part only)."""
@@ -246,7 +244,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             _, x = observer.inputs(frozen, k_s, obs, ep)
             mean = mu(S.actor.params, x, omega)
             a = mean + h["mofir.explore_std"] * jax.random.normal(k_a, mean.shape)
-            return slate_of(a, train_basis, params.world.popular, K), w, {"x": x, "a": a, "omega": omega}
+            return slate_of(a, train_basis, params.world.popular, K, h["slate.tail_share"]), w, {"x": x, "a": a, "omega": omega}
 
         (obs, env_state, w), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, S.w, T)
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
@@ -270,18 +268,19 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return S, jax.tree.map(lambda z: z.astype(jnp.float32), logs)
 
     def policy_params(frozen: Frozen, S: MOFIRState) -> Any:
-        return frozen, S.actor.params, S.hyper["mofir.eval_weight"], S.hyper["mofir.explore_std"]
+        return (frozen, S.actor.params, S.hyper["mofir.eval_weight"], S.hyper["mofir.explore_std"],
+                S.hyper["slate.tail_share"])
 
     def act(sample: bool):
         def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):
-            frozen, actor_p, eval_weight, explore_std = pp
+            frozen, actor_p, eval_weight, explore_std, fixed_share = pp
             k_s, k_a = jax.random.split(key)
             basis = item_basis(p.world.item_emb, p.world.item_pop, "dot")
             _, x = observer.inputs(frozen, k_s, obs, p)
             a = mu(actor_p, x, preference(eval_weight))
             if sample:
                 a = a + explore_std * jax.random.normal(k_a, a.shape)
-            return slate_of(a, basis, p.world.popular, p.slate_size), carry
+            return slate_of(a, basis, p.world.popular, p.slate_size, fixed_share), carry
 
         return act_fn
 
