@@ -4,7 +4,8 @@ Trains DSRM-HRL (default) or any registered agent (``--agent KIND``: dsrm_hrl, h
 td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod; ``--state.purifier
 none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on the test world.
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
-``python train.py report DIR``. Logged data of the train world for other tools:
+``python train.py report DIR``; tuning on the validation split: ``python train.py tune
+sweeps/tune/<world>.toml`` (writes the chosen configs to sweeps/tuned/). Logged data of the train world for other tools:
 ``python train.py logs --out DIR [--env FILE] [--seed N]``; each sub-command answers ``--help``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
@@ -197,6 +198,20 @@ then write DIR/report.md (re-running skips finished runs).
   --debug           show the traceback of an error
 {_DIST_USAGE}"""
 
+TUNE_USAGE = f"""usage: train.py tune FILE [--dry-run] [--budget X] [--out DIR] [--tuned DIR]
+
+Run the tuning sweep FILE (sweeps/tune/*.toml: `tune = true`, every run on the validation split,
+tuning seeds disjoint from the reporting seeds), then write, per world and agent, the grid point and
+action rule with the best mean validation R_cum to DIR/<preset>/<agent>.toml (with the command and
+every candidate's figures), the defaults that `tuned = "sweeps/tuned"` sweeps such as table2 apply.
+  FILE              the tuning sweep spec
+  --dry-run         print the plan and run nothing
+  --budget X        scale each run's training budget by X in (0, 10] (default 1)
+  --out DIR         sweep directory (default runs/sweeps/<name>)
+  --tuned DIR       where the chosen configs go (default sweeps/tuned)
+  --debug           show the traceback of an error
+{_DIST_USAGE}"""
+
 REPORT_USAGE = """usage: train.py report DIR
 
 Write DIR/report.md (tables) and its plots from the run records of a sweep directory written by
@@ -225,12 +240,15 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
     ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
     have the same run id (the same config) instead of running them again."""
     if _wants_help(argv):
-        print(SWEEP_USAGE if cmd == "sweep" else REPORT_USAGE)
+        print({"sweep": SWEEP_USAGE, "tune": TUNE_USAGE}.get(cmd, REPORT_USAGE))
         return 0
     flags = {"dry-run": 0, "budget": 1, "out": 1, "reuse": 1, **DIST_FLAGS}
+    if cmd == "tune":
+        flags = {**flags, "tuned": 1}
+        flags.pop("reuse")
     try:
         opts, overrides, pos = split_args(argv, flags)
-        launch = launch_from(opts) if cmd == "sweep" else None
+        launch = launch_from(opts) if cmd in ("sweep", "tune") else None
         if len(pos) != 1 or overrides:
             raise ConfigError(cmd, argv, f"usage: train.py {cmd} {'FILE [--dry-run] [--budget X] [--out DIR]' if cmd == 'sweep' else 'DIR'}")
         if cmd == "report":
@@ -245,6 +263,8 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         from purerec.sweep import load_sweep, run_sweep
 
         spec = load_sweep(pos[0])
+        if cmd == "tune" and not spec.tune:
+            raise ConfigError("tune", pos[0], "a tuning sweep spec (`tune = true` in [sweep], e.g. sweeps/tune/kuairec.toml)")
         try:
             budget = float(opts.get("budget", 1.0))
         except ValueError:
@@ -273,6 +293,13 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
             path = write_report(out)
             print(open(path).read())
             print(f"report written to {path}")
+            if cmd == "tune":
+                from purerec.tuning import choose
+
+                command = "python train.py tune " + " ".join(shlex.quote(a) for a in argv)
+                for f in choose(list(res["records"].values()), opts.get("tuned") or os.path.join("sweeps", "tuned"),
+                                command):
+                    print(f"chosen: {f}")
         if launch:
             from purerec import distributed
 
@@ -347,7 +374,7 @@ def train_main(argv: list[str]) -> int:
         return 0
     if pos:
         hint = (f"; to use it as the environment spec write --env {pos[0]}" if pos[0].endswith(".toml") else
-                "; the subcommands are sweep, report and logs")
+                "; the subcommands are sweep, tune, report and logs")
         raise ConfigError("arguments", pos, f"options only (--name value){hint}")
     if opts.get("resume") and (overrides or opts.get("env") or opts.get("out") or opts.get("reference")):
         raise ConfigError("--resume", opts["resume"], "alone: a resumed run keeps its saved config and run "
@@ -415,7 +442,7 @@ def train_main(argv: list[str]) -> int:
 
 def _then(argv: list[str]) -> str:
     """What to do after a file-system error or an interrupt, for this command."""
-    if argv and argv[0] == "sweep":
+    if argv and argv[0] in ("sweep", "tune"):
         return "run the same command again (finished runs are kept): python train.py " + shlex.join(argv)
     if argv and argv[0] in ("report", "logs") or "--reference" in argv:
         return "run the command again"
@@ -430,7 +457,7 @@ def _interrupted(e: BaseException, argv: list[str]) -> str:
         return f"interrupted ({name}); the run had finished: its results are in {run_dir}/results.json"
     if run_dir:
         return f"interrupted ({name}); continue with: python train.py --resume {run_dir}"
-    if argv and argv[0] == "sweep":
+    if argv and argv[0] in ("sweep", "tune"):
         return f"interrupted ({name}); continue with: python train.py {shlex.join(argv)} (finished runs are kept)"
     if argv and argv[0] in ("report", "logs") or "--reference" in argv or "--resume" in argv:
         return f"interrupted ({name})"
@@ -453,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts.handling():
         one_line = False  # the command stopped with its one line
         try:
-            if argv and argv[0] in ("sweep", "report"):
+            if argv and argv[0] in ("sweep", "report", "tune"):
                 code = sweep_main(argv[0], argv[1:])
             elif argv and argv[0] == "logs":
                 code = logs_main(argv[1:])

@@ -103,7 +103,8 @@ def seed_summary(per_seed: dict[str, dict[str, float]]) -> dict:
 
 
 def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
-    """Every reference policy's test-protocol row on ``cfg``'s test world. The rows depend only on
+    """Every reference policy's test-protocol row on ``cfg``'s evaluation world (``eval.split``:
+    the test world or the validation users). The rows depend only on
     the world, the dynamics and the protocol, so they are cached next to the worlds (best-effort: a
     cache that cannot be written is warned about and skipped)."""
     import dataclasses
@@ -115,8 +116,11 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     from purerec.datasets import _fingerprint, cache_dir, get_worlds, warn
     from purerec.policies import REFERENCE_POLICIES, REFERENCE_VERSION
 
+    ev = dataclasses.asdict(cfg.eval)
+    if ev["split"] == "test":  # the key of the rows cached before the validation split existed
+        ev.pop("split")
     key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), dataclasses.asdict(cfg.env),
-                      dataclasses.asdict(cfg.eval), sorted(REFERENCE_POLICIES), REFERENCE_VERSION], sort_keys=True)
+                      ev, sorted(REFERENCE_POLICIES), REFERENCE_VERSION], sort_keys=True)
     path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
     try:
         with open(path) as fh:
@@ -124,8 +128,10 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
         return {name: cached[name] for name in REFERENCE_POLICIES}  # in the registry's order
     except (OSError, ValueError, KeyError):
         pass
-    _, test = get_worlds(cfg, verbose=verbose)
-    params = E.make_params(test, cfg)
+    from purerec.validation import eval_world
+
+    train, test = get_worlds(cfg, verbose=verbose)
+    params = E.make_params(eval_world(cfg, train, test), cfg)
     rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
     try:  # best-effort: an unwritable cache costs the rows' recomputation next time, nothing else
         atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))

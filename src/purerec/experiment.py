@@ -46,6 +46,7 @@ from purerec.errors import CheckpointError, Interrupted, PurerecError, RunDirErr
 from purerec.runlock import DirLock, visible
 from purerec.config import DEFAULT_SESSION_SHARDS, Config, _apply, resolve_session_shards
 from purerec.datasets import get_worlds
+from purerec.validation import eval_world
 from purerec.env import make_params
 from purerec.fidelity import fidelity
 from purerec.hostdevices import FLAG
@@ -425,7 +426,8 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
     seeds = list(cfg.train.seeds)
     t_all = time.perf_counter()
 
-    p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
+    # The evaluation world: the test world, or the validation users on its items (eval.split).
+    p_train, p_test = make_params(train_w, cfg), make_params(eval_world(cfg, train_w, test_w), cfg)
     shards = cfg.train.session_shards
     fns = make_train(cfg, p_train, axis_name=SESSIONS if shards > 1 else None)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])

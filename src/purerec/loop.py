@@ -3,7 +3,11 @@
 Stage I (``purerec.stage1``: encoder and, with ``state.purifier = dsrm``, the purifier) then the
 agent's ``init`` and ``update`` scanned (``purerec.agents.base``). ``chunk`` scans
 ``train.chunk_updates`` updates (the host loop checkpoints between chunks); ``train(key, hyper)``
-is the whole run in one program (what sweeps compile). There is no agent code here: the agent
+is the whole run in one program (what sweeps compile), with the same episode cap as a
+``train.py`` run (``train.target_episodes``): the first chunk that would take the run past the
+cap is dropped (its state discarded) and every later chunk is skipped (``lax.cond``: no compute
+on CPU), so every agent of a sweep trains on the same number of episodes, not of updates.
+``logs["kept"]`` says, per update, whether it counts. There is no agent code here: the agent
 comes from the registry. Seeds are mapped or vmapped by the caller
 (``purerec.experiment.seed_batcher``).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from purerec import agents
 from purerec import env as E
@@ -60,8 +65,32 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -
     def train(key: jax.Array, hyper: dict | None = None):
         frozen, curves = stage1(stage1_key(key))
         state = init(init_key(key), frozen, hyper)
-        state, logs = jax.lax.scan(lambda s, _: agent.update(frozen, s), state, None, length=cfg.train.total_updates)
+        target = cfg.train.target_episodes
+        if not target:
+            state, logs = jax.lax.scan(lambda s, _: agent.update(frozen, s), state, None,
+                                       length=cfg.train.total_updates)
+            return frozen, state, {**logs, "kept": jnp.ones((cfg.train.total_updates,))}, curves
+        state, logs = capped_chunks(state, frozen, target)
         return frozen, state, logs, curves
+
+    def capped_chunks(state, frozen, target: int):
+        """Chunks of updates until the next chunk would pass ``target`` episodes (that chunk and
+        every later one are dropped, as ``purerec.experiment`` drops them; the first always counts)."""
+        n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
+        skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(chunk, state, frozen)[1])
+
+        def one(carry, i):
+            s, episodes, stopped = carry
+            new, logs = jax.lax.cond(stopped, lambda s_: (s_, skipped), lambda s_: chunk(s_, frozen), s)
+            ch = jnp.sum(logs["episodes"])
+            stop = stopped | ((i > 0) & (episodes + ch > target))
+            s = jax.tree.map(lambda a, b: jnp.where(stop, a, b), s, new)
+            kept = jnp.broadcast_to(jnp.where(stop, 0.0, 1.0), (cfg.train.chunk_updates,))
+            return (s, episodes + jnp.where(stop, 0.0, ch), stop), {**logs, "kept": kept}
+
+        init_carry = (state, jnp.float32(0.0), jnp.bool_(False))
+        (state, _, _), logs = jax.lax.scan(one, init_carry, jnp.arange(n_chunks))
+        return state, jax.tree.map(lambda x: x.reshape((n_chunks * cfg.train.chunk_updates,) + x.shape[2:]), logs)
 
     return TrainFns(agent=agent, stage1=stage1, init=init, update=agent.update, chunk=chunk, train=train,
                     state_specs=agent.state_specs)

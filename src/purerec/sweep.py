@@ -54,15 +54,18 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purerec import distributed
-from purerec.config import Config, ConfigError, apply_overrides, load_config, load_toml, resolve_override_name
+from purerec.config import (EVAL_ACTIONS, Config, ConfigError, apply_overrides, load_config, load_toml,
+                            resolve_override_name)
 from purerec import interrupts
 from purerec.errors import RunDirError, SweepSpecError
 from purerec.datasets import get_worlds
+from purerec.validation import eval_world
 from purerec.env import make_params
 from purerec.experiment import seed_batcher, write_json
 from purerec.evaluation import n_test_sessions, reference_rows, test_metrics
 from purerec.agents import describe, spec_of
-from purerec.agents.base import env_params, hyper_of, hyper_paths
+from purerec import heads
+from purerec.agents.base import env_params, frozen_config, hyper_of, hyper_paths, is_frozen
 from purerec.config import run_sections
 from purerec.loop import make_train
 
@@ -75,6 +78,10 @@ class SweepSpec:
     base: dict
     grid: dict | list  # one grid (field -> values) or a list of grids (their union)
     budget: str = ""
+    frozen: bool = False  # also run every point's frozen twin (RL learning rates 0)
+    actions: tuple[str, ...] = ()  # evaluate under these action rules (default: eval.action alone)
+    tune: bool = False  # a tuning sweep: validation split only, seeds disjoint from REPORTING_SEEDS
+    tuned: str = ""  # a directory of chosen configs (<preset>/<agent>.toml) applied before the grid
 
     @property
     def grids(self) -> list[dict]:
@@ -93,10 +100,13 @@ class RunSpec:
 class Group:
     key: str
     runs: list[RunSpec] = field(default_factory=list)
+    actions: tuple[str, ...] = ()  # action rules to evaluate besides eval.action
 
 
 SPEC_SECTIONS = ("sweep", "base", "grid")
-SPEC_KEYS = ("name", "budget", "envs", "seeds")
+SPEC_KEYS = ("name", "budget", "envs", "seeds", "frozen", "actions", "tune", "tuned")
+# The seeds every published table reports; a tuning sweep may not use them (nor the test split).
+REPORTING_SEEDS = (11, 15, 19)
 
 
 def _spec_error(path: str, key: str, value, allowed: str) -> SweepSpecError:
@@ -140,9 +150,23 @@ def load_sweep(path: str) -> SweepSpec:
         grid = dict(grid)
     else:
         raise _spec_error(path, "grid", grid, "a [grid] table or [[grid]] tables")
+    for name in ("frozen", "tune"):
+        if not isinstance(head.get(name, False), bool):
+            raise _spec_error(path, f"sweep.{name}", head[name], "true or false")
+    actions = head.get("actions", [])
+    if not isinstance(actions, list) or not all(a in EVAL_ACTIONS for a in actions) or len(set(actions)) != len(actions):
+        raise _spec_error(path, "sweep.actions", actions, f"a list of distinct action rules from {list(EVAL_ACTIONS)}")
+    tuned = head.get("tuned", "")
+    if not isinstance(tuned, str) or (tuned and not os.path.isdir(tuned)):
+        raise _spec_error(path, "sweep.tuned", tuned, "a directory of chosen configs (<preset>/<agent>.toml), "
+                          "e.g. \"sweeps/tuned\" (run `python train.py tune sweeps/tune/<world>.toml` to write them)")
     spec = SweepSpec(name=str(head.get("name", os.path.splitext(os.path.basename(path))[0])),
                      envs=tuple(envs), seeds=tuple(seeds), base=dict(base), grid=grid,
-                     budget=str(head.get("budget", "")))
+                     budget=str(head.get("budget", "")), frozen=head.get("frozen", False),
+                     actions=tuple(actions), tune=head.get("tune", False), tuned=tuned)
+    if spec.tune and set(spec.seeds) & set(REPORTING_SEEDS):
+        raise _spec_error(path, "sweep.seeds", seeds, f"seeds disjoint from the reporting seeds {list(REPORTING_SEEDS)} "
+                          f"in a tuning sweep (tune = true)")
     for g in spec.grids:
         for k, v in g.items():
             _check_field(path, f"grid.{k}", k)
@@ -202,18 +226,38 @@ def expand(spec: SweepSpec, budget: float = 1.0) -> list[RunSpec]:
     for env_file in spec.envs:
         for point in points:
             overrides = {**spec.base, **point}
+            if spec.tuned:
+                overrides = {**spec.base, **tuned_overrides(spec.tuned, load_config(env_file, overrides)), **point}
             cfg = scale_budget(load_config(env_file, overrides), budget)
             if cfg.train.session_shards > 1:
                 raise ConfigError("train.session_shards", cfg.train.session_shards,
                                   "0 or 1 in a sweep: a sweep spreads whole runs over the devices")
-            for seed in spec.seeds:
-                c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,), session_shards=1))
-                c = c.validate()
-                rid = _cfg_hash(c)
-                if rid not in seen:  # grids of a union may overlap
-                    seen.add(rid)
-                    runs.append(RunSpec(run_id=rid, cfg=c, seed=seed, point={"env": env_file, **point}))
+            if spec.tune and cfg.eval.split != "validation":
+                raise SweepSpecError(f"sweep {spec.name}: a tuning sweep (tune = true) evaluates on the validation "
+                                     f"split only; point {point} has eval.split = {cfg.eval.split!r}: set "
+                                     f'"eval.split" = "validation" in [base]')
+            twins = [(cfg, point)]
+            if spec.frozen:
+                twins.append((frozen_config(cfg), {**point, "frozen": True}))
+            for c0, pt in twins:
+                for seed in spec.seeds:
+                    c = dataclasses.replace(c0, train=dataclasses.replace(c0.train, seeds=(seed,), session_shards=1))
+                    c = c.validate()
+                    rid = _cfg_hash(c)
+                    if rid not in seen:  # grids of a union may overlap
+                        seen.add(rid)
+                        runs.append(RunSpec(run_id=rid, cfg=c, seed=seed, point={"env": env_file, **pt}))
     return runs
+
+
+def tuned_overrides(tuned_dir: str, cfg: Config) -> dict:
+    """The chosen hyperparameters of ``cfg``'s world preset and agent (``<dir>/<preset>/<agent>.toml``,
+    written by ``python train.py tune``), or {} when none were chosen."""
+    path = os.path.join(tuned_dir, cfg.world.preset, f"{cfg.agent.kind}.toml")
+    if not os.path.isfile(path):
+        return {}
+    data = load_toml(path, what="tuned config")
+    return {k: v for k, v in data.get("chosen", {}).items()}
 
 
 def group_key(cfg: Config) -> str:
@@ -224,11 +268,11 @@ def group_key(cfg: Config) -> str:
     return _cfg_hash(c)
 
 
-def plan(runs: list[RunSpec]) -> list[Group]:
+def plan(runs: list[RunSpec], actions: tuple[str, ...] = ()) -> list[Group]:
     groups: dict[str, Group] = {}
     for r in runs:
         k = group_key(r.cfg)
-        groups.setdefault(k, Group(key=k)).runs.append(r)
+        groups.setdefault(k, Group(key=k, actions=actions)).runs.append(r)
     return list(groups.values())
 
 
@@ -288,7 +332,7 @@ def run_group(group: Group, log=print) -> list[dict]:
     padded = int(math.ceil(n / n_dev) * n_dev)
     order = list(range(n)) + [n - 1] * (padded - n)
     train_w, test_w = get_worlds(cfg)
-    p_train, p_test = make_params(train_w, cfg), make_params(test_w, cfg)
+    p_train, p_test = make_params(train_w, cfg), make_params(eval_world(cfg, train_w, test_w), cfg)
     fns = make_train(cfg, p_train)
     agent = fns.agent
     keys = np.stack([np.asarray(jax.random.PRNGKey(group.runs[i].seed)) for i in order])
@@ -297,14 +341,17 @@ def run_group(group: Group, log=print) -> list[dict]:
     keys_s = _shard(keys, mesh)
     hyper_s = {k: _shard(v, mesh) for k, v in hyper.items()}
 
+    actions = tuple(dict.fromkeys((cfg.eval.action, *group.actions)))
+
     def train_eval(key, h):
         frozen, state, logs, curves = fns.train(key, h)
         tp = env_params(p_test, h)
-        # The test protocol (eval.action for every run); the mean over its repeats.
+        # The test protocol (on eval.split) under each action rule; the mean over its repeats.
         carry = agent.init_carry(n_test_sessions(cfg.eval, tp))
-        per_rep = test_metrics(getattr(agent.act, cfg.eval.action), tp, cfg.eval, agent.policy_params(frozen, state),
-                               carry)
-        metrics = jax.tree.map(lambda v: v.mean(0), per_rep)
+        metrics = {}
+        for action in actions:
+            per_rep = test_metrics(getattr(agent.act, action), tp, cfg.eval, agent.policy_params(frozen, state), carry)
+            metrics[action] = jax.tree.map(lambda v: v.mean(0), per_rep)
         return logs, curves, metrics
 
     # Each device runs its share of the runs: mapped one after another on CPU, vmapped on
@@ -326,12 +373,17 @@ def run_group(group: Group, log=print) -> list[dict]:
         rec = {"run_id": r.run_id, "seed": r.seed, "point": r.point, "group": group.key, **_row_of(r.cfg),
                "config": dataclasses.asdict(r.cfg), "status": "ok",
                "timing": {"group_compile_s": compile_s, "group_run_s": run_s, "group_runs": n, "devices": n_dev}}
-        bad = [k for k, v in logs.items() if not np.all(np.isfinite(v[i]))]
+        kept = int(np.sum(logs["kept"][i]))  # updates within the episode cap (train.target_episodes)
+        bad = [k for k, v in logs.items() if not np.all(np.isfinite(v[i][:kept]))]
         if bad:
             u = int(np.argwhere(~np.isfinite(logs[bad[0]][i]))[0, 0]) + 1
             rec.update(status="failed", error=f"non-finite {bad[0]} at update {u}")
-        rec["metrics"] = {k: float(v[i]) for k, v in metrics.items()}
-        rec["curves"] = {k: [float(x) for x in logs[k][i]] for k in sorted(logs)}  # metrics and losses per update
+        by_action = {a: {k: float(v[i]) for k, v in m.items()} for a, m in metrics.items()}
+        rec["metrics"] = by_action[cfg.eval.action]
+        rec["metrics_by_action"] = by_action
+        rec["curves"] = {k: [float(x) for x in logs[k][i][:kept]] for k in sorted(logs) if k != "kept"}
+        rec["updates"] = kept
+        rec["episodes"] = float(np.sum(logs["episodes"][i][:kept]))
         rec["stage1"] = {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")
@@ -339,10 +391,13 @@ def run_group(group: Group, log=print) -> list[dict]:
 
 
 def _row_of(cfg: Config) -> dict:
-    """What the report needs to place a run: its row label and table (``purerec.agents.describe``)."""
+    """What the report needs to place a run: its row label and table (``purerec.agents.describe``),
+    its slate head, whether it is a frozen twin, the split and the action rule of ``metrics``."""
     d = describe(cfg)
     return {"method": d["method"], "table": d["group"], "kind": d["kind"], "purifier": d["purifier"],
-            "family": d["family"], "tradeoff": d["tradeoff"], "paper_train_s": d["paper_train_s"]}
+            "family": d["family"], "tradeoff": d["tradeoff"], "paper_train_s": d["paper_train_s"],
+            "slate_head": cfg.slate.head, "head": heads.resolve(cfg).label, "frozen": is_frozen(cfg),
+            "split": cfg.eval.split, "action": cfg.eval.action}
 
 
 def _gather(tree):
@@ -376,7 +431,7 @@ def run_sweep(spec: SweepSpec, out_dir: str, budget: float = 1.0, dry_run: bool 
     """Run every missing run of the sweep (after copying the finished ones of the sweeps in
     ``reuse``); returns {'plan': text, 'records': {...}}."""
     runs = expand(spec, budget)
-    groups = plan(runs)
+    groups = plan(runs, spec.actions)
     writer = jax.process_index() == 0
     held = []
     try:
@@ -430,7 +485,7 @@ def _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer,
             continue
         log(f"group {i + 1}/{len(groups)}: {len(todo)} runs")
         try:
-            new = run_group(Group(key=g.key, runs=todo), log=log)
+            new = run_group(Group(key=g.key, runs=todo, actions=g.actions), log=log)
         except Exception as e:  # a failing group is recorded; the sweep goes on
             interrupts.check()  # ... unless it is an interrupt that library code wrapped in another error
             msg = f"{type(e).__name__}: {e}"

@@ -52,6 +52,27 @@ def hyper_paths(cfg: Config) -> tuple[str, ...]:
     return traced_paths(cfg, run_sections(cfg, spec_of(cfg).sections))
 
 
+def learning_rate_paths(cfg: Config) -> tuple[str, ...]:
+    """The RL learning rates of a run: the traced ``*lr`` fields of its agent's own sections
+    (Stage I's encoder and purifier rates are not among them: a frozen twin keeps Stage I)."""
+    from purerec.agents import spec_of
+
+    return tuple(p for p in traced_paths(cfg, spec_of(cfg).sections) if p.split(".")[1].endswith("lr"))
+
+
+def frozen_config(cfg: Config) -> Config:
+    """The frozen twin of a run: the same config with every RL learning rate 0 (``learning_rate_paths``):
+    the same Stage I, slate head and rollouts, no learning. Trained minus frozen = what learning adds."""
+    from purerec.config import apply_overrides
+
+    return apply_overrides(cfg, {p: 0.0 for p in learning_rate_paths(cfg)})
+
+
+def is_frozen(cfg: Config) -> bool:
+    """Whether every RL learning rate of the run is 0 (a frozen twin)."""
+    return all(getattr(getattr(cfg, p.split(".")[0]), p.split(".")[1]) == 0 for p in learning_rate_paths(cfg))
+
+
 def hyper_of(cfg: Config) -> dict[str, jax.Array]:
     """The traced hyperparameters of one run, keyed by dotted config path."""
     out = {}
