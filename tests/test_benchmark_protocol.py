@@ -282,3 +282,37 @@ def test_grouped_sampling_keeps_the_group_counts():
                                     10, share))
         assert len(set(s.tolist())) == 10
         assert int((~popular[s]).sum()) == round(10 * share)
+
+
+# --- a frozen twin's policy is its initial one (what lets a sweep skip its updates) --------------
+
+def _tiny(kind: str, **extra) -> Config:
+    from purerec.config import apply_overrides
+
+    return apply_overrides(small_config(), {
+        "agent.kind": kind, "env.max_len": 6, "train.num_envs": 16, "train.rollout_len": 8,
+        "train.stage1_sessions": 32, "encoder.train_steps": 10, "dsrm.train_steps": 10, "dsrm.steps": 3,
+        "replay.capacity": 512, "replay.min_size": 64, "replay.batch_size": 32, "replay.grad_steps": 2,
+        "offline.sessions": 32, "dorl.model_steps": 20, "dorl.model_batch": 32, "dorl.models": 2,
+        "denoise.steps": 10, "denoise.tce_num_gradual": 5, **extra}).validate()
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k in ("hrl", "a2c", "dnair") else pytest.mark.slow)
+                                  for k in AGENTS])
+def test_learning_rates_0_leave_the_policy_as_initialised(kind, small_worlds):
+    from purerec.env import make_params
+    from purerec.loop import init_key, make_train, stage1_key
+
+    cfg = frozen_config(_tiny(kind))
+    fns = make_train(cfg, make_params(small_worlds[0], cfg))
+    key = jax.random.PRNGKey(5)
+
+    def run(key):
+        frozen, _ = fns.stage1(stage1_key(key))
+        s0 = fns.init(init_key(key), frozen)
+        s2, _ = jax.lax.scan(lambda s, _: fns.update(frozen, s), s0, None, length=2)
+        return fns.agent.policy_params(frozen, s0), fns.agent.policy_params(frozen, s2)
+
+    before, after = jax.jit(run)(key)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

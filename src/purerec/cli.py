@@ -138,7 +138,9 @@ def protocol_line(cfg: Config, n_sessions: int | None = None) -> str:
     """The evaluation protocol in words, for every table's caption."""
     e = cfg.eval
     n = n_sessions if n_sessions is not None else e.n_sessions
-    return (f"protocol test: held-out test world, {n} distinct users x {e.repeats} repeats "
+    where = ("validation users (new users on the test world's items)" if e.split == "validation"
+             else "held-out test world")
+    return (f"protocol test: {where}, {n} distinct users x {e.repeats} repeats "
             f"(seeds {e.seed}..{e.seed + e.repeats - 1}), each to its first exit, max_len {cfg.env.max_len}, "
             f"AD = {e.ad_form} form")
 
@@ -156,9 +158,18 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None, referen
     print(f"\n{protocol_line(cfg, res['n_sessions'])}; training seeds {list(cfg.train.seeds)} (mean ± std over seeds)\n")
     rows = {f"{name} ({rule})": res["test"][rule]["mean"] for rule in res["test"]}
     stds = {f"{name} ({rule})": res["test"][rule]["std"] for rule in res["test"]}
+    if "untrained" in res:  # the same agent, head and Stage I with learning rates 0
+        label = f"{name} frozen, learning rates 0 ({res['action']})"
+        rows[label], stds[label] = res["untrained"]["mean"], res["untrained"]["std"]
     for ref, row in (reference or {}).items():
         rows[f"reference: {ref}"] = row
     print(format_table(rows, TABLE_COLUMNS, stds))
+    if "gain" in res:
+        g = res["gain"]
+        print("\nwhat learning adds (trained - frozen, " + res["action"] + ", mean [min, max] over seeds): "
+              + ", ".join(f"{k} {g[k]['mean']:+.3g} [{g[k]['min']:+.3g}, {g[k]['max']:+.3g}]" for k in ("Len", "R_cum", "AD"))
+              + ("; learning adds nothing measurable here (the Len interval holds 0)"
+                 if g["Len"]["min"] <= 0 <= g["Len"]["max"] else ""))
     print(f"\nprotocol train_report: mean of the last {cfg.eval.report_updates} training updates (train world, "
           f"exploring policy)\n")
     tr = res["train_report"]

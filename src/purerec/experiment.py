@@ -455,6 +455,7 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
         return compiled
 
     done_updates, state = None, None
+    init_c = None  # the compiled init (a fresh run's; a resumed run compiles it for the untrained row)
     written = (0, 0)  # the last update in metrics.jsonl / evals.jsonl: nothing is appended twice
     if resume:
         frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
@@ -525,16 +526,21 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
     every = cfg.train.eval_every_chunks
     last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
 
-    def evaluate_now() -> dict | None:
-        """The test-world evaluation on one device (process 0's; None on the other processes)."""
+    def evaluate_now(untrained: bool = False) -> dict | None:
+        """The test-world evaluation on one device (process 0's; None on the other processes);
+        ``untrained`` adds the same agent with learning rates 0 (its runner as initialised)."""
         t0 = time.perf_counter()
+        r0 = None
+        if untrained:
+            compiled = init_c if init_c is not None else timed_compile(init_v, k_init, frozen)
+            r0 = compiled(k_init, frozen)
         if dist.multi():
-            fz, rn = dist.host_copy((frozen, runner))
+            fz, rn, r0 = dist.host_copy((frozen, runner, r0))
             if not main:
                 return None
         else:
-            fz, rn = jax.device_put((frozen, runner), jax.devices()[0])
-        out = evaluate_run(cfg, fns.agent, fz, rn, p_train, p_test, metrics_path)
+            fz, rn, r0 = jax.device_put((frozen, runner, r0), jax.devices()[0])
+        out = evaluate_run(cfg, fns.agent, fz, rn, p_train, p_test, metrics_path, runner0=r0)
         timings["eval_s"] += time.perf_counter() - t0
         return out
     try:
@@ -596,7 +602,7 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
                "timings": dict(timings), "episodes": episodes}
     final = None
     if evaluate_at_end:
-        final = last_eval[1] if last_eval and last_eval[0] == done_updates else evaluate_now()
+        final = evaluate_now(untrained=True)
 
     interrupts.check()  # the evaluation is done; results.json is written whole or not at all
 
@@ -817,7 +823,7 @@ def read_curves(metrics_path: str, seeds) -> dict[int, dict[str, list[float]]]:
     return out
 
 
-def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_path: str) -> dict:
+def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_path: str, runner0=None) -> dict:
     """Every seed under the test protocol with both action rules (+ fidelity) and the train_report
     protocol; ``mean`` / ``std`` / ``per_seed`` are the protocol and action rule the config names.
 
@@ -826,7 +832,12 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     own device when there are several (``purerec.hostdevices``: one CPU device per core): XLA
     compiles with the GIL released, and each program is the one-device program it always was, so
     the numbers are unchanged. Compilations are counted per seed (the first seed's include
-    every compile; later seeds must compile nothing)."""
+    every compile; later seeds must compile nothing).
+
+    ``runner0`` (the runner as initialised, before any update) adds ``untrained``: the test
+    protocol under ``eval.action`` for the same agent with learning rates 0 (Adam at rate 0 moves
+    no parameter, so the frozen twin's policy is its initial one: tested), through the same
+    compiled program, and ``gain``: trained minus untrained per seed (Len, R_cum, AD)."""
     seeds = list(cfg.train.seeds)
     n = n_test_sessions(cfg.eval, p_test)
     observer = make_observer(cfg)
@@ -850,9 +861,11 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
             fz = take(frozen)
             pp = agent.policy_params(fz, take(runner))
             rows = {rule: pool.submit(rule_row, rule, pp) for rule in EVAL_ACTIONS}
+            if runner0 is not None:
+                rows["untrained"] = pool.submit(rule_row, cfg.eval.action, agent.policy_params(fz, take(runner0)))
             fid = fidelity(observer, fz, jax.random.PRNGKey(cfg.eval.seed + 1000), p_train, p_test, pool=pool)
-            for rule in EVAL_ACTIONS:
-                per_rule[rule][str(seed)] = rows[rule].result()
+            for rule in rows:
+                per_rule.setdefault(rule, {})[str(seed)] = rows[rule].result()
             per_rule["greedy"][str(seed)].update(fid)
             compiles[i] += counter.count - before
     counter.active, counter.count = was_active, count0
@@ -860,9 +873,18 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     curves = read_curves(metrics_path, seeds)
     report = seed_summary({str(s): train_report(curves[int(s)], cfg.eval.report_updates) for s in seeds})
     chosen = test[cfg.eval.action] if cfg.eval.protocol == "test" else report
+    extra = {}
+    if runner0 is not None:
+        trained = per_rule[cfg.eval.action]
+        gain = {s: {k: trained[s][k] - per_rule["untrained"][s][k] for k in ("Len", "R_cum", "AD")} for s in trained}
+        extra = {"untrained": seed_summary(per_rule["untrained"]),
+                 "gain": {k: {"mean": float(np.mean([g[k] for g in gain.values()])),
+                              "min": float(np.min([g[k] for g in gain.values()])),
+                              "max": float(np.max([g[k] for g in gain.values()]))} for k in ("Len", "R_cum", "AD")},
+                 "gain_per_seed": gain}
     return {"protocol": cfg.eval.protocol, "action": cfg.eval.action if cfg.eval.protocol == "test" else "sample",
-            "n_sessions": n, "repeats": cfg.eval.repeats, "ad_form": cfg.eval.ad_form,
-            "test": test, "train_report": report, "eval_compiles_per_seed": compiles, **chosen}
+            "n_sessions": n, "repeats": cfg.eval.repeats, "ad_form": cfg.eval.ad_form, "split": cfg.eval.split,
+            "test": test, "train_report": report, "eval_compiles_per_seed": compiles, **extra, **chosen}
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -33,6 +33,7 @@ class TrainFns(NamedTuple):
     update: Callable  # (frozen, state) -> (state, logs)
     chunk: Callable  # (state, frozen) -> (state, logs over train.chunk_updates updates)
     train: Callable  # (key[, hyper]) -> (frozen, state, logs, curves)
+    untrained: Callable  # (key[, hyper]) -> train's outputs without the updates (logs zero, "kept" 0)
     state_specs: Callable | None  # (lead=1) -> partition specs of the state (session shards)
 
 
@@ -73,6 +74,15 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -
         state, logs = capped_chunks(state, frozen, target)
         return frozen, state, logs, curves
 
+    def untrained(key: jax.Array, hyper: dict | None = None):
+        """``train``'s outputs for a run whose RL learning rates are all 0: Stage I and the initial
+        state, no update (at rate 0 an update moves no policy parameter, so the policy is the one
+        ``train`` would end with: tested); the logs are zeros with ``kept`` 0."""
+        frozen, curves = stage1(stage1_key(key))
+        state = init(init_key(key), frozen, hyper)
+        logs = jax.eval_shape(lambda k, h: train(k, h)[2], key, hyper)
+        return frozen, state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), logs), curves
+
     def capped_chunks(state, frozen, target: int):
         """Chunks of updates until the next chunk would pass ``target`` episodes (that chunk and
         every later one are dropped, as ``purerec.experiment`` drops them; the first always counts)."""
@@ -93,4 +103,4 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -
         return state, jax.tree.map(lambda x: x.reshape((n_chunks * cfg.train.chunk_updates,) + x.shape[2:]), logs)
 
     return TrainFns(agent=agent, stage1=stage1, init=init, update=agent.update, chunk=chunk, train=train,
-                    state_specs=agent.state_specs)
+                    untrained=untrained, state_specs=agent.state_specs)

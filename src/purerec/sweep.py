@@ -50,6 +50,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -65,7 +66,7 @@ from purerec.experiment import seed_batcher, write_json
 from purerec.evaluation import n_test_sessions, reference_rows, test_metrics
 from purerec.agents import describe, spec_of
 from purerec import heads
-from purerec.agents.base import env_params, frozen_config, hyper_of, hyper_paths, is_frozen
+from purerec.agents.base import env_params, frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
 from purerec.config import run_sections
 from purerec.loop import make_train
 
@@ -342,9 +343,19 @@ def run_group(group: Group, log=print) -> list[dict]:
     hyper_s = {k: _shard(v, mesh) for k, v in hyper.items()}
 
     actions = tuple(dict.fromkeys((cfg.eval.action, *group.actions)))
+    rates = learning_rate_paths(cfg)
+    any_frozen = any(is_frozen(r.cfg) for r in group.runs)
+
+    def trained(key, h):
+        """A run's training; a frozen twin's (every RL rate 0) skips its updates (``lax.cond``:
+        no compute on CPU), since they would leave its policy as initialised."""
+        if not any_frozen:
+            return fns.train(key, h)
+        is_twin = jnp.all(jnp.stack([h[p] == 0 for p in rates]))
+        return jax.lax.cond(is_twin, fns.untrained, fns.train, key, h)
 
     def train_eval(key, h):
-        frozen, state, logs, curves = fns.train(key, h)
+        frozen, state, logs, curves = trained(key, h)
         tp = env_params(p_test, h)
         # The test protocol (on eval.split) under each action rule; the mean over its repeats.
         carry = agent.init_carry(n_test_sessions(cfg.eval, tp))
