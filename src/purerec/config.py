@@ -34,10 +34,12 @@ class ConfigError(PurerecError, ValueError):
         super().__init__(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
 
 
-def traced(default: Any) -> Any:
+def traced(default: Any, rate: bool = False) -> Any:
     """A field whose value is a traced array in the compiled program (rejax's habit): runs that
-    differ only in such fields share one program in a sweep (``traced_paths``)."""
-    return field(default=default, metadata={"traced": True})
+    differ only in such fields share one program in a sweep (``traced_paths``). ``rate``: a step
+    size of the learner that is not named ``*lr`` (e.g. FCPO's trust region): 0 freezes it, like
+    a learning rate (``purerec.agents.base.learning_rate_paths``)."""
+    return field(default=default, metadata={"traced": True, "rate": rate})
 
 
 # Upper bounds on sizes that are allocated at once (a typo such as num_envs = 100000000 must not

@@ -395,6 +395,8 @@ def run_group(group: Group, log=print) -> list[dict]:
         rec["curves"] = {k: [float(x) for x in logs[k][i][:kept]] for k in sorted(logs) if k != "kept"}
         rec["updates"] = kept
         rec["episodes"] = float(np.sum(logs["episodes"][i][:kept]))
+        rec["env_steps"] = kept * r.cfg.train.num_envs * r.cfg.train.rollout_len
+        rec["grad_steps"] = kept * spec_of(r.cfg).grad_steps(r.cfg)
         rec["stage1"] = {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")

@@ -37,6 +37,9 @@ class AgentSpec:
     # (head, tail) under ``slate.head = auto`` / ``slate.tail = auto``: the native head unless the
     # README shows with numbers that another one serves users better.
     default_head: tuple[str, str] = ("native", "fixed")
+    # Policy gradient steps per update (the budget table's count; the Stage-I and user-model fits
+    # that precede training are not in it): cfg -> int.
+    grad_steps: Callable[[Config], int] = lambda cfg: cfg.replay.grad_steps
 
     @property
     def make(self) -> Callable:
@@ -54,12 +57,13 @@ REGISTRY: dict[str, AgentSpec] = {
                      (("dsrm", "DSRM-HRL"), ("tce", "HRL+T-CE"), ("rce", "HRL+R-CE"), ("bod", "HRL+BOD")),
                      session_shards=True, tradeoff="agent.lambda_fair",
                      native="top-K of eq. 6's score (the paper's eq. 6; the authors' KuaiSim-based code)",
-                     default_head=_GROUPED_LEARNED),
+                     default_head=_GROUPED_LEARNED, grad_steps=lambda c: 2 * c.ppo.epochs * c.ppo.minibatches),
     "flat": AgentSpec("flat", "FLAT (no DSRM)", "ablation", ("ppo",), "hrl", (("dsrm", "FLAT"),), session_shards=True,
                       tradeoff="agent.lambda_fair", native="top-K of eq. 6's score (as DSRM-HRL)",
-                      default_head=_GROUPED_LEARNED),
+                      default_head=_GROUPED_LEARNED, grad_steps=lambda c: c.ppo.epochs * c.ppo.minibatches),
     "a2c": AgentSpec("a2c", "A2C", "baseline", ("a2c",), "a2c", family="general RL",
-                     native="top-K of the hyper-action's linear scores (KuaiSim's A2C)"),
+                     native="top-K of the hyper-action's linear scores (KuaiSim's A2C)",
+                     grad_steps=lambda c: c.a2c.minibatches),
     "td3": AgentSpec("td3", "TD3", "baseline", ("td3", "replay"), "td3", family="general RL",
                      native="top-K of the actor's scores (KuaiSim's DDPG/TD3 port)"),
     "bcq": AgentSpec("bcq", "BCQ", "baseline", ("bcq", "offline", "replay"), "bcq", family="general RL",
@@ -69,7 +73,7 @@ REGISTRY: dict[str, AgentSpec] = {
                        native="top-K of the actor's ranking scores (Ge et al. 2022; no public code)",
                        default_head=_GROUPED_LEARNED),
     "dorl": AgentSpec("dorl", "DORL", "baseline", ("dorl", "a2c", "offline"), "dorl", family="fairness-aware RL",
-                      native="top-K of A2C's scores (EasyRL4Rec's DORL)"),
+                      native="top-K of A2C's scores (EasyRL4Rec's DORL)", grad_steps=lambda c: c.a2c.minibatches),
     "dnair": AgentSpec("dnair", "DNaIR", "baseline", ("dnair", "replay"), "dnair", family="fairness-aware RL",
                        tradeoff="dnair.novelty_weight",
                        native="top-K of per-item Q, epsilon-replacement in training (DNaIR's public code)"),
@@ -77,7 +81,8 @@ REGISTRY: dict[str, AgentSpec] = {
                         native="K draws without replacement from the softmax policy in training, top-K at test "
                                "(SAC4IR's public code)"),
     "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo", family="fairness-aware RL",
-                      tradeoff="fcpo.cost_limit", native="top-K of the hyper-action's scores (FCPO's public code)"),
+                      tradeoff="fcpo.cost_limit", native="top-K of the hyper-action's scores (FCPO's public code)",
+                      grad_steps=lambda c: 1 + c.fcpo.critic_epochs * c.fcpo.critic_minibatches),
 }
 assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
 

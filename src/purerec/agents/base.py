@@ -53,11 +53,19 @@ def hyper_paths(cfg: Config) -> tuple[str, ...]:
 
 
 def learning_rate_paths(cfg: Config) -> tuple[str, ...]:
-    """The RL learning rates of a run: the traced ``*lr`` fields of its agent's own sections
-    (Stage I's encoder and purifier rates are not among them: a frozen twin keeps Stage I)."""
+    """The RL learning rates of a run: the traced ``*lr`` fields (and those declared
+    ``traced(..., rate=True)``) of its agent's own sections (Stage I's encoder and purifier rates are
+    not among them: a frozen twin keeps Stage I)."""
+    import dataclasses
+
     from purerec.agents import spec_of
 
-    return tuple(p for p in traced_paths(cfg, spec_of(cfg).sections) if p.split(".")[1].endswith("lr"))
+    def is_rate(path: str) -> bool:
+        section, name = path.split(".")
+        meta = {f.name: f.metadata for f in dataclasses.fields(getattr(cfg, section))}[name]
+        return name.endswith("lr") or bool(meta.get("rate"))
+
+    return tuple(p for p in traced_paths(cfg, spec_of(cfg).sections) if is_rate(p))
 
 
 def frozen_config(cfg: Config) -> Config:
