@@ -116,7 +116,7 @@ def test_slate_split_follows_the_held_goal(agent_setup):
 
 def test_greedy_goal_is_the_manager_mean(agent_setup):
     cfg, agent, pp, params = agent_setup
-    frozen, _, manager_actor = pp
+    frozen, _, manager_actor = pp[:3]
     for s in _step_by_step(agent_setup, sample=False)[: 2 * M_INTERVAL + 1]:
         _, x = make_observer(cfg).inputs(frozen, jax.random.PRNGKey(9), s["obs"], params)  # no purifier
         mean, _ = Manager(cfg.agent.hidden, cfg.agent.manager_std).apply(manager_actor, x)
