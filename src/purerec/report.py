@@ -22,14 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TABLE_METRICS = ("Len", "R_each", "R_cum", "AD")
-CURVE_METRICS = ("Len", "AD")
 K_METRICS = ("Len", "R_cum", "AD")
 # Report tables in order: the record's ``table`` (``purerec.agents.describe``) picks one.
 TABLE_ORDER = ("method", "ablation", "baseline")
 CANONICAL_WORLDS = ("kuairec", "kuairand")
 PLOTS = ("pareto.png", "learning_curves.png", "diffusion_steps.png")
 # Grid fields that never go into a row label: the method itself, the columns, the table.
-_NOT_IN_LABEL = ("agent.kind", "state.purifier", "env.max_len", "world.preset", "env")
+_NOT_IN_LABEL = ("agent.kind", "state.purifier", "env.max_len", "world.preset", "env", "frozen", "slate.head",
+                 "slate.tail", "slate.tail_share", "eval.action", "eval.split")
+# Table 2's blocks by the configured ``slate.head``: (title, configured heads), in report order.
+BLOCKS = (("Native heads", ("native", "auto", None)), ("Shared grouped head", ("grouped",)),
+          ("Shared top-K head", ("topk",)))
+STAGE1_ROW = "Stage I + grouped head, no RL"  # the frozen DSRM-HRL under a grouped head
+FINDINGS = ("below balanced", "below random", "learning adds nothing measurable here")
+CURVE_COLUMNS = ("Len", "R_cum", "AD")
+MAX_SERIES = 4  # series per learning-curve panel
 LAMBDA, K_FIELD = "agent.lambda_fair", "dsrm.steps"
 
 
@@ -53,15 +60,51 @@ class Run:
     tradeoff: str | None = None  # the config field that moves the row along the Pareto front
     fields: tuple = field(default=())  # ((name, value), ...): the other varying grid fields
     config: dict = field(default_factory=dict)
+    agent_kind: str = ""  # the registry kind (``dsrm_hrl``, ``a2c``...), not the row label
+    frozen: bool = False  # the frozen twin of a trained run (every RL learning rate 0)
+    slate_head: str | None = None  # the configured slate.head: auto | native | topk | grouped
+    head: str | None = None  # the resolved head: topk | grouped-fixed | grouped-learned
+    tail_share: float | None = None  # slate.tail_share (matters under grouped-fixed only)
+    action: str | None = None  # the action rule the metrics use: greedy | sample
+    split: str | None = None  # the evaluation split: test | validation
+    shown: tuple = ()  # the variant parts that vary in the sweep, so enter labels: head, action, split
 
-    def label(self, drop: tuple[str, ...] = ()) -> str:
+    def variant(self) -> tuple:
+        """What tells two runs of one method and grid point apart besides the seed: never pooled."""
+        share = self.tail_share if self.head == "grouped-fixed" else None
+        return (self.slate_head, self.head, share, self.action, self.split)
+
+    def head_text(self, configured: bool = False) -> str:
+        """``grouped-fixed (tail_share=0.5)``, ``grouped-learned``, ``topk``; with the configured
+        head first (``auto: grouped-learned``) when ``configured``."""
+        h = self.head or "–"
+        if self.head == "grouped-fixed" and self.tail_share is not None:
+            h += f" (tail_share={self.tail_share:g})"
+        return f"{self.slate_head or 'auto'}: {h}" if configured else h
+
+    def variant_text(self) -> str:
+        parts = []
+        if "head" in self.shown:
+            parts.append(self.head_text(configured="slate_head" in self.shown))
+        parts += [str(getattr(self, k)) for k in ("action", "split") if k in self.shown]
+        return ", ".join(parts)
+
+    def label(self, drop: tuple[str, ...] = (), variant: bool = True) -> str:
         extra = [(k, v) for k, v in self.fields if k not in drop]
-        if not extra:
-            return self.kind
-        return f"{self.kind} ({', '.join(f'{k}={_fmt_val(v)}' for k, v in extra)})"
+        out = self.kind
+        if extra:
+            out += f" ({', '.join(f'{k}={_fmt_val(v)}' for k, v in extra)})"
+        v = self.variant_text() if variant else ""
+        return f"{out} [{v}]" if v else out
 
     def label_key(self, drop: tuple[str, ...] = ()) -> tuple:
-        return (self.kind, tuple((k, v) for k, v in self.fields if k not in drop))
+        return (self.kind, tuple((k, v) for k, v in self.fields if k not in drop) + (("~variant", self.variant()),))
+
+    def twin_key(self) -> tuple:
+        """Pairs a trained run with its frozen twin: same method, grid point, variant and seed."""
+        point = {k: v for k, v in self.point.items() if k != "frozen"}
+        return (self.agent_kind, self.preset, self.max_len, json.dumps(self.seed), self.variant(),
+                json.dumps(point, sort_keys=True, default=str))
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +132,8 @@ def _fmt_val(v) -> str:
 
 
 def _sort_val(v):
+    if v is None or isinstance(v, tuple):
+        return (1, str(v))
     if isinstance(v, bool):
         return (1, str(v))
     if isinstance(v, (int, float)):
@@ -179,6 +224,7 @@ def _to_run(rec: dict) -> Run:
     max_len, K, lam = _get(cfg, "env", "max_len"), _get(cfg, "dsrm", "steps"), _get(cfg, "agent", "lambda_fair")
     # Records name their row (``method``) and table; older records only their agent.kind.
     kind = rec.get("method") or _get(cfg, "agent", "kind", default=point.get("agent.kind", "?"))
+    share = _get(cfg, "slate", "tail_share")
     family, tradeoff = _registry_facts(str(rec.get("kind") or _get(cfg, "agent", "kind", default="")))
     return Run(run_id=str(rec.get("run_id", "?")), seed=rec.get("seed"), kind=str(kind),
                table=str(rec.get("table", "method")), paper_s=rec.get("paper_train_s"),
@@ -187,7 +233,13 @@ def _to_run(rec: dict) -> Run:
                max_len=None if max_len is None else int(max_len), K=None if K is None else int(K),
                lam=None if lam is None else float(lam), point=point, metrics=rec.get("metrics", {}) or {},
                curves=rec.get("curves", {}) or {}, timing=rec.get("timing", {}) or {},
-               group=str(rec.get("group", "")), config=cfg)
+               group=str(rec.get("group", "")), config=cfg,
+               agent_kind=str(rec.get("kind") or _get(cfg, "agent", "kind", default=point.get("agent.kind", ""))),
+               frozen=bool(rec.get("frozen", point.get("frozen", False))),
+               slate_head=rec.get("slate_head", _get(cfg, "slate", "head")), head=rec.get("head"),
+               tail_share=None if share is None else float(share),
+               action=rec.get("action", _get(cfg, "eval", "action")),
+               split=rec.get("split", _get(cfg, "eval", "split")))
 
 
 def _assign_fields(runs: list[Run], spec: dict) -> list[str]:
@@ -214,6 +266,15 @@ def _assign_fields(runs: list[Run], spec: dict) -> list[str]:
         varying.append("env")
     for r in runs:
         r.fields = tuple((k, r.point.get(k)) for k in varying if k in r.point or k == "env")
+    # the variant parts (head, action rule, split) enter labels only where they vary
+    shown = tuple(name for name, get in (("head", lambda r: (r.head, r.variant()[2])),
+                                         ("slate_head", lambda r: r.slate_head),
+                                         ("action", lambda r: r.action), ("split", lambda r: r.split))
+                  if len({json.dumps(get(r), default=str) for r in runs}) > 1)
+    if "slate_head" in shown and "head" not in shown:
+        shown += ("head",)
+    for r in runs:
+        r.shown = shown
     return varying
 
 
@@ -259,6 +320,19 @@ def _values(runs: list[Run], name: str) -> np.ndarray:
     return np.asarray([np.nan if (v := _metric(r, name)) is None else v for r in runs], dtype=np.float64)
 
 
+def _runs_of(spec: dict, records: list[dict]) -> tuple[list[Run], list[str], dict[str, int], list[str]]:
+    ok = [_to_run(r) for r in records if r.get("status") == "ok"]
+    varying = _assign_fields(ok, spec)
+    return ok, varying, _method_order(spec, ok), _preset_order(ok)
+
+
+def load_runs(sweep_dir: str) -> tuple[list[Run], dict[str, int], list[str]]:
+    """The sweep's successful runs (labels assigned as in the report), the row order and the worlds."""
+    spec, records, _ = _load(sweep_dir)
+    ok, _, order, presets = _runs_of(spec, records)
+    return ok, order, presets
+
+
 # --------------------------------------------------------------------------------------------
 # tables
 
@@ -296,6 +370,208 @@ def _results_table(runs: list[Run], order: dict[str, int], reference: dict | Non
     out.append(f"Cells: mean ± std (population) over seeds; runs per cell: {n}."
                + (" Reference rows: the same test protocol, one evaluation." if names else ""))
     return out
+
+
+def _is_stage1(r: Run) -> bool:
+    """The frozen DSRM-HRL under a grouped head: its Stage-I state with the grouped slate, no RL."""
+    return r.frozen and r.agent_kind.replace("-", "_").lower() == "dsrm_hrl" and str(r.head).startswith("grouped")
+
+
+def _block_of(r: Run) -> str:
+    """Table 2's block of a run, by its configured ``slate.head`` (``BLOCKS``; native for the rest)."""
+    for title, heads in BLOCKS:
+        if r.slate_head in heads:
+            return title
+    return BLOCKS[0][0]
+
+
+@dataclass
+class BlockRow:
+    """One row of a Table-2 block: its runs per max_len and, per max_len, the per-seed learning
+    gains (trained − frozen twin) of Len and R_cum."""
+    name: str
+    head: str
+    action: str
+    runs: dict  # max_len -> [Run]
+    gains: dict  # (max_len, metric) -> f64[n_pairs]
+    stage1: bool = False
+
+
+def _gains(trained: list[Run], twins: dict, metric: str) -> np.ndarray:
+    """trained − frozen twin of ``metric``, one value per trained run whose twin exists."""
+    out = []
+    for r in trained:
+        f = twins.get(r.twin_key())
+        a, b = _metric(r, metric), (None if f is None else _metric(f, metric))
+        if a is not None and b is not None:
+            out.append(a - b)
+    return np.asarray(out, dtype=np.float64)
+
+
+def fmt_gain(d: np.ndarray, n_runs: int | None = None) -> str:
+    """``"mean [min, max]"`` of per-seed gains (4 significant digits), ``(n=k)`` when fewer pairs
+    than runs, ``–`` without pairs."""
+    if d.size == 0:
+        return "–"
+    s = f"{_fmt(float(np.mean(d)))} [{_fmt(float(np.min(d)))}, {_fmt(float(np.max(d)))}]"
+    return s + (f" (n={d.size})" if n_runs is not None and d.size < n_runs else "")
+
+
+def block_rows(trained: list[Run], frozen: list[Run], order: dict[str, int]) -> list[BlockRow]:
+    """The rows of one block in one world: a row per trained label and variant (head, action),
+    with its gains over the frozen twins; then the Stage-I reference row(s) from the frozen
+    DSRM-HRL under a grouped head. Other frozen runs are never rows."""
+    twins = {f.twin_key(): f for f in frozen}
+    rows = []
+    for stage1, rs in ((False, trained), (True, [f for f in frozen if _is_stage1(f)])):
+        by, first = defaultdict(lambda: defaultdict(list)), {}
+        for r in rs:
+            by[r.label_key()][r.max_len].append(r)
+            first.setdefault(r.label_key(), r)
+        for key in sorted(by, key=_row_sort(order)):
+            r = first[key]
+            name = r.label(variant=False) + (f" [{r.split}]" if "split" in r.shown else "")
+            if stage1:
+                name = STAGE1_ROW + name[len(r.kind):]
+            gains = {} if stage1 else {(L, m): _gains(v, twins, m) for L, v in by[key].items() for m in ("Len", "R_cum")}
+            rows.append(BlockRow(name=name, head=r.head_text(configured="slate_head" in r.shown) if r.head else "–",
+                                 action=r.action or "–", runs=dict(by[key]), gains=gains, stage1=stage1))
+    return rows
+
+
+def _row_name(row: BlockRow) -> str:
+    tags = [t for t in (row.head, row.action) if t != "–"]
+    return f"{row.name} [{', '.join(tags)}]" if tags else row.name
+
+
+def _mean(runs: list[Run], m: str) -> float | None:
+    v = _values(runs, m)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else None
+
+
+def block_findings(rows: list[BlockRow], reference: dict | None, lens: list) -> list[tuple[str, str, str]]:
+    """(finding, row name, numbers) for every trained row whose mean Len or R_cum is below the
+    ``balanced`` or ``random`` reference at some max_len, and every row whose ΔLen interval
+    [min, max] over seeds contains 0. ``reference``: {max_len: {policy: row}} of the world."""
+    out = []
+    for row in rows:
+        if row.stage1:
+            continue
+        for L in lens:
+            rs = row.runs.get(L, [])
+            for policy, finding in (("balanced", FINDINGS[0]), ("random", FINDINGS[1])):
+                ref = ((reference or {}).get(str(L)) or {}).get(policy)
+                if not rs or not ref:
+                    continue
+                below = [f"{m} {_fmt(v)} < {_fmt(float(ref[m]))}" for m in ("Len", "R_cum")
+                         if m in ref and (v := _mean(rs, m)) is not None and v < float(ref[m])]
+                if below:
+                    out.append((finding, _row_name(row), f"max_len {L}: " + ", ".join(below)))
+            d = row.gains.get((L, "Len"), np.zeros(0))
+            if d.size and np.min(d) <= 0.0 <= np.max(d):
+                out.append((FINDINGS[2], _row_name(row), f"max_len {L}: ΔLen {fmt_gain(d)}"))
+    return out
+
+
+def _block_table(trained: list[Run], frozen: list[Run], order: dict[str, int], lens: list,
+                 reference: dict | None) -> list[str]:
+    """One block's table for one world: rows = ``block_rows``, columns Len/R_each/R_cum/AD per max_len
+    (mean ± std over seeds), the head and action rule where the records say, the learning gains
+    ΔLen/ΔR_cum per max_len where frozen twins exist; the reference policies' rows; then the findings."""
+    rows = block_rows(trained, frozen, order)
+    show_head = any(r.head != "–" for r in rows)
+    show_action = any(r.action != "–" for r in rows)
+    show_gain = any(d.size for r in rows for d in r.gains.values())
+    header = (["Method"] + (["Head"] if show_head else []) + (["Action"] if show_action else [])
+              + [f"{m}@{L}" for L in lens for m in TABLE_METRICS]
+              + ([f"Δ{m}@{L}" for L in lens for m in ("Len", "R_cum")] if show_gain else []))
+    body, counts = [], set()
+    for row in rows:
+        cells = [row.name] + ([row.head] if show_head else []) + ([row.action] if show_action else [])
+        for L in lens:
+            rs = row.runs.get(L, [])
+            if rs and not row.stage1:
+                counts.add(len(rs))
+            cells += [mean_std(_metric(r, m) for r in rs) for m in TABLE_METRICS]
+        if show_gain:
+            cells += [fmt_gain(row.gains.get((L, m), np.zeros(0)), len(row.runs.get(L, [])))
+                      for L in lens for m in ("Len", "R_cum")]
+        body.append(cells)
+    names = sorted({n for L in lens for n in (reference or {}).get(str(L), {})})
+    for name in names:
+        cells = [f"reference: {name}"] + (["rule"] if show_head else []) + (["–"] if show_action else [])
+        for L in lens:
+            ref = (reference or {}).get(str(L), {}).get(name)
+            cells += [_fmt(ref[m]) if ref and m in ref else "–" for m in TABLE_METRICS]
+        body.append(cells + (["–"] * (2 * len(lens)) if show_gain else []))
+    out = _md_table(header, body)
+    n = ", ".join(str(c) for c in sorted(counts)) or "0"
+    out += ["", f"Cells: mean ± std (population) over seeds; runs per cell: {n}."
+            + (" Reference rows: the same test protocol, one evaluation." if names else "")
+            + (" Δ: the learning gain, trained − its frozen twin (same config and seed, every RL learning "
+               "rate 0), paired by seed: mean [min, max] over seeds." if show_gain else "")
+            + (f" `{STAGE1_ROW}`: the frozen DSRM-HRL (its Stage-I state) under that head."
+               if any(r.stage1 for r in rows) else "")]
+    found = block_findings(rows, reference, lens)
+    out += ["", "Findings (computed from this table):", ""]
+    if found:
+        out += [f"- {what}: {name}, {nums}" for what, name, nums in found]
+    else:
+        checks = []
+        if names:
+            checks.append("no trained row is below `balanced` or `random` on Len or R_cum")
+        if show_gain:
+            checks.append("every ΔLen interval excludes 0")
+        out.append("- none: " + ("; ".join(checks) if checks else
+                                 "no reference rows and no frozen twins, so nothing to check") + ".")
+    return out
+
+
+def _updates(r: Run) -> int | None:
+    for k in ("episodes", "Len"):
+        if r.curves.get(k):
+            return len(r.curves[k])
+    u = _get(r.config, "train", "total_updates")
+    return None if u is None else int(u)
+
+
+def budget_of(r: Run) -> dict:
+    """One run's training budget: episodes (sum of curves["episodes"]), env steps (updates x
+    train.num_envs x train.rollout_len), gradient steps (sum of curves["grad_steps"]); None if unknown."""
+    eps = r.curves.get("episodes")
+    grads = r.curves.get("grad_steps")
+    u, n, t = _updates(r), _get(r.config, "train", "num_envs"), _get(r.config, "train", "rollout_len")
+    return {"episodes": float(np.sum(eps)) if eps else None,
+            "env_steps": None if None in (u, n, t) else float(u * int(n) * int(t)),
+            "grad_steps": float(np.sum(grads)) if grads else None}
+
+
+def _fmt_count(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
+def _budget_table(runs: list[Run], order: dict[str, int], presets: list[str]) -> list[str]:
+    """Per row label, world and max_len: what a run trained on (mean over its runs)."""
+    by, labels = defaultdict(list), {}
+    for r in runs:
+        labels[r.label_key()] = r.label()
+        by[(r.label_key(), r.preset, r.max_len)].append(r)
+    rows = []
+    for key in sorted(labels, key=_row_sort(order)):
+        for p in presets:
+            for L in sorted({k[2] for k in by if k[0] == key and k[1] == p}, key=lambda x: (x is None, x or 0)):
+                rs = by[(key, p, L)]
+                b = [budget_of(r) for r in rs]
+                cells = []
+                for k in ("episodes", "env_steps", "grad_steps"):
+                    v = [x[k] for x in b if x[k] is not None]
+                    cells.append(_fmt_count(float(np.mean(v))) if len(v) == len(b) else "n/a")
+                rows.append([labels[key], p, str(L), str(len(rs))] + cells)
+    out = _md_table(["Method", "World", "max_len", "runs", "training episodes", "env steps", "gradient steps"],
+                    rows)
+    return out + ["", "Per run, mean over the row's runs (frozen twins excluded). Episodes: the sum of the "
+                  "run's per-update episode counts; env steps: updates x train.num_envs x train.rollout_len; "
+                  "gradient steps: the sum of curves[\"grad_steps\"], n/a where the records do not carry it."]
 
 
 def _family_rank(r: Run) -> int:
@@ -472,38 +748,78 @@ def _plot_pareto(runs: list[Run], presets: list[str], order, path: str) -> str |
     return None
 
 
-def _plot_curves(runs: list[Run], presets: list[str], order, path: str) -> str | None:
-    """Len and AD vs training update, a row per world, a line per method (mean ± std band)."""
-    rows = []
-    for p in presets:
-        rs = [r for r in runs if r.preset == p and all(len(r.curves.get(m) or []) > 0 for m in CURVE_METRICS)]
-        if rs:
-            rows.append((p, rs))
-    if not rows:
-        return "no training curves in the records"
-    fig, axes = _new_figure(len(rows), 2, 6.0, 3.8)
-    for i, (p, rs) in enumerate(rows):
-        several_lens = len({r.max_len for r in rs}) > 1
-        series, labels = defaultdict(list), {}
-        for r in rs:
-            key = (r.label_key(), r.max_len if several_lens else None)
-            labels[key] = _series_label(r, (), several_lens)
+def _series_name(r: Run, several_lens: bool) -> str:
+    """A learning-curve series inside its method's panel: the label's fields, head, action rule,
+    max_len where several, and ``frozen`` for a frozen twin."""
+    extra = r.label(variant=False)[len(r.kind):].strip()
+    parts = [extra] if extra else []
+    parts += [r.head_text()] if r.head else []
+    parts += [str(r.action)] if "action" in r.shown and r.action else []
+    parts += [f"L{r.max_len}"] if several_lens else []
+    return ", ".join(parts + (["frozen"] if r.frozen else [])) or ("frozen" if r.frozen else "trained")
+
+
+def curves_figure(runs: list[Run], presets: list[str], order):
+    """Small multiples of the learning curves: a row of panels per method (and world, where
+    several), a column per curve (Len, R_cum, AD, those recorded); in each panel at most
+    ``MAX_SERIES`` series (trained, each followed by its frozen twin, dashed, same colour), each
+    the mean over seeds with the min-max range shaded. Returns (figure, rows) with rows =
+    [(method, world, [series names], series left out)], or (None, why)."""
+    from matplotlib.ticker import MaxNLocator
+
+    rs = [r for r in runs if any(r.curves.get(m) for m in CURVE_COLUMNS)]
+    cols = [m for m in CURVE_COLUMNS if any(r.curves.get(m) for r in rs)]
+    if not cols:
+        return None, "no training curves in the records"
+    by = defaultdict(list)
+    for r in rs:
+        by[(r.kind, r.preset)].append(r)
+    several_worlds = len({p for _, p in by}) > 1
+    keys = sorted(by, key=lambda k: (order.get(k[0], len(order)), k[0],
+                                     presets.index(k[1]) if k[1] in presets else len(presets)))
+    fig, axes = _new_figure(len(keys), len(cols), 3.6, 2.6)
+    out = []
+    for i, (kind, p) in enumerate(keys):
+        several_lens = len({r.max_len for r in by[(kind, p)]}) > 1
+        series, names = defaultdict(list), {}
+        for r in by[(kind, p)]:
+            key = (r.label_key(), r.max_len, r.frozen)
             series[key].append(r)
-        for j, m in enumerate(CURVE_METRICS):
+            names[key] = _series_name(r, several_lens)
+        ordered = sorted(series, key=lambda k: (_row_sort(order)(k[0]), k[1] or 0, k[2]))
+        kept, left = ordered[:MAX_SERIES], len(ordered) - min(len(ordered), MAX_SERIES)
+        colours = {}
+        for j, m in enumerate(cols):
             ax = axes[i][j]
-            for key in sorted(series, key=lambda k: (_row_sort(order)(k[0]), k[1] or 0)):
-                cs = [np.asarray(r.curves[m], dtype=np.float64) for r in series[key]]
+            for key in kept:
+                cs = [np.asarray(r.curves[m], dtype=np.float64) for r in series[key] if r.curves.get(m)]
+                if not cs:
+                    continue
                 n = min(len(c) for c in cs)
                 arr = np.stack([c[:n] for c in cs])
-                mu, sd = np.nanmean(arr, axis=0), np.nanstd(arr, axis=0)
                 x = np.arange(1, n + 1)
-                line, = ax.plot(x, mu, label=labels[key])
-                ax.fill_between(x, mu - sd, mu + sd, alpha=0.2, color=line.get_color())
-            ax.set_xlabel("training update")
-            ax.set_ylabel(m)
-            ax.set_title(f"{p}: {m}")
+                line, = ax.plot(x, np.nanmean(arr, 0), ls="--" if key[2] else "-", lw=1.4,
+                                color=colours.get(key[:2]), label=names[key])
+                colours.setdefault(key[:2], line.get_color())
+                ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), alpha=0.2, color=line.get_color())
+            where = f", {p}" if several_worlds else ""
+            ax.set_title(f"{kind}{where}: {m}" + (f" (first {MAX_SERIES} of {len(ordered)} series)" if left else ""),
+                         fontsize=8)
+            ax.set_xlabel("training update", fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        axes[i][1].legend(fontsize=7, loc="best")
+        if axes[i][0].get_legend_handles_labels()[0]:
+            axes[i][0].legend(fontsize=6, loc="best")
+        out.append((kind, p, [names[k] for k in kept], left))
+    return fig, out
+
+
+def _plot_curves(runs: list[Run], presets: list[str], order, path: str) -> str | None:
+    """``curves_figure`` saved to ``path``; the reason when there is nothing to draw."""
+    fig, rows = curves_figure(runs, presets, order)
+    if fig is None:
+        return rows
     _save(fig, path)
     return None
 
@@ -558,20 +874,29 @@ def write_report(sweep_dir: str) -> str:
     varies in the sweep* (e.g. ``dsrm_hrl (dsrm.steps=20)``, ``flat (agent.lambda_fair=0.1)``);
     ``env.max_len`` is a column block and the world preset (``config.world.preset``) a separate
     table, so they never enter the label (the env file does only when several env files share a
-    preset). Every cell is thus a plain mean over seeds of otherwise identical configs; no run is
-    dropped or mixed with a different configuration.
+    preset). The resolved slate head (``head``, with ``slate.tail_share`` under grouped-fixed), the
+    action rule (``action``) and the split (``split``) also tell rows apart, shown in the label where
+    they vary. Every cell is thus a plain mean over seeds of otherwise identical configs; no run is
+    dropped or mixed with a different configuration. Frozen twins (``frozen``: the same config and
+    seed with every RL learning rate 0) are no rows: they give the learning gains.
 
-    Tables: Table 2 (all methods) and Table 3 (the method and its ablations, by each record's
-    ``table``; only when a world has at least two of them), one per world preset, columns
-    ``Len@L | R_each@L | R_cum@L | AD@L`` for every max_len L, cells ``mean ± std`` with the
-    population std (``np.std``) over seeds, 4 significant digits. Table 4: training wall time per
-    row label and world. Under the agents, Tables 2 and 3 show the reference policies' rows from
+    Tables: Table 2 (all methods) in blocks by the configured ``slate_head`` (native heads = native
+    or auto; shared grouped head; shared top-K head), and Table 3 (the method and its ablations, by
+    each record's ``table``; only when a world has at least two of them), one per world preset,
+    columns ``Len@L | R_each@L | R_cum@L | AD@L`` for every max_len L, cells ``mean ± std`` with the
+    population std (``np.std``) over seeds, 4 significant digits. Table 2's blocks add the head and
+    action rule of a row, and ``ΔLen@L | ΔR_cum@L`` = trained − frozen twin paired by seed (mean
+    [min, max]) where twins exist; the frozen DSRM-HRL under a grouped head is the reference row
+    ``Stage I + grouped head, no RL``; under each table, computed findings (``block_findings``).
+    Table 4: training wall time per row label and world; then the training budget (episodes, env
+    steps, gradient steps). Under the agents, Tables 2 and 3 show the reference policies' rows from
     ``DIR/reference.json`` (same protocol), when the sweep wrote one.
 
     Plots (written only when the data exists; otherwise the report says why, and a stale file of
     that name from an earlier report is removed):
     ``pareto.png`` (R_cum vs AD across ≥ 2 lambda_fair values, a line per method, a panel per
-    world and max_len), ``learning_curves.png`` (Len and AD vs training update, mean ± std band),
+    world and max_len), ``learning_curves.png`` (``curves_figure``: a row of panels per method,
+    Len / R_cum / AD vs training update, mean over seeds with the min-max range, frozen dashed),
     ``diffusion_steps.png`` (Len, R_cum, AD vs K on a log axis, a row per world, needs ≥ 2 K).
     Plots use matplotlib's Agg canvas (no pyplot state); ImportError if matplotlib is missing.
     """
@@ -588,11 +913,9 @@ def write_report(sweep_dir: str) -> str:
             reference = json.load(fh)
     except (OSError, ValueError):
         pass
-    ok = [_to_run(r) for r in records if r.get("status") == "ok"]
+    ok, varying, order, presets = _runs_of(spec, records)
     failed = [r for r in records if r.get("status") != "ok"]
-    varying = _assign_fields(ok, spec)
-    order = _method_order(spec, ok)
-    presets = _preset_order(ok)
+    trained, frozen = [r for r in ok if not r.frozen], [r for r in ok if r.frozen]
 
     name = spec.get("name") or os.path.basename(os.path.normpath(sweep_dir))
     lines = [f"# Sweep report: {name}", ""]
@@ -603,11 +926,15 @@ def write_report(sweep_dir: str) -> str:
         lines.append("- grid: " + ", ".join(f"`{k}` = {v}" for k, v in g.items()))
     if spec.get("seeds"):
         lines.append(f"- seeds: {list(spec['seeds'])}")
-    lines.append(f"- runs: {len(ok)} ok, {len(failed)} failed"
+    lines.append(f"- runs: {len(ok)} ok ({len(frozen)} of them frozen twins), {len(failed)} failed"
+                 if frozen else f"- runs: {len(ok)} ok, {len(failed)} failed"
                  + (f", {len(unreadable)} unreadable record file(s)" if unreadable else ""))
     ad_forms = sorted({str(_get(r, "config", "eval", "ad_form")) for r in records if r.get("status") == "ok"})
     if ad_forms:
         lines.append(f"- AD form: {', '.join(ad_forms)}")
+    for what, vals in (("evaluation split", {r.split for r in ok}), ("action rule", {r.action for r in ok})):
+        if vals - {None}:
+            lines.append(f"- {what}: {', '.join(sorted(str(v) for v in vals))}")
     if varying:
         lines.append("- row labels carry the other varying grid fields: " + ", ".join(f"`{v}`" for v in varying))
     lines.append("")
@@ -616,26 +943,35 @@ def write_report(sweep_dir: str) -> str:
         lines += ["No successful runs: no tables or plots.", ""]
     else:
         lens = sorted({r.max_len for r in ok}, key=lambda x: (x is None, x or 0))
-        lines += ["## Table 2: main results", ""]
-        main = [r for r in ok if r.table in ("method", "baseline")]
-        if main:
-            for L in lens:
-                lines += [f"### The paper's layout, max_len {L}", "",
-                          "The method and the baselines, grouped by family; a column block per world."] + [""]
+        lines += ["## Table 2: main results", "",
+                  "In blocks by the configured slate head (`slate.head`): native heads (native or auto), the "
+                  "shared grouped head, the shared top-K head. Frozen twins (every RL learning rate 0) are not "
+                  "rows; they give the learning gains Δ.", ""]
+        for title, _ in BLOCKS:
+            tr = [r for r in trained if _block_of(r) == title]
+            fr = [r for r in frozen if _block_of(r) == title]
+            if not tr and not any(_is_stage1(f) for f in fr):
+                continue
+            lines += [f"### {title}", ""]
+            main = [r for r in tr if r.table in ("method", "baseline")]
+            for L in (lens if main else []):
+                lines += [f"#### The paper's layout, max_len {L}", "",
+                          "The method and the baselines, grouped by family; a column block per world.", ""]
                 lines += _paper_table(main, order, presets, L, reference) + [""]
-            lines += ["Every row of the sweep, one table per world:", ""]
-        for p in presets:
-            lines += [f"### World: {p}", ""] + _results_table([r for r in ok if r.preset == p], order,
-                                                               reference.get(p)) + [""]
+            lines += ["Every row of the block, one table per world:", ""]
+            for p in presets:
+                tp, fp = [r for r in tr if r.preset == p], [r for r in fr if r.preset == p]
+                if tp or any(_is_stage1(f) for f in fp):
+                    lines += [f"#### World: {p}", ""] + _block_table(tp, fp, order, lens, reference.get(p)) + [""]
 
         abl_tables = []
-        abl = [r for r in ok if _is_ablation(r)]
+        abl = [r for r in trained if _is_ablation(r)]
         if len({r.kind for r in abl}) >= 2:
             for L in lens:
                 abl_tables += [f"### The paper's layout, max_len {L}", ""]
                 abl_tables += _paper_table(abl, order, presets, L, reference) + [""]
         for p in presets:
-            rs = [r for r in ok if r.preset == p and _is_ablation(r)]
+            rs = [r for r in trained if r.preset == p and _is_ablation(r)]
             if len({r.kind for r in rs}) >= 2:
                 abl_tables += [f"### World: {p}", ""] + _results_table(rs, order, reference.get(p)) + [""]
         if abl_tables:
@@ -643,17 +979,20 @@ def write_report(sweep_dir: str) -> str:
                       "The method and its ablations (rows whose record's table is `method` or `ablation`).",
                       ""] + abl_tables
 
-        lines += ["## Table 4: training wall time", ""] + _timing_table(ok, order, presets) + [""]
+        lines += ["## Table 4: training wall time", ""] + _timing_table(trained, order, presets) + [""]
+        lines += ["## Training budget", ""] + _budget_table(trained, order, presets) + [""]
 
     lines += ["## Figures", ""]
     plotters = {"pareto.png": ("Accuracy-fairness Pareto front (R_cum vs AD; a point per run, lines along each "
                                "method's trade-off knob)", _plot_pareto),
-                "learning_curves.png": ("Learning curves (Len and AD vs training update)", _plot_curves),
+                "learning_curves.png": ("Learning curves: a row per method, mean over seeds with the min-max "
+                                        "range shaded; frozen twins dashed", _plot_curves),
                 "diffusion_steps.png": ("Diffusion-step sensitivity (Len, R_cum, AD vs K)", _plot_diffusion)}
     for fname in PLOTS:
         title, fn = plotters[fname]
         path = os.path.join(sweep_dir, fname)
-        why = fn(ok, presets, order, path) if ok else "no successful runs"
+        # the curves show frozen twins (dashed) beside their trained runs; the other plots trained runs only
+        why = fn(ok if fn is _plot_curves else trained, presets, order, path) if ok else "no successful runs"
         if why is None:
             lines += [f"### {title}", "", f"![{title}]({fname})", ""]
         else:
