@@ -326,7 +326,7 @@ class AgentConfig:
     alias dsrm_hrl = hrl with ``state.purifier = dsrm`` (the method). With ``state.purifier =
     auto``, hrl is the paper's "HRL" row (no purifier) and flat its "FLAT" row (DSRM + one PPO
     policy). The fields below are the HRL / FLAT agents'; baselines read their own sections. ``action``: ``hyper`` (the worker's Gaussian
-    hyper-action over the scorer's coefficients, deterministic slate by ``slate_rule``; the
+    hyper-action over the scorer's coefficients, deterministic slate by the slate head (``[slate]``); the
     authors' KuaiSim lineage) or ``plackett_luce`` (slates sampled over all items from the
     scores). ``fair_reward``: the manager's Fair_t, ``slate`` = -Gini of the popular/long-tail
     exposure of this session's slate L_t (= -|2p_t - 1| / 2; a per-session signal) or ``batch``
@@ -696,6 +696,11 @@ class MOFIRConfig:
         _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
 
 
+FCPO_COSTS = ("popular", "imbalance")
+# Agents whose slates come from per-item values (no continuous action to carry a learned share).
+DISCRETE_SLATE_AGENTS = ("dnair", "sac4ir", "bcq")
+
+
 @dataclass(frozen=True)
 class FCPOConfig:
     """FCPO (Ge et al. 2021; long-term fairness as a constraint): constrained policy optimisation
@@ -704,12 +709,14 @@ class FCPOConfig:
     in the dual with conjugate gradients and a backtracking line search (``purerec.agents.fcpo``)."""
 
     cost_limit: float = traced(0.5)
-    max_kl: float = traced(0.01)
+    max_kl: float = traced(0.01, rate=True)
     gamma: float = traced(0.9)
     gae_lambda: float = traced(0.98)
     critic_lr: float = traced(1e-3)
     damping: float = traced(0.1)
     action_std: float = 0.3
+    pop_std: float = 2.5
+    cost: str = "popular"
     cg_iters: int = 10
     line_search_iters: int = 10
     backtrack: float = 0.8
@@ -720,7 +727,9 @@ class FCPOConfig:
 
     def validate(self, p: str = "fcpo") -> None:
         _check(0 <= self.cost_limit <= 1, f"{p}.cost_limit", self.cost_limit, "in [0, 1] (a share of the slate)")
-        _check(0 < self.max_kl <= 1, f"{p}.max_kl", self.max_kl, "in (0, 1]")
+        _check(0 <= self.max_kl <= 1, f"{p}.max_kl", self.max_kl, "in [0, 1] (0 freezes the policy)")
+        _check(0 < self.pop_std <= 10.0, f"{p}.pop_std", self.pop_std, "in (0, 10]")
+        _check(self.cost in FCPO_COSTS, f"{p}.cost", self.cost, f"one of {FCPO_COSTS}")
         _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
         _check(0 <= self.gae_lambda <= 1, f"{p}.gae_lambda", self.gae_lambda, "in [0, 1]")
         _check_rate(p, "critic_lr", self.critic_lr)
@@ -876,6 +885,13 @@ class Config:
             _check(resolve(self).rule == "topk", "slate.head", self.slate.head,
                    "'topk' or 'native' with agent.action = 'plackett_luce' (slates sampled over all items "
                    "have no group quota)")
+        if resolve_agent(self)[0] in DISCRETE_SLATE_AGENTS and self.slate.head == "grouped":
+            from purerec.heads import resolve
+
+            _check(not resolve(self).learned, "slate.tail", self.slate.tail,
+                   f"'fixed' for {resolve_agent(self)[0]} (a learned tail share is implemented for agents with a "
+                   "continuous action or a goal: hrl, flat, dsrm_hrl, mofir, a2c, dorl, td3, fcpo); set "
+                   "--slate.tail fixed and sweep slate.tail_share instead")
         batch = self.train.num_envs * self.train.rollout_len
         for name in ("ppo", "a2c"):
             mbs = getattr(self, name).minibatches

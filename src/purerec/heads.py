@@ -106,3 +106,37 @@ def share_choices(k: int) -> jax.Array:
     """The long-tail shares an agent with a discrete action can choose under a learned tail:
     0, 1/K, ..., 1 (one per possible number of long-tail slots)."""
     return jnp.arange(k + 1, dtype=jnp.float32) / k
+
+
+def of_hyper_action(head: Head, a: jax.Array, basis: jax.Array, popular: jax.Array, k: int,
+                    fixed_share: jax.Array) -> jax.Array:
+    """The slate of hyper-actions a f32[..., d + 1 (+ 1)] over the item basis f32[N, d + 1]
+    (A2C, DORL, TD3, FCPO): the scores are basis @ a[:d + 1]; under a learned tail the extra last
+    coordinate is the tail share's logit (share = sigmoid, 0.5 at a zero output)."""
+    d = basis.shape[-1]
+    scores = a[..., :d] @ basis.T
+    learned = jax.nn.sigmoid(a[..., d]) if head.learned else None
+    return compose(head, scores, popular, k, fixed_share, learned)
+
+
+def epsilon_greedy(head: Head, key: jax.Array, scores: jax.Array, popular: jax.Array, k: int,
+                   fixed_share: jax.Array, epsilon: jax.Array, learned_share: jax.Array | None = None) -> jax.Array:
+    """One session's epsilon-greedy slate i32[k] (DNaIR's and BCQ's exploration): the head's
+    deterministic slate, each slot replaced with probability ``epsilon`` by a random item outside
+    it. Under ``topk`` that is ``purerec.agents.dnair.epsilon_slate`` exactly; under a grouped head
+    a replacement is drawn from the replaced item's own group, so the slate keeps its split."""
+    from purerec.agents.dnair import epsilon_slate
+
+    if head.rule == "topk":
+        return epsilon_slate(key, scores, k, epsilon)
+    top = compose(head, scores, popular, k, fixed_share, learned_share)
+    k_mask, k_pop, k_tail = jax.random.split(key, 3)
+    repl = jnp.where(popular[top], _draw_in_group(k_pop, top, popular), _draw_in_group(k_tail, top, ~popular))
+    return jnp.where(jax.random.uniform(k_mask, (k,)) < epsilon, repl, top)
+
+
+def _draw_in_group(key: jax.Array, slate: jax.Array, group: jax.Array) -> jax.Array:
+    """len(slate) distinct items of ``group`` (bool[N]) outside ``slate``, uniformly (Gumbel top-k)."""
+    g = jax.random.gumbel(key, group.shape)
+    g = jnp.where(group, g, -jnp.inf).at[slate].set(-jnp.inf)
+    return jax.lax.top_k(g, slate.shape[-1])[1]

@@ -10,7 +10,7 @@
   and kappa > 0 a learned scale of the popularity term. In ``agent.action = "hyper"`` mode (the
   authors' KuaiSim lineage: a *hyper-action*) the worker explores with Gaussian noise on x
   (learned log-std, starting at ``agent.action_std``) and the slate is a deterministic top-K
-  of the scores (``purerec.slate.compose``); in ``plackett_luce`` mode the slate is sampled
+  of the scores (``purerec.heads.compose``); in ``plackett_luce`` mode the slate is sampled
   from the Plackett-Luce law over logits = scores.
 * FLAT (ablation): one policy whose action is [x, v]: the same scorer without a goal, plus a
   logit v whose sigmoid is the long-tail share of the slate (what the manager's z sets in HRL).

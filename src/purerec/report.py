@@ -67,6 +67,7 @@ class Run:
     tail_share: float | None = None  # slate.tail_share (matters under grouped-fixed only)
     action: str | None = None  # the action rule the metrics use: greedy | sample
     split: str | None = None  # the evaluation split: test | validation
+    budget: dict = field(default_factory=dict)  # the record's own counts: updates, episodes, env_steps, grad_steps
     shown: tuple = ()  # the variant parts that vary in the sweep, so enter labels: head, action, split
 
     def variant(self) -> tuple:
@@ -237,6 +238,7 @@ def _to_run(rec: dict) -> Run:
                agent_kind=str(rec.get("kind") or _get(cfg, "agent", "kind", default=point.get("agent.kind", ""))),
                frozen=bool(rec.get("frozen", point.get("frozen", False))),
                slate_head=rec.get("slate_head", _get(cfg, "slate", "head")), head=rec.get("head"),
+               budget={k: rec[k] for k in ("updates", "episodes", "env_steps", "grad_steps") if rec.get(k) is not None},
                tail_share=None if share is None else float(share),
                action=rec.get("action", _get(cfg, "eval", "action")),
                split=rec.get("split", _get(cfg, "eval", "split")))
@@ -528,6 +530,8 @@ def _block_table(trained: list[Run], frozen: list[Run], order: dict[str, int], l
 
 
 def _updates(r: Run) -> int | None:
+    if "updates" in r.budget:
+        return int(r.budget["updates"])
     for k in ("episodes", "Len"):
         if r.curves.get(k):
             return len(r.curves[k])
@@ -536,14 +540,19 @@ def _updates(r: Run) -> int | None:
 
 
 def budget_of(r: Run) -> dict:
-    """One run's training budget: episodes (sum of curves["episodes"]), env steps (updates x
-    train.num_envs x train.rollout_len), gradient steps (sum of curves["grad_steps"]); None if unknown."""
+    """One run's training budget: the record's own counts where it carries them (sweeps write
+    updates, episodes, env_steps and grad_steps); else episodes from curves["episodes"], env
+    steps from updates x train.num_envs x train.rollout_len, gradient steps from
+    curves["grad_steps"]; None if unknown."""
+    known = {k: float(r.budget[k]) for k in ("episodes", "env_steps", "grad_steps") if k in r.budget}
+    if len(known) == 3:
+        return known
     eps = r.curves.get("episodes")
     grads = r.curves.get("grad_steps")
     u, n, t = _updates(r), _get(r.config, "train", "num_envs"), _get(r.config, "train", "rollout_len")
     return {"episodes": float(np.sum(eps)) if eps else None,
             "env_steps": None if None in (u, n, t) else float(u * int(n) * int(t)),
-            "grad_steps": float(np.sum(grads)) if grads else None}
+            "grad_steps": float(np.sum(grads)) if grads else None} | known
 
 
 def _fmt_count(x: float) -> str:
@@ -571,7 +580,8 @@ def _budget_table(runs: list[Run], order: dict[str, int], presets: list[str]) ->
                     rows)
     return out + ["", "Per run, mean over the row's runs (frozen twins excluded). Episodes: the sum of the "
                   "run's per-update episode counts; env steps: updates x train.num_envs x train.rollout_len; "
-                  "gradient steps: the sum of curves[\"grad_steps\"], n/a where the records do not carry it."]
+                  "gradient steps: updates x the agent's gradient steps per update (the registry's grad_steps), "
+                  "n/a where the records do not carry it."]
 
 
 def _family_rank(r: Run) -> int:

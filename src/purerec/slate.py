@@ -80,9 +80,6 @@ def greedy(logits: jax.Array, k: int) -> jax.Array:
     return jax.lax.top_k(logits, k)[1]
 
 
-SLATE_RULES = ("grouped", "topk")
-
-
 def tail_count(share: jax.Array, k: int) -> jax.Array:
     """Long-tail slots of a K-slate for a long-tail share in [0, 1] (rounded to the nearest slot)."""
     return jnp.clip(jnp.round(share * k), 0, k).astype(jnp.int32)
@@ -100,21 +97,6 @@ def grouped_top_k(scores: jax.Array, popular: jax.Array, n_tail: jax.Array, k: i
     j = jnp.arange(k)
     n_pop = k - n_tail
     return jnp.where(j < n_pop, top_pop, top_tail[jnp.clip(j - n_pop, 0, k - 1)])
-
-
-def compose(scores: jax.Array, popular: jax.Array, tail_share: jax.Array, k: int, rule: str) -> jax.Array:
-    """A deterministic slate from item scores: the hyper-action's slate rule (``agent.slate_rule``).
-
-    * ``grouped``: the slate holds ``tail_count(tail_share)`` long-tail items and the rest popular,
-      each part the top of its group by score (the goal's fairness weight sets the exposure split,
-      the scores rank inside each group);
-    * ``topk``: the top K items by score (``tail_share`` unused; the split follows the scores).
-    """
-    if rule == "grouped":
-        return grouped_top_k(scores, popular, tail_count(tail_share, k), k)
-    if rule == "topk":
-        return greedy(scores, k)
-    raise ValueError(f"slate rule must be one of {SLATE_RULES}, got {rule!r}")
 
 
 def log_prob(logits: jax.Array, slate: jax.Array) -> jax.Array:

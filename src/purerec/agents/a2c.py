@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import env as E
-from purerec import losses, optim, returns
+from purerec import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
@@ -64,17 +64,24 @@ class HyperActor(nn.Module):
     hidden: int
     init_pop_scale: float = 0.05
     init_std: float | None = None
+    share_dims: int = 0  # 1 under a learned tail (``purerec.heads.Head.share_dims``): the share's logit
+
+    @property
+    def action_dim(self) -> int:
+        return self.emb_dim + 1 + self.share_dims
 
     @nn.compact
     def __call__(self, x):
         s = x[..., : self.state_dim]
         q = nn.Dense(self.emb_dim, name="query")(s)
         kappa = jnp.exp(self.param("log_pop_scale", nn.initializers.constant(math.log(self.init_pop_scale)), ()))
-        base = jnp.concatenate([q, jnp.broadcast_to(-kappa, q.shape[:-1] + (1,))], axis=-1)
-        mean = base + MLP(self.hidden, self.emb_dim + 1, name="residual")(x)
+        parts = [q, jnp.broadcast_to(-kappa, q.shape[:-1] + (1,))]
+        if self.share_dims:  # the tail share's logit starts at 0 (share 0.5) from the residual alone
+            parts.append(jnp.zeros(q.shape[:-1] + (self.share_dims,), q.dtype))
+        mean = jnp.concatenate(parts, axis=-1) + MLP(self.hidden, self.action_dim, name="residual")(x)
         if self.init_std is None:
             return mean
-        raw = self.param("log_std", nn.initializers.constant(math.log(self.init_std)), (self.emb_dim + 1,))
+        raw = self.param("log_std", nn.initializers.constant(math.log(self.init_std)), (self.action_dim,))
         return mean, jnp.broadcast_to(jnp.clip(raw, LOG_STD_MIN, LOG_STD_MAX), mean.shape)
 
 
@@ -85,11 +92,6 @@ def warm_start(actor_params: dict, frozen: Frozen) -> dict:
     if jax.tree.map(jnp.shape, src) != jax.tree.map(jnp.shape, dst):
         return actor_params
     return {**actor_params, "params": {**actor_params["params"], "query": src}}
-
-
-def top_k_slate(a: jax.Array, basis: jax.Array, k: int) -> jax.Array:
-    """The slate of one hyper-action a (f32[d + 1]) or a batch of them: top-K of basis @ a."""
-    return jax.lax.top_k(a @ basis.T, k)[1]
 
 
 @struct.dataclass
@@ -135,7 +137,8 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size
     observer = make_observer(cfg)
     emb_dim = params.world.item_emb.shape[1]
-    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale, c.action_std)
+    head = heads.resolve(cfg)
+    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale, c.action_std, head.share_dims)
     critic = Critic(c.hidden)
     tx = optim.adam(c.max_grad_norm)
     train_basis = item_basis(params.world.item_emb, params.world.item_pop, "dot")
@@ -170,7 +173,8 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
             mean, ls = actor.apply(S.actor.params, x)
             a = mean + jnp.exp(ls) * jax.random.normal(k_a, mean.shape)
             v = critic.apply(S.critic.params, x)
-            return top_k_slate(a, train_basis, K), carry, {"x": x, "a": a, "v": v}
+            slates = heads.of_hyper_action(head, a, train_basis, ep.world.popular, K, h["slate.tail_share"])
+            return slates, carry, {"x": x, "a": a, "v": v}
 
         (obs, env_state, _), tr = unroll(k_roll, policy, ep if rollout_params is None else rollout_params, S.obs,
                                           S.env_state, (), T, step=step)
@@ -196,26 +200,26 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
         return S, jax.tree.map(lambda z: z.astype(jnp.float32), logs), tr
 
     def policy_params(frozen: Frozen, S: A2CState) -> Any:
-        return frozen, S.actor.params
+        return frozen, S.actor.params, S.hyper["slate.tail_share"]
 
-    return A2CCore(init=init, learn=learn, policy_params=policy_params, act=hyper_acts(observer, actor),
+    return A2CCore(init=init, learn=learn, policy_params=policy_params, act=hyper_acts(observer, actor, head),
                    observer=observer)
 
 
-def hyper_acts(observer, actor) -> Acts:
+def hyper_acts(observer, actor, head: heads.Head) -> Acts:
     """Acting with a Gaussian hyper-action over the item basis (A2C, FCPO): policy params are
-    (frozen, actor params); greedy takes the mean, sample draws from N(mean, exp(log_std)²); the
-    slate is the top-K of the scores."""
+    (frozen, actor params, the fixed tail share); greedy takes the mean, sample draws from
+    N(mean, exp(log_std)²); the slate is the head's (``purerec.heads.of_hyper_action``)."""
 
     def act(sample: bool):
         def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):
-            frozen, actor_p = pp
+            frozen, actor_p, fixed_share = pp
             k_s, k_a = jax.random.split(key)
             basis = item_basis(p.world.item_emb, p.world.item_pop, "dot")
             _, x = observer.inputs(frozen, k_s, obs, p)
             mean, ls = actor.apply(actor_p, x)
             a = mean + jnp.exp(ls) * jax.random.normal(k_a, mean.shape) if sample else mean
-            return top_k_slate(a, basis, p.slate_size), carry
+            return heads.of_hyper_action(head, a, basis, p.world.popular, p.slate_size, fixed_share), carry
 
         return act_fn
 

@@ -58,9 +58,9 @@ import optax
 from flax import struct
 
 from purerec import env as E
+from purerec import heads as slate_heads
 from purerec import losses, optim
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
-from purerec.agents.dnair import epsilon_slate
 from purerec.config import Config
 from purerec.logs import collect
 from purerec.nets import MLP, item_basis, item_values, item_values_at
@@ -79,10 +79,18 @@ def allowed(logits: jax.Array, k: int, tau: jax.Array) -> jax.Array:
     return logits - kth >= jnp.log(tau)
 
 
-def bcq_slate(q: jax.Array, logits: jax.Array, k: int, tau: jax.Array) -> jax.Array:
-    """i32[..., K]: the top-K of Q among the ``allowed`` items (at least K always are)."""
-    masked = jnp.where(allowed(logits, k, tau), q, -jnp.inf)
-    return jax.lax.top_k(masked, k)[1]
+TOPK = slate_heads.Head("topk", False)
+
+
+def bcq_slate(q: jax.Array, logits: jax.Array, k: int, tau: jax.Array, head: slate_heads.Head = TOPK,
+              popular: jax.Array | None = None, fixed_share: jax.Array | None = None) -> jax.Array:
+    """i32[..., K]: the head's slate of Q among the ``allowed`` items (at least K always are).
+    Under a grouped head a group may hold fewer allowed items than its slots: those slots take
+    the group's best disallowed items (ranked below every allowed one, never across groups)."""
+    ok = allowed(logits, k, tau)
+    if head.rule == "topk":
+        return jax.lax.top_k(jnp.where(ok, q, -jnp.inf), k)[1]
+    return slate_heads.compose(head, jnp.where(ok, q, q - 1e9), popular, k, fixed_share)
 
 
 class BCQNet(MLP):
@@ -157,6 +165,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     S = cfg.offline.sessions
     feats = item_basis(params.world.item_emb, params.world.item_pop, "dot")  # the train world's
     net = BCQNet(c.hidden, 2 * (feats.shape[1] + 1))
+    head = slate_heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    popular_train = params.world.popular
     tx = optim.adam(c.max_grad_norm)
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> BCQState:
@@ -168,11 +178,11 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return BCQState(net=optim.learner(p, tx), target=p, data=data, obs=obs, env_state=env_state, key=k_run,
                         steps=jnp.int32(0), update=jnp.int32(0), hyper=hyper)
 
-    def greedy_policy(frozen, p, ep, tau):
+    def greedy_policy(frozen, p, ep, tau, share):
         def policy(key, obs, env_state, carry):
             _, x = observer.inputs(frozen, key, obs, ep)
             q, logits = heads(net, p, x, feats)
-            return bcq_slate(q, logits, K, tau), carry, ()
+            return bcq_slate(q, logits, K, tau, head, popular_train, share), carry, ()
 
         return policy
 
@@ -182,7 +192,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         idx = jax.random.randint(key, (cfg.replay.batch_size,), 0, n)
         x, x_next, slate = data.x[idx], data.x[idx + S], data.slate[idx]
         q_next, l_next = heads(net, learner.params, x_next, feats)
-        a_next = bcq_slate(q_next, l_next, K, h["bcq.threshold"])
+        a_next = bcq_slate(q_next, l_next, K, h["bcq.threshold"], head, popular_train, h["slate.tail_share"])
         next_v = item_values_at(split_heads(net.apply(target, x_next))[0], feats, a_next).sum(-1)
         y = losses.td_target(data.reward[idx], data.done[idx], next_v, h["bcq.gamma"])
 
@@ -208,7 +218,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         h = S_.hyper
         ep = env_params(params, h)
         key, k_roll, k_learn = jax.random.split(S_.key, 3)
-        (obs, env_state, _), tr = unroll(k_roll, greedy_policy(frozen, S_.net.params, ep, h["bcq.threshold"]), ep,
+        (obs, env_state, _), tr = unroll(k_roll, greedy_policy(frozen, S_.net.params, ep, h["bcq.threshold"],
+                                                                       h["slate.tail_share"]), ep,
                                          S_.obs, S_.env_state, jnp.zeros((B,)), T)
         (learner, target, steps), logs = jax.lax.scan(
             lambda carry, k: grad_step(h, S_.data, carry, k), (S_.net, S_.target, S_.steps),
@@ -219,13 +230,13 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return S_, logs
 
     def policy_params(frozen: Frozen, S_: BCQState):
-        return frozen, S_.net.params, S_.hyper["bcq.threshold"]
+        return frozen, S_.net.params, S_.hyper["bcq.threshold"], S_.hyper["slate.tail_share"]
 
     def slate_of(key, obs, p: E.EnvParams, pp):
-        frozen, np_, tau = pp
+        frozen, np_, tau, share = pp
         _, x = observer.inputs(frozen, key, obs, p)
         q, logits = heads(net, np_, x, item_basis(p.world.item_emb, p.world.item_pop, "dot"))
-        return q, bcq_slate(q, logits, p.slate_size, tau)
+        return q, bcq_slate(q, logits, p.slate_size, tau, head, p.world.popular, share)
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
         return slate_of(key, obs, p, pp)[1], carry
@@ -233,9 +244,11 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_e = jax.random.split(key)
         q, slate = slate_of(k_s, obs, p, pp)
-        # epsilon_slate over scores that rank the BCQ slate first, in its order
+        # epsilon-greedy over scores that rank the BCQ slate first, in its order (the head's
+        # slate of these scores is the BCQ slate itself)
         rank = jnp.zeros_like(q).at[slate].set(jnp.arange(p.slate_size, 0, -1, dtype=q.dtype))
-        return epsilon_slate(k_e, rank, p.slate_size, jnp.float32(SAMPLE_EPSILON)), carry
+        return slate_heads.epsilon_greedy(head, k_e, rank, p.world.popular, p.slate_size, pp[3],
+                                          jnp.float32(SAMPLE_EPSILON)), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import env as E
-from purerec import losses, optim, replay
+from purerec import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config
 from purerec.nets import MLP, item_basis, item_values, item_values_at
@@ -139,6 +139,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     tx = optim.adam(c.max_grad_norm)
     buffer = replay.make_buffer(cfg.replay)
     nov_train = novelty(params.world)
+    head = heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    popular_train = params.world.popular
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> DNaIRState:
         k_env, k_net, k_run = jax.random.split(key, 3)
@@ -150,13 +152,13 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return DNaIRState(q=optim.learner(p, tx), q_target=p, buffer=buffer.init(item), obs=obs,
                           env_state=env_state, key=k_run, update=jnp.int32(0), hyper=hyper)
 
-    def rollout_policy(frozen, p, ep, epsilon):
+    def rollout_policy(frozen, p, ep, epsilon, share):
         def policy(key, obs, env_state, carry):
             k_s, k_e = jax.random.split(key)
             _, x = observer.inputs(frozen, k_s, obs, ep)
             q = q_all(net, p, x, feats)
-            slates = jax.vmap(epsilon_slate, in_axes=(0, 0, None, None))(
-                jax.random.split(k_e, x.shape[0]), q, K, epsilon)
+            slates = jax.vmap(heads.epsilon_greedy, in_axes=(None, 0, 0, None, None, None, None))(
+                head, jax.random.split(k_e, x.shape[0]), q, popular_train, K, share, epsilon)
             return slates, carry, x
 
         return policy
@@ -164,7 +166,9 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     def grad_step(h, buf, carry, key):
         q, q_t = carry
         b = buffer.sample(buf, key).experience
-        a_next = jax.lax.top_k(q_all(net, q.params, b["x_next"], feats), K)[1]
+        # the greedy slate at x' under the head (the max of Q over the slates the head allows)
+        a_next = heads.compose(head, q_all(net, q.params, b["x_next"], feats), popular_train, K,
+                               h["slate.tail_share"])
         next_v = q_at(net, q_t, b["x_next"], feats, a_next).sum(-1)
         y = losses.td_target(b["reward"], b["done"], next_v, h["dnair.gamma"])
 
@@ -181,7 +185,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         h = S.hyper
         ep = env_params(params, h)
         key, k_roll, k_last, k_learn = jax.random.split(S.key, 4)
-        (obs, env_state, _), tr = unroll(k_roll, rollout_policy(frozen, S.q.params, ep, h["dnair.epsilon"]), ep,
+        (obs, env_state, _), tr = unroll(k_roll, rollout_policy(frozen, S.q.params, ep, h["dnair.epsilon"],
+                                                                 h["slate.tail_share"]), ep,
                                          S.obs, S.env_state, jnp.zeros((B,)), T)
         x = tr.extras  # [T, B, D]
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
@@ -208,19 +213,20 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return S, logs
 
     def policy_params(frozen: Frozen, S: DNaIRState):
-        return frozen, S.q.params, S.hyper["dnair.epsilon"]
+        return frozen, S.q.params, S.hyper["dnair.epsilon"], S.hyper["slate.tail_share"]
 
     def scores(key, obs, p: E.EnvParams, pp):
-        frozen, qp, _ = pp
+        frozen, qp = pp[:2]
         _, x = observer.inputs(frozen, key, obs, p)
         return q_all(net, qp, x, item_features(p.world))
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
-        return jax.lax.top_k(scores(key, obs, p, pp), p.slate_size)[1], carry
+        return heads.compose(head, scores(key, obs, p, pp), p.world.popular, p.slate_size, pp[3]), carry
 
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_e = jax.random.split(key)
-        return epsilon_slate(k_e, scores(k_s, obs, p, pp), p.slate_size, pp[2]), carry
+        return heads.epsilon_greedy(head, k_e, scores(k_s, obs, p, pp), p.world.popular, p.slate_size, pp[3],
+                                    pp[2]), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

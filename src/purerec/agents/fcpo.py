@@ -16,13 +16,18 @@ What differs, on purpose (our setting: K items per step, a fairness-aware exit r
   a = [q, −κ] over the item basis, the slate is the **top-K** of basis @ a (FCPO: one item per
   step, argmax); greedy = the mean's top-K (FCPO's evaluation is also deterministic);
 * exploration: the Gaussian's std starts at ``fcpo.action_std`` on the query coordinates but at
-  ``POP_STD`` (2.5) on the popularity coordinate −κ. Measured on the KuaiRec-like world at seed 11:
+  ``fcpo.pop_std`` (default 2.5) on the popularity coordinate −κ. Measured on the KuaiRec-like world at seed 11:
   the warm-started mean gives all-popular slates and κ must move by ≈ 2-4 (item scores span ≈ 2.4,
   the log-popularity column differs by ≈ 0.3 between popular and long-tail items) before any
   long-tail item enters a top-10; with std 0.3 no sampled slate ever holds one, so every cost
   advantage is 0, b = 0 and the constraint cannot act (a first run kept 10/10 popular items for
   all 34 updates, the recovery case every time). With std 2.5 the sampled slates mix, b carries
   the constraint's signal and a move of κ by 3 costs a KL of 0.7 instead of 50;
+* ``fcpo.cost = imbalance`` (opt-in) replaces the cost by |2p − 1| per slate (p the popular
+  share), so the limit can only be met with balanced slates, not with a mixture of unbalanced
+  ones (the failure measured below); the default ``popular`` is FCPO's cost;
+* ``fcpo.max_kl`` is the learner's step size (a ``traced(rate=True)`` field): 0 freezes the
+  policy, as a learning rate 0 does for the other agents (the frozen twin);
 * the cost per step is ``n_popular`` (0 .. K), the constraint is on the **mean per-step cost**:
   J_c = the rollout batch's mean of ``n_popular`` and c = J_c − α′·K (FCPO: the undiscounted
   per-trajectory sum of a popular indicator, limit ``max_constraint_val``);
@@ -54,7 +59,7 @@ greedy test rows, reference random Len 12.56 / R_cum 5.95, most_popular 14.01 / 
 
 * popularity std = ``action_std`` (0.3): 10/10 popular items in every training slate, the
   recovery case every update with b ≈ 0: greedy Len 14.06, R_cum 12.17 (= the warm start);
-* ``POP_STD`` 2.5, max_kl 0.01, cost_limit 0.5: training cost 9.8 -> 6.8 items per step, training
+* ``fcpo.pop_std`` 2.5, max_kl 0.01, cost_limit 0.5: training cost 9.8 -> 6.8 items per step, training
   Len 13.9 -> 13.2; greedy Len 11.87, R_cum 5.16, long-tail share 0.86 (the mean's top-K crossed
   to long-tail items while the sampled slates kept 0.58 popular on the test world); sample
   Len 12.98, R_cum 8.30. The exit rule penalises each slate whose popular share is outside
@@ -76,9 +81,9 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from purerec import cpo, optim, returns
+from purerec import cpo, heads, optim, returns
 from purerec import env as E
-from purerec.agents.a2c import HyperActor, hyper_acts, top_k_slate, warm_start
+from purerec.agents.a2c import HyperActor, hyper_acts, warm_start
 from purerec.agents.base import Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
@@ -103,16 +108,21 @@ def gaussian_kl(mean0: jax.Array, ls0: jax.Array, mean1: jax.Array, ls1: jax.Arr
     return jnp.sum(ls1 - ls0 + (var0 + (mean0 - mean1) ** 2) / (2 * var1) - 0.5, axis=-1)
 
 
-# Initial std of the hyper-action's popularity coordinate (−κ): wide enough that sampled slates
-# cross from all-popular to long-tail ones (see the module docstring).
-POP_STD = 2.5
-
-
-def with_pop_std(actor_params: dict, std: float) -> dict:
-    """The actor's learned log-std with its last (popularity) coordinate set to log(std)."""
+def with_pop_std(actor_params: dict, std: float, index: int) -> dict:
+    """The actor's learned log-std with its popularity coordinate (−κ, at ``index``) set to log(std)."""
     p = actor_params["params"]
-    log_std = p["log_std"].at[-1].set(jnp.log(jnp.float32(std)))
+    log_std = p["log_std"].at[index].set(jnp.log(jnp.float32(std)))
     return {**actor_params, "params": {**p, "log_std": log_std}}
+
+
+def step_cost(n_popular: jax.Array, k: int, kind: str) -> jax.Array:
+    """The per-step cost divided by K, in [0, 1] (``fcpo.cost``): ``popular`` = the popular share
+    p = n_popular / K (FCPO's cost); ``imbalance`` = |2p − 1|, 0 for a 5/5 slate and 1 for an
+    all-popular or all-long-tail one (the exit rule's own notion of an unfair slate)."""
+    p = n_popular.astype(jnp.float32) / k
+    if kind == "imbalance":
+        return jnp.abs(2.0 * p - 1.0)
+    return p
 
 
 def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
@@ -121,7 +131,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size
     observer = make_observer(cfg)
     emb_dim = params.world.item_emb.shape[1]
-    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale, c.action_std)
+    head = heads.resolve(cfg)
+    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale, c.action_std, head.share_dims)
     critic = Critic(c.hidden)
     tx = optim.adam(c.max_grad_norm)
     train_basis = item_basis(params.world.item_emb, params.world.item_pop, "dot")
@@ -135,7 +146,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         k_env, k_a, k_r, k_c, k_run = jax.random.split(key, 5)
         obs, env_state = E.batch_reset(k_env, env_params(params, hyper), B)
         x0 = jnp.zeros((1, observer.input_dim))
-        actor_p = with_pop_std(warm_start(actor.init(k_a, x0), frozen), POP_STD)
+        actor_p = with_pop_std(warm_start(actor.init(k_a, x0), frozen), c.pop_std, emb_dim)
         critics = (critic.init(k_r, x0), critic.init(k_c, x0))
         return FCPOState(actor=actor_p, critics=optim.learner(critics, tx), obs=obs, env_state=env_state,
                          key=k_run, update=jnp.int32(0), hyper=hyper)
@@ -157,11 +168,11 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             mean, ls = actor.apply(S.actor, x)
             a = mean + jnp.exp(ls) * jax.random.normal(k_a, mean.shape)
             ex = {"x": x, "a": a, "vr": critic.apply(vr_p, x), "vc": critic.apply(vc_p, x)}
-            return top_k_slate(a, train_basis, K), carry, ex
+            return heads.of_hyper_action(head, a, train_basis, ep.world.popular, K, h["slate.tail_share"]), carry, ex
 
         (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, (), T)
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
-        cost = tr.n_popular.astype(jnp.float32) / K  # the popular share: the cost / K (see the docstring)
+        cost = step_cost(tr.n_popular, K, c.cost)  # in [0, 1]: the cost / K (see the docstring)
         g_, lam_ = h["fcpo.gamma"], h["fcpo.gae_lambda"]
         adv_r, target_r = returns.gae(tr.reward, tr.extras["vr"], tr.done, critic.apply(vr_p, x_last), g_, lam_)
         adv_c, target_c = returns.gae(cost, tr.extras["vc"], tr.done, critic.apply(vc_p, x_last), g_, lam_)
@@ -206,6 +217,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             return ok & (kl <= delta) & jnp.isfinite(l_r) & jnp.isfinite(l_c)
 
         theta, frac = cpo.line_search(surrogates, theta0, step, accept, c.backtrack, c.line_search_iters)
+        # max_kl = 0 is a trust region of radius 0: the frozen policy (no step, not even a NaN one)
+        theta, frac = jnp.where(delta > 0, theta, theta0), jnp.where(delta > 0, frac, 0.0)
         _, _, kl_new = surrogates(theta)
         actor_p = unravel(theta)
 
@@ -234,7 +247,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return S, jax.tree.map(lambda z: jnp.asarray(z).astype(jnp.float32), logs)
 
     def policy_params(frozen: Frozen, S: FCPOState) -> Any:
-        return frozen, S.actor
+        return frozen, S.actor, S.hyper["slate.tail_share"]
 
-    return Agent(init=init, update=update, policy_params=policy_params, act=hyper_acts(observer, actor),
+    return Agent(init=init, update=update, policy_params=policy_params, act=hyper_acts(observer, actor, head),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

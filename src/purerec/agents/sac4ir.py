@@ -11,7 +11,7 @@ shared/reference/public-code-facts.md section 2.7), with these choices:
   actor logits(x, i) = phi_a(x) . f_i, pi(i | x) = softmax over the world's items; twin critics
   Q_j(x, i) = v_j(x) + phi_j(x) . f_i, and Polyak-averaged target critics (``tau``).
 * **Slates**: in training and in ``act.sample``, K distinct items drawn without replacement from
-  pi (``purerec.slate.sample``, Plackett-Luce); ``act.greedy`` = the top-K of pi.
+  pi (``purerec.heads.sample``, Plackett-Luce); ``act.greedy`` = the top-K of pi.
 * **Per-item TD targets** (the port's): slot k's item i_k gets that slot's own observed feedback
   r_k as its reward, y_k = r_k + gamma (1 - done) V_soft(x'), V_soft(x') = sum_i pi(i|x')
   (min(Q1', Q2')(x', i) - alpha log pi(i|x')) (``losses.soft_value``); critic loss = the MSE of
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import env as E
-from purerec import losses, optim, replay, slate
+from purerec import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config
 from purerec.nets import MLP, item_basis, item_values, item_values_at
@@ -94,6 +94,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     tx = optim.adam(c.max_grad_norm)
     buffer = replay.make_buffer(cfg.replay)
     log_n = math.log(params.world.n_items)
+    head = heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    popular_train = params.world.popular
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> SAC4IRState:
         k_env, k_a, k_q1, k_q2, k_run = jax.random.split(key, 5)
@@ -107,12 +109,13 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
                            log_alpha=optim.learner(jnp.float32(c.init_log_alpha), tx), buffer=buffer.init(item),
                            obs=obs, env_state=env_state, key=k_run, update=jnp.int32(0), hyper=hyper)
 
-    def rollout_policy(frozen, pa, ep):
+    def rollout_policy(frozen, pa, ep, share):
         def policy(key, obs, env_state, carry):
             k_s, k_a = jax.random.split(key)
             _, x = observer.inputs(frozen, k_s, obs, ep)
             logits = logits_all(actor, pa, x, feats)
-            slates = jax.vmap(slate.sample, in_axes=(0, 0, None))(jax.random.split(k_a, x.shape[0]), logits, K)
+            slates = jax.vmap(heads.sample, in_axes=(None, 0, 0, None, None, None))(
+                head, jax.random.split(k_a, x.shape[0]), logits, popular_train, K, share)
             return slates, carry, x
 
         return policy
@@ -157,8 +160,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         h = S.hyper
         ep = env_params(params, h)
         key, k_roll, k_last, k_learn = jax.random.split(S.key, 4)
-        (obs, env_state, _), tr = unroll(k_roll, rollout_policy(frozen, S.actor.params, ep), ep, S.obs, S.env_state,
-                                         jnp.zeros((B,)), T)
+        policy = rollout_policy(frozen, S.actor.params, ep, h["slate.tail_share"])
+        (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, jnp.zeros((B,)), T)
         x = tr.extras  # [T, B, D]
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
         x_next = jnp.concatenate([x[1:], x_last[None]], axis=0)
@@ -185,19 +188,19 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return S, logs
 
     def policy_params(frozen: Frozen, S: SAC4IRState):
-        return frozen, S.actor.params
+        return frozen, S.actor.params, S.hyper["slate.tail_share"]
 
     def logits_of(key, obs, p: E.EnvParams, pp):
-        frozen, pa = pp
+        frozen, pa = pp[:2]
         _, x = observer.inputs(frozen, key, obs, p)
         return logits_all(actor, pa, x, item_features(p.world))
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
-        return jax.lax.top_k(logits_of(key, obs, p, pp), p.slate_size)[1], carry
+        return heads.compose(head, logits_of(key, obs, p, pp), p.world.popular, p.slate_size, pp[2]), carry
 
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_a = jax.random.split(key)
-        return slate.sample(k_a, logits_of(k_s, obs, p, pp), p.slate_size), carry
+        return heads.sample(head, k_a, logits_of(k_s, obs, p, pp), p.world.popular, p.slate_size, pp[2]), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

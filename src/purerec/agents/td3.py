@@ -39,8 +39,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import env as E
-from purerec import losses, optim, replay
-from purerec.agents.a2c import HyperActor, top_k_slate, warm_start
+from purerec import heads, losses, optim, replay
+from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.config import Config, ConfigError
 from purerec.nets import Critic, item_basis
@@ -82,12 +82,13 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
                           f">= num_envs * rollout_len ({B * T}): one update's transitions must fit")
     observer = make_observer(cfg)
     emb_dim = params.world.item_emb.shape[1]
-    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale)
+    head = heads.resolve(cfg)
+    actor = HyperActor(observer.state_dim, emb_dim, c.hidden, cfg.agent.pop_scale, share_dims=head.share_dims)
     critic = QCritic(c.hidden)
     tx = optim.adam(c.max_grad_norm)
     buffer = replay.make_buffer(cfg.replay)
     train_basis = item_basis(params.world.item_emb, params.world.item_pop, "dot")
-    dx, da = observer.input_dim, emb_dim + 1
+    dx, da = observer.input_dim, actor.action_dim
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> TD3State:
         k_env, k_a, k_1, k_2, k_run = jax.random.split(key, 5)
@@ -164,7 +165,8 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
             _, x = observer.inputs(frozen, k_s, obs, ep)
             mean = actor.apply(S.actor.params, x)
             a = mean + h["td3.explore_std"] * jax.random.normal(k_a, mean.shape)
-            return top_k_slate(a, train_basis, K), carry, {"x": x, "a": a, "a_norm": jnp.linalg.norm(mean, axis=-1)}
+            slates = heads.of_hyper_action(head, a, train_basis, ep.world.popular, K, h["slate.tail_share"])
+            return slates, carry, {"x": x, "a": a, "a_norm": jnp.linalg.norm(mean, axis=-1)}
 
         (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, (), T)
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
@@ -177,23 +179,23 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         logs = rollout_stats(tr, K, B)
         logs.update(learn_logs)
         logs["action_norm"] = jnp.mean(tr.extras["a_norm"])
-        logs["kappa"] = -jnp.mean(actor.apply(S.actor.params, x_last)[:, -1])
+        logs["kappa"] = -jnp.mean(actor.apply(S.actor.params, x_last)[:, emb_dim])
         S = S.replace(update=S.update + 1)
         return S, jax.tree.map(lambda z: z.astype(jnp.float32), logs)
 
     def policy_params(frozen: Frozen, S: TD3State) -> Any:
-        return frozen, S.actor.params, S.hyper["td3.explore_std"]
+        return frozen, S.actor.params, S.hyper["td3.explore_std"], S.hyper["slate.tail_share"]
 
     def act(sample: bool):
         def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):
-            frozen, actor_p, explore_std = pp
+            frozen, actor_p, explore_std, fixed_share = pp
             k_s, k_a = jax.random.split(key)
             basis = item_basis(p.world.item_emb, p.world.item_pop, "dot")
             _, x = observer.inputs(frozen, k_s, obs, p)
             a = actor.apply(actor_p, x)
             if sample:
                 a = a + explore_std * jax.random.normal(k_a, a.shape)
-            return top_k_slate(a, basis, p.slate_size), carry
+            return heads.of_hyper_action(head, a, basis, p.world.popular, p.slate_size, fixed_share), carry
 
         return act_fn
 
