@@ -13,7 +13,7 @@ import pytest
 from purerec import heads
 from purerec.agents.base import frozen_config
 from purerec.agents.bcq import bcq_slate
-from purerec.config import AGENTS, DISCRETE_SLATE_AGENTS, ConfigError
+from purerec.config import AGENTS, DISCRETE_SLATE_AGENTS
 from test_benchmark_protocol import _tiny
 
 GROUPED_FIXED = heads.Head("grouped", False)
@@ -45,6 +45,46 @@ def test_hyper_action_slates_read_the_learned_share_from_the_extra_coordinate():
     a_l = np.concatenate([a, [np.log(0.7 / 0.3)]]).astype(np.float32)
     got = heads.of_hyper_action(GROUPED_LEARNED, jnp.asarray(a_l), jnp.asarray(basis), jnp.asarray(popular), k, 0.3)
     np.testing.assert_array_equal(np.asarray(got), np_grouped(scores, popular, 7, k))
+
+
+def test_group_values_are_the_best_slates_item_sums_per_share_choice():
+    rng = np.random.default_rng(3)
+    n, k = 25, 5
+    v = rng.normal(size=(2, n)).astype(np.float32)
+    popular = rng.uniform(size=n) < 0.4
+    got = np.asarray(heads.group_values(jnp.asarray(v), jnp.asarray(popular), k))
+    for b in range(2):
+        pop = np.sort(v[b][popular])[::-1]
+        tail = np.sort(v[b][~popular])[::-1]
+        want = [pop[: k - j].sum() + tail[:j].sum() for j in range(k + 1)]
+        np.testing.assert_allclose(got[b], want, rtol=1e-5, atol=1e-5)
+        # and the slate of choice j holds exactly j long-tail items whose values sum to want[j]
+        for j in range(k + 1):
+            slate = np.asarray(heads.slate_of_choice(GROUPED_LEARNED, jnp.asarray(v[b]), jnp.asarray(popular), k,
+                                                     0.5, jnp.int32(j)))
+            assert (~popular[slate]).sum() == j
+            np.testing.assert_allclose(v[b][slate].sum(), want[j], rtol=1e-5, atol=1e-5)
+            assert int(heads.tail_slots(jnp.asarray(slate), jnp.asarray(popular))) == j
+
+
+def test_bcq_share_choice_takes_the_best_allowed_choice():
+    from purerec.agents.bcq import share_choice
+
+    rng = np.random.default_rng(4)
+    n, k = 20, 3
+    q = rng.normal(size=n).astype(np.float32)
+    logits = np.full(n, 0.0, np.float32)  # every item allowed
+    popular = np.arange(n) < 8
+    qs = np.array([0.0, 5.0, 0.0, 0.0], np.float32)  # choice 1 has a large Q
+    ls = np.array([0.0, -10.0, 0.0, 0.0], np.float32)  # but the imitation head rules it out at tau 0.3
+    gv = np.asarray(heads.group_values(jnp.asarray(q), jnp.asarray(popular), k))
+    j = int(share_choice(jnp.asarray(qs), jnp.asarray(ls), jnp.asarray(q), jnp.asarray(logits), jnp.asarray(popular),
+                         k, jnp.float32(0.3)))
+    want = max((0, 2, 3), key=lambda i: qs[i] + gv[i])
+    assert j == want
+    j_all = int(share_choice(jnp.asarray(qs), jnp.asarray(np.zeros(4, np.float32)), jnp.asarray(q),
+                             jnp.asarray(logits), jnp.asarray(popular), k, jnp.float32(0.3)))
+    assert j_all == int(np.argmax(qs + gv))
 
 
 def test_grouped_epsilon_greedy_replaces_inside_each_group():
@@ -84,19 +124,11 @@ def test_bcq_grouped_slate_ranks_allowed_items_first_within_each_group():
         assert set(slate[np.isin(slate, idx)].tolist()) == set(order)
 
 
-@pytest.mark.parametrize("kind", sorted(DISCRETE_SLATE_AGENTS))
-def test_a_learned_tail_is_refused_for_agents_without_a_continuous_action(kind):
-    with pytest.raises(ConfigError, match="slate.tail"):
-        _tiny(kind, **{"slate.head": "grouped", "slate.tail": "learned"})
-
-
 def _cases():
     out = []
     for kind in AGENTS:
         for head, tail in (("native", "auto"), ("grouped", "fixed"), ("grouped", "learned")):
-            if tail == "learned" and kind in DISCRETE_SLATE_AGENTS:
-                continue
-            fast = (kind, head, tail) in {("a2c", "grouped", "learned"), ("dnair", "grouped", "fixed")}
+            fast = (kind, head, tail) in {("a2c", "grouped", "learned"), ("dnair", "grouped", "learned")}
             out.append(pytest.param(kind, head, tail, marks=() if fast else pytest.mark.slow,
                                     id=f"{kind}-{head}-{tail}"))
     return out
@@ -114,8 +146,9 @@ def test_every_agent_trains_and_acts_on_each_head(kind, head, tail, small_worlds
     cfg = _tiny(kind, **{"slate.head": head, "slate.tail": tail, "slate.tail_share": share})
     resolved = heads.resolve(cfg)
     k = cfg.env.slate_size
+    hyper_action = kind not in DISCRETE_SLATE_AGENTS  # a learned share starts at sigmoid(0) = 0.5
     for c, trained in ((cfg, True), (frozen_config(cfg), False)):
-        if not trained and not resolved.learned:
+        if not trained and not (resolved.learned and hyper_action):
             continue
         fns = make_train(c, make_params(small_worlds[0], c))
         test_params = make_params(small_worlds[1], c)

@@ -697,7 +697,7 @@ class MOFIRConfig:
 
 
 FCPO_COSTS = ("popular", "imbalance")
-# Agents whose slates come from per-item values (no continuous action to carry a learned share).
+# Agents whose slates come from per-item values: a learned tail share is one more discrete choice.
 DISCRETE_SLATE_AGENTS = ("dnair", "sac4ir", "bcq")
 
 
@@ -885,13 +885,6 @@ class Config:
             _check(resolve(self).rule == "topk", "slate.head", self.slate.head,
                    "'topk' or 'native' with agent.action = 'plackett_luce' (slates sampled over all items "
                    "have no group quota)")
-        if resolve_agent(self)[0] in DISCRETE_SLATE_AGENTS and self.slate.head == "grouped":
-            from purerec.heads import resolve
-
-            _check(not resolve(self).learned, "slate.tail", self.slate.tail,
-                   f"'fixed' for {resolve_agent(self)[0]} (a learned tail share is implemented for agents with a "
-                   "continuous action or a goal: hrl, flat, dsrm_hrl, mofir, a2c, dorl, td3, fcpo); set "
-                   "--slate.tail fixed and sweep slate.tail_share instead")
         batch = self.train.num_envs * self.train.rollout_len
         for name in ("ppo", "a2c"):
             mbs = getattr(self, name).minibatches

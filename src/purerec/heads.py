@@ -140,3 +140,32 @@ def _draw_in_group(key: jax.Array, slate: jax.Array, group: jax.Array) -> jax.Ar
     g = jax.random.gumbel(key, group.shape)
     g = jnp.where(group, g, -jnp.inf).at[slate].set(-jnp.inf)
     return jax.lax.top_k(g, slate.shape[-1])[1]
+
+
+# --- a learned share for agents with per-item values (DNaIR, BCQ, SAC4IR) -------------------------
+# Their action is a slate scored item by item; under ``tail = learned`` it gains one discrete
+# choice, j in 0..K long-tail slots (share j / K), valued by a head of K + 1 outputs that the
+# agent learns by its own method (``share_choices``).
+
+
+def group_values(values: jax.Array, popular: jax.Array, k: int) -> jax.Array:
+    """f32[..., K + 1]: for j = 0..K, the sum of the top K - j popular and the top j long-tail
+    ``values`` (f32[..., N]): the best slate's total per-item value with j long-tail slots."""
+    lowest = jnp.finfo(values.dtype).min
+    top_pop = jax.lax.top_k(jnp.where(popular, values, lowest), k)[0]
+    top_tail = jax.lax.top_k(jnp.where(popular, lowest, values), k)[0]
+    zero = jnp.zeros(values.shape[:-1] + (1,), values.dtype)
+    cs_pop = jnp.concatenate([zero, jnp.cumsum(top_pop, -1)], -1)  # [..., K + 1]: sum of the top m
+    cs_tail = jnp.concatenate([zero, jnp.cumsum(top_tail, -1)], -1)
+    return jnp.flip(cs_pop, -1) + cs_tail  # j -> cs_pop[K - j] + cs_tail[j]
+
+
+def tail_slots(slate: jax.Array, popular: jax.Array) -> jax.Array:
+    """i32[...]: the long-tail items of slates i32[..., K] (the share choice j a slate made)."""
+    return jnp.sum(~popular[slate], axis=-1).astype(jnp.int32)
+
+
+def slate_of_choice(head: Head, scores: jax.Array, popular: jax.Array, k: int, fixed_share: jax.Array,
+                    j: jax.Array | None) -> jax.Array:
+    """The head's deterministic slate, with j long-tail slots under a learned tail."""
+    return compose(head, scores, popular, k, fixed_share, None if j is None else j.astype(jnp.float32) / k)

@@ -83,14 +83,25 @@ TOPK = slate_heads.Head("topk", False)
 
 
 def bcq_slate(q: jax.Array, logits: jax.Array, k: int, tau: jax.Array, head: slate_heads.Head = TOPK,
-              popular: jax.Array | None = None, fixed_share: jax.Array | None = None) -> jax.Array:
+              popular: jax.Array | None = None, fixed_share: jax.Array | None = None,
+              choice: jax.Array | None = None) -> jax.Array:
     """i32[..., K]: the head's slate of Q among the ``allowed`` items (at least K always are).
     Under a grouped head a group may hold fewer allowed items than its slots: those slots take
     the group's best disallowed items (ranked below every allowed one, never across groups)."""
     ok = allowed(logits, k, tau)
     if head.rule == "topk":
         return jax.lax.top_k(jnp.where(ok, q, -jnp.inf), k)[1]
-    return slate_heads.compose(head, jnp.where(ok, q, q - 1e9), popular, k, fixed_share)
+    return slate_heads.slate_of_choice(head, jnp.where(ok, q, q - 1e9), popular, k, fixed_share, choice)
+
+
+def share_choice(qs: jax.Array, ls: jax.Array, q: jax.Array, logits: jax.Array, popular: jax.Array, k: int,
+                 tau: jax.Array) -> jax.Array:
+    """Under a learned tail: the share choice j (long-tail slots) with the best Q(x, j) + the best
+    slate's item Q among the choices the imitation head allows (the BCQ filter on K + 1 choices:
+    pi_b(j|x) >= tau max_j' pi_b(j'|x)); disallowed items count 1e9 less (``bcq_slate``)."""
+    ok_j = ls - ls.max(-1, keepdims=True) >= jnp.log(tau)
+    gv = slate_heads.group_values(jnp.where(allowed(logits, k, tau), q, q - 1e9), popular, k)
+    return jnp.argmax(jnp.where(ok_j, qs + gv, -jnp.inf), axis=-1)
 
 
 class BCQNet(MLP):
@@ -165,24 +176,41 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     S = cfg.offline.sessions
     feats = item_basis(params.world.item_emb, params.world.item_pop, "dot")  # the train world's
     net = BCQNet(c.hidden, 2 * (feats.shape[1] + 1))
-    head = slate_heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    head = slate_heads.resolve(cfg)
     popular_train = params.world.popular
+    # under a learned tail: Q(x, j) and imitation logits b(x, j) of the share choice j = 0..K
+    share_net = MLP(c.hidden, 2 * (K + 1)) if head.learned else None
     tx = optim.adam(c.max_grad_norm)
+
+    def items_of(p):
+        return p if share_net is None else p["items"]
+
+    def choose(p, x, q, logits, tau):
+        """The share choice j (None without a learned tail)."""
+        if share_net is None:
+            return None
+        qs, ls = split_heads(share_net.apply(p["share"], x))
+        return share_choice(qs, ls, q, logits, popular_train, K, tau)
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> BCQState:
         k_logs, k_x, k_env, k_net, k_run = jax.random.split(key, 5)
         ep = env_params(params, hyper)
         data = log_dataset(observer, frozen, k_x, collect(k_logs, ep, S, params.max_len), S, ep)
         obs, env_state = E.batch_reset(k_env, ep, B)
-        p = net.init(k_net, jnp.zeros((1, observer.input_dim)))
+        x0 = jnp.zeros((1, observer.input_dim))
+        if share_net is None:
+            p = net.init(k_net, x0)
+        else:
+            k_net, k_share = jax.random.split(k_net)
+            p = {"items": net.init(k_net, x0), "share": share_net.init(k_share, x0)}
         return BCQState(net=optim.learner(p, tx), target=p, data=data, obs=obs, env_state=env_state, key=k_run,
                         steps=jnp.int32(0), update=jnp.int32(0), hyper=hyper)
 
     def greedy_policy(frozen, p, ep, tau, share):
         def policy(key, obs, env_state, carry):
             _, x = observer.inputs(frozen, key, obs, ep)
-            q, logits = heads(net, p, x, feats)
-            return bcq_slate(q, logits, K, tau, head, popular_train, share), carry, ()
+            q, logits = heads(net, items_of(p), x, feats)
+            return bcq_slate(q, logits, K, tau, head, popular_train, share, choose(p, x, q, logits, tau)), carry, ()
 
         return policy
 
@@ -191,17 +219,31 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         n = data.reward.shape[0]
         idx = jax.random.randint(key, (cfg.replay.batch_size,), 0, n)
         x, x_next, slate = data.x[idx], data.x[idx + S], data.slate[idx]
-        q_next, l_next = heads(net, learner.params, x_next, feats)
-        a_next = bcq_slate(q_next, l_next, K, h["bcq.threshold"], head, popular_train, h["slate.tail_share"])
-        next_v = item_values_at(split_heads(net.apply(target, x_next))[0], feats, a_next).sum(-1)
+        tau = h["bcq.threshold"]
+        q_next, l_next = heads(net, items_of(learner.params), x_next, feats)
+        a_next = bcq_slate(q_next, l_next, K, tau, head, popular_train, h["slate.tail_share"],
+                           choose(learner.params, x_next, q_next, l_next, tau))
+        next_v = item_values_at(split_heads(net.apply(items_of(target), x_next))[0], feats, a_next).sum(-1)
+        if share_net is not None:  # + Q_target(x', j of a')
+            qs_t = split_heads(share_net.apply(target["share"], x_next))[0]
+            next_v = next_v + jnp.take_along_axis(qs_t, slate_heads.tail_slots(a_next, popular_train)[:, None], -1)[:, 0]
         y = losses.td_target(data.reward[idx], data.done[idx], next_v, h["bcq.gamma"])
 
         def loss_fn(p):
-            oq, ob = split_heads(net.apply(p, x))
+            oq, ob = split_heads(net.apply(items_of(p), x))
             q_slate = item_values_at(oq, feats, slate)
             logits = item_values(ob, feats)
-            total, parts = bcq_loss(q_slate, y, logits, slate, h["bcq.imitation_penalty"])
-            return total, (parts, q_slate.sum(-1))
+            if share_net is None:
+                total, parts = bcq_loss(q_slate, y, logits, slate, h["bcq.imitation_penalty"])
+                return total, (parts, q_slate.sum(-1))
+            # the logged slate's share choice: its Q joins the slate's, its logit the imitation loss
+            qs, ls = split_heads(share_net.apply(p["share"], x))
+            j = slate_heads.tail_slots(slate, popular_train)[:, None]
+            q_aug = jnp.concatenate([q_slate, jnp.take_along_axis(qs, j, -1)], -1)
+            total, parts = bcq_loss(q_aug, y, logits, slate, h["bcq.imitation_penalty"])
+            nll_j = -jnp.take_along_axis(jax.nn.log_softmax(ls, -1), j, -1).mean()
+            total = total + nll_j + h["bcq.imitation_penalty"] * jnp.mean(ls**2)
+            return total, (parts, q_aug.sum(-1))
 
         (loss, (parts, pred)), g = jax.value_and_grad(loss_fn, has_aux=True)(learner.params)
         learner = optim.step(h["bcq.lr"], g, learner, tx)
@@ -235,20 +277,24 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     def slate_of(key, obs, p: E.EnvParams, pp):
         frozen, np_, tau, share = pp
         _, x = observer.inputs(frozen, key, obs, p)
-        q, logits = heads(net, np_, x, item_basis(p.world.item_emb, p.world.item_pop, "dot"))
-        return q, bcq_slate(q, logits, p.slate_size, tau, head, p.world.popular, share)
+        q, logits = heads(net, items_of(np_), x, item_basis(p.world.item_emb, p.world.item_pop, "dot"))
+        j = None
+        if share_net is not None:
+            qs, ls = split_heads(share_net.apply(np_["share"], x))
+            j = share_choice(qs, ls, q, logits, p.world.popular, p.slate_size, tau)
+        return q, bcq_slate(q, logits, p.slate_size, tau, head, p.world.popular, share, j), j
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
         return slate_of(key, obs, p, pp)[1], carry
 
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_e = jax.random.split(key)
-        q, slate = slate_of(k_s, obs, p, pp)
+        q, slate, j = slate_of(k_s, obs, p, pp)
         # epsilon-greedy over scores that rank the BCQ slate first, in its order (the head's
         # slate of these scores is the BCQ slate itself)
         rank = jnp.zeros_like(q).at[slate].set(jnp.arange(p.slate_size, 0, -1, dtype=q.dtype))
         return slate_heads.epsilon_greedy(head, k_e, rank, p.world.popular, p.slate_size, pp[3],
-                                          jnp.float32(SAMPLE_EPSILON)), carry
+                                          jnp.float32(SAMPLE_EPSILON), None if j is None else j / p.slate_size), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

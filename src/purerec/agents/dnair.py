@@ -139,26 +139,59 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     tx = optim.adam(c.max_grad_norm)
     buffer = replay.make_buffer(cfg.replay)
     nov_train = novelty(params.world)
-    head = heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    head = heads.resolve(cfg)
     popular_train = params.world.popular
+    # under a learned tail: Q of the share choice j (0..K long-tail slots), added to the slate's value
+    share_net = MLP(c.hidden, K + 1) if head.learned else None
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> DNaIRState:
         k_env, k_net, k_run = jax.random.split(key, 3)
         obs, env_state = E.batch_reset(k_env, env_params(params, hyper), B)
         x0 = jnp.zeros((observer.input_dim,))
-        p = net.init(k_net, x0[None])
+        if share_net is None:
+            p = net.init(k_net, x0[None])
+        else:
+            k_net, k_share = jax.random.split(k_net)
+            p = {"items": net.init(k_net, x0[None]), "share": share_net.init(k_share, x0[None])}
         item = {"x": x0, "slate": jnp.zeros((K,), jnp.int32), "reward": jnp.float32(0.0),
                 "done": jnp.float32(0.0), "x_next": x0}
         return DNaIRState(q=optim.learner(p, tx), q_target=p, buffer=buffer.init(item), obs=obs,
                           env_state=env_state, key=k_run, update=jnp.int32(0), hyper=hyper)
 
+    def values(p, x, f):
+        """(Q(x, i) f32[..., N], Q(x, j) f32[..., K + 1] or None without a learned tail)."""
+        if share_net is None:
+            return q_all(net, p, x, f), None
+        return q_all(net, p["items"], x, f), share_net.apply(p["share"], x)
+
+    def best_choice(qi, qs, popular):
+        """The greedy share choice: argmax_j Q(x, j) + the best slate's item values with j tail slots."""
+        return None if qs is None else jnp.argmax(qs + heads.group_values(qi, popular, K), axis=-1)
+
+    def slate_value(p, x, f, slate, popular):
+        """Q(x, slate) = the sum of its items' Q (+ Q of its share choice under a learned tail)."""
+        if share_net is None:
+            return q_at(net, p, x, f, slate).sum(-1)
+        v = q_at(net, p["items"], x, f, slate).sum(-1)
+        j = heads.tail_slots(slate, popular)
+        return v + jnp.take_along_axis(share_net.apply(p["share"], x), j[..., None], axis=-1)[..., 0]
+
+    def explore(key, qi, qs, popular, share, epsilon):
+        """One session's epsilon-greedy slate (and, under a learned tail, an epsilon-greedy choice j)."""
+        if qs is None:
+            return heads.epsilon_greedy(head, key, qi, popular, K, share, epsilon)
+        k_j, k_u, k_s = jax.random.split(key, 3)
+        j = jnp.where(jax.random.uniform(k_u) < epsilon, jax.random.randint(k_j, (), 0, K + 1),
+                      best_choice(qi, qs, popular))
+        return heads.epsilon_greedy(head, k_s, qi, popular, K, share, epsilon, j.astype(jnp.float32) / K)
+
     def rollout_policy(frozen, p, ep, epsilon, share):
         def policy(key, obs, env_state, carry):
             k_s, k_e = jax.random.split(key)
             _, x = observer.inputs(frozen, k_s, obs, ep)
-            q = q_all(net, p, x, feats)
-            slates = jax.vmap(heads.epsilon_greedy, in_axes=(None, 0, 0, None, None, None, None))(
-                head, jax.random.split(k_e, x.shape[0]), q, popular_train, K, share, epsilon)
+            qi, qs = values(p, x, feats)
+            slates = jax.vmap(explore, in_axes=(0, 0, None if qs is None else 0, None, None, None))(
+                jax.random.split(k_e, x.shape[0]), qi, qs, popular_train, share, epsilon)
             return slates, carry, x
 
         return policy
@@ -167,13 +200,14 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         q, q_t = carry
         b = buffer.sample(buf, key).experience
         # the greedy slate at x' under the head (the max of Q over the slates the head allows)
-        a_next = heads.compose(head, q_all(net, q.params, b["x_next"], feats), popular_train, K,
-                               h["slate.tail_share"])
-        next_v = q_at(net, q_t, b["x_next"], feats, a_next).sum(-1)
+        qi, qs = values(q.params, b["x_next"], feats)
+        a_next = heads.slate_of_choice(head, qi, popular_train, K, h["slate.tail_share"],
+                                       best_choice(qi, qs, popular_train))
+        next_v = slate_value(q_t, b["x_next"], feats, a_next, popular_train)
         y = losses.td_target(b["reward"], b["done"], next_v, h["dnair.gamma"])
 
         def loss_fn(p):
-            pred = q_at(net, p, b["x"], feats, b["slate"]).sum(-1)
+            pred = slate_value(p, b["x"], feats, b["slate"], popular_train)
             return losses.mse(pred, y), pred
 
         (loss, pred), g = jax.value_and_grad(loss_fn, has_aux=True)(q.params)
@@ -218,15 +252,17 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     def scores(key, obs, p: E.EnvParams, pp):
         frozen, qp = pp[:2]
         _, x = observer.inputs(frozen, key, obs, p)
-        return q_all(net, qp, x, item_features(p.world))
+        return values(qp, x, item_features(p.world))
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
-        return heads.compose(head, scores(key, obs, p, pp), p.world.popular, p.slate_size, pp[3]), carry
+        qi, qs = scores(key, obs, p, pp)
+        return heads.slate_of_choice(head, qi, p.world.popular, p.slate_size, pp[3],
+                                     best_choice(qi, qs, p.world.popular)), carry
 
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_e = jax.random.split(key)
-        return heads.epsilon_greedy(head, k_e, scores(k_s, obs, p, pp), p.world.popular, p.slate_size, pp[3],
-                                    pp[2]), carry
+        qi, qs = scores(k_s, obs, p, pp)
+        return explore(k_e, qi, qs, p.world.popular, pp[3], pp[2]), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)

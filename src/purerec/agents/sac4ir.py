@@ -94,8 +94,15 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     tx = optim.adam(c.max_grad_norm)
     buffer = replay.make_buffer(cfg.replay)
     log_n = math.log(params.world.n_items)
-    head = heads.resolve(cfg)  # topk or grouped with a fixed tail (Config.validate)
+    head = heads.resolve(cfg)
     popular_train = params.world.popular
+    # under a learned tail: a soft policy and twin soft critics over the share choice j = 0..K
+    # (long-tail slots), learned by the same discrete SAC on the slate's mean per-slot reward
+    share_actor = MLP(c.hidden, K + 1) if head.learned else None
+    share_critic = MLP(c.hidden, K + 1) if head.learned else None
+
+    def items_of(pa):
+        return pa if share_actor is None else pa["items"]
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> SAC4IRState:
         k_env, k_a, k_q1, k_q2, k_run = jax.random.split(key, 5)
@@ -103,6 +110,10 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         x0 = jnp.zeros((observer.input_dim,))
         pa = actor.init(k_a, x0[None])
         pq = {"q1": critic.init(k_q1, x0[None]), "q2": critic.init(k_q2, x0[None])}
+        if share_actor is not None:
+            k_sa, k_s1, k_s2 = jax.random.split(jax.random.fold_in(k_a, 1), 3)
+            pa = {"items": pa, "share": share_actor.init(k_sa, x0[None])}
+            pq = {**pq, "s1": share_critic.init(k_s1, x0[None]), "s2": share_critic.init(k_s2, x0[None])}
         item = {"x": x0, "slate": jnp.zeros((K,), jnp.int32), "reward": jnp.zeros((K,)),
                 "done": jnp.float32(0.0), "x_next": x0}
         return SAC4IRState(actor=optim.learner(pa, tx), critic=optim.learner(pq, tx), critic_target=pq,
@@ -113,9 +124,16 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         def policy(key, obs, env_state, carry):
             k_s, k_a = jax.random.split(key)
             _, x = observer.inputs(frozen, k_s, obs, ep)
-            logits = logits_all(actor, pa, x, feats)
-            slates = jax.vmap(heads.sample, in_axes=(None, 0, 0, None, None, None))(
-                head, jax.random.split(k_a, x.shape[0]), logits, popular_train, K, share)
+            logits = logits_all(actor, items_of(pa), x, feats)
+            keys = jax.random.split(k_a, x.shape[0])
+            if share_actor is None:
+                slates = jax.vmap(heads.sample, in_axes=(None, 0, 0, None, None, None))(
+                    head, keys, logits, popular_train, K, share)
+            else:
+                k_j, k_a = jax.random.split(k_a)
+                j = jax.random.categorical(k_j, share_actor.apply(pa["share"], x))
+                slates = jax.vmap(heads.sample, in_axes=(None, 0, 0, None, None, None, 0))(
+                    head, keys, logits, popular_train, K, share, j.astype(jnp.float32) / K)
             return slates, carry, x
 
         return policy
@@ -125,14 +143,25 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         b = buffer.sample(buf, key).experience
         alpha = jnp.exp(la.params)
         # critics: per-slot targets r_k + gamma (1 - done) V_soft(x')
-        logp_n = jax.nn.log_softmax(logits_all(actor, a.params, b["x_next"], feats))
+        logp_n = jax.nn.log_softmax(logits_all(actor, items_of(a.params), b["x_next"], feats))
         v_next = losses.soft_value(jnp.exp(logp_n), logp_n, critic_all(critic, q_t["q1"], b["x_next"], feats),
                                    critic_all(critic, q_t["q2"], b["x_next"], feats), alpha)
         y = losses.td_target(b["reward"], b["done"][:, None], v_next[:, None], h["sac4ir.gamma"])
 
+        if share_actor is not None:  # the share's soft value at x' and its target on the mean slot reward
+            logp_sn = jax.nn.log_softmax(share_actor.apply(a.params["share"], b["x_next"]))
+            v_share = losses.soft_value(jnp.exp(logp_sn), logp_sn, share_critic.apply(q_t["s1"], b["x_next"]),
+                                        share_critic.apply(q_t["s2"], b["x_next"]), alpha)
+            y_share = losses.td_target(b["reward"].mean(-1), b["done"], v_share, h["sac4ir.gamma"])
+            j = heads.tail_slots(b["slate"], popular_train)[:, None]
+
         def critic_loss(p):
             l1 = losses.mse(critic_at(critic, p["q1"], b["x"], feats, b["slate"]), y)
             l2 = losses.mse(critic_at(critic, p["q2"], b["x"], feats, b["slate"]), y)
+            if share_actor is not None:
+                for name in ("s1", "s2"):
+                    l1 = l1 + losses.mse(jnp.take_along_axis(share_critic.apply(p[name], b["x"]), j, -1)[:, 0],
+                                         y_share)
             return l1 + l2
 
         lq, gq = jax.value_and_grad(critic_loss)(q.params)
@@ -142,8 +171,14 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         q2 = critic_all(critic, q.params["q2"], b["x"], feats)
 
         def actor_loss(p):
-            logp = jax.nn.log_softmax(logits_all(actor, p, b["x"], feats))
-            return losses.discrete_sac_actor(jnp.exp(logp), logp, q1, q2, alpha)
+            logp = jax.nn.log_softmax(logits_all(actor, items_of(p), b["x"], feats))
+            loss, ent = losses.discrete_sac_actor(jnp.exp(logp), logp, q1, q2, alpha)
+            if share_actor is not None:  # the share policy on its own critics (its entropy is not targeted)
+                logp_s = jax.nn.log_softmax(share_actor.apply(p["share"], b["x"]))
+                loss = loss + losses.discrete_sac_actor(
+                    jnp.exp(logp_s), logp_s, share_critic.apply(q.params["s1"], b["x"]),
+                    share_critic.apply(q.params["s2"], b["x"]), alpha)[0]
+            return loss, ent
 
         (la_loss, ent), ga = jax.value_and_grad(actor_loss, has_aux=True)(a.params)
         a = optim.step(h["sac4ir.actor_lr"], ga, a, tx)
@@ -191,16 +226,25 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
         return frozen, S.actor.params, S.hyper["slate.tail_share"]
 
     def logits_of(key, obs, p: E.EnvParams, pp):
+        """(item logits f32[N], share logits f32[K + 1] or None)."""
         frozen, pa = pp[:2]
         _, x = observer.inputs(frozen, key, obs, p)
-        return logits_all(actor, pa, x, item_features(p.world))
+        share_logits = None if share_actor is None else share_actor.apply(pa["share"], x)
+        return logits_all(actor, items_of(pa), x, item_features(p.world)), share_logits
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
-        return heads.compose(head, logits_of(key, obs, p, pp), p.world.popular, p.slate_size, pp[2]), carry
+        logits, sl = logits_of(key, obs, p, pp)
+        j = None if sl is None else jnp.argmax(sl)
+        return heads.slate_of_choice(head, logits, p.world.popular, p.slate_size, pp[2], j), carry
 
     def sample(key, obs, env_state, p: E.EnvParams, pp, carry):
         k_s, k_a = jax.random.split(key)
-        return heads.sample(head, k_a, logits_of(k_s, obs, p, pp), p.world.popular, p.slate_size, pp[2]), carry
+        logits, sl = logits_of(k_s, obs, p, pp)
+        share = None
+        if sl is not None:
+            k_j, k_a = jax.random.split(k_a)
+            share = jax.random.categorical(k_j, sl).astype(jnp.float32) / p.slate_size
+        return heads.sample(head, k_a, logits, p.world.popular, p.slate_size, pp[2], share), carry
 
     return Agent(init=init, update=update, policy_params=policy_params, act=Acts(greedy=greedy, sample=sample),
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
