@@ -8,6 +8,9 @@ and ``VCritic``; see ``shared/reference/public-code-facts.md`` §2.1):
   log-popularity), scores = basis @ a over **all** items, and the slate is the deterministic
   **top-K** of the scores. Every per-item score is a function of item features, so the policy
   acts on a world with a different item set (the test world).
+  That top-K is the native head; any other head of ``[slate]`` composes the slate from the same
+  scores (``purerec.heads.of_hyper_action``), and a learned tail share adds one coordinate to a
+  (share = sigmoid of it, 0.5 at the start) with its own Gaussian std, learned by the same loss.
 * the networks' roles: an actor head on the state giving the hyper-action and a state-value
   critic V(x), trained as advantage actor-critic on the env reward (gamma 0.9 by default).
 

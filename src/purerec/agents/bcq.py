@@ -32,6 +32,11 @@ from the logs only. No slate version exists publicly; our readings:
   log(threshold). The K most likely items always pass, so a slate always exists; relative to
   the single most likely item (the one-item rule) only the very most popular items would ever
   pass. The slate is the top-K of Q among the allowed items (K = 1 gives discrete BCQ).
+* **Slate heads** (``purerec.heads``): under a grouped head the BCQ slate is the head's slate
+  of Q with disallowed items ranked after the allowed ones of their group. With a learned tail a
+  share head gives Q(x, j) and imitation logits b(x, j) for j = 0..K long-tail slots: the logged
+  slate's j joins the Q loss (its Q added to the slate's) and the imitation loss (NLL of j), and
+  the chosen j is the best allowed one (pi_b(j|x) >= tau max pi_b, ``share_choice``).
 * **Q of a slate** = the sum of its K per-item Q values (as DNaIR); target y = r + gamma (1 -
   done) Q_target(x', slate*(x')), slate* the BCQ slate of the *online* net at x'. 1-step
   targets: tianshou's n-step 3 is left out (the logs' sessions are short and the per-item sum

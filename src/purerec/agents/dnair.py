@@ -22,6 +22,13 @@ shared/reference/public-code-facts.md section 2.6), with these choices:
   normalised to [0, 1] over the world's items (the port's min-max). The logs also carry the
   bonus' mean (``dnair_bonus``) and the shaped reward's mean (``dnair_reward_shaped``).
 * **Q(s, slate) = the SUM of the K per-item Q values** (the port's choice).
+* **Slate heads** (``purerec.heads``): the native head is the top-K above; under ``slate.head =
+  grouped`` the greedy slate is the head's (the best popular and long-tail items by Q, in the
+  head's split) and a replacement is drawn from the replaced item's own group. With a learned
+  tail the action gains a choice j of 0..K long-tail slots valued by a share head Q(x, j) (an
+  MLP of K + 1 outputs) added to the slate's value: greedy j = argmax_j Q(x, j) + the best
+  slate's item values with j tail slots (``heads.group_values``), epsilon-greedy j in training,
+  and the Double-DQN target uses the same slate value.
 * **Target**: r~ + gamma (1 - done) Q_target(s', a') with a' = the top-K of the *online* net at
   s' (Double DQN). The port does the reverse (online values on the target net's top-K, through a
   bug that ignores its critic argument); standard Double DQN keeps the bootstrap value on the

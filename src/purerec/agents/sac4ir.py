@@ -12,6 +12,11 @@ shared/reference/public-code-facts.md section 2.7), with these choices:
   Q_j(x, i) = v_j(x) + phi_j(x) . f_i, and Polyak-averaged target critics (``tau``).
 * **Slates**: in training and in ``act.sample``, K distinct items drawn without replacement from
   pi (``purerec.heads.sample``, Plackett-Luce); ``act.greedy`` = the top-K of pi.
+  Under a grouped head (``purerec.heads``) the draws and the greedy slate are per group, in the
+  head's split. With a learned tail a share policy over j = 0..K long-tail slots (an MLP of
+  K + 1 logits) draws j, with twin share critics Q_s(x, j) on the slate's mean slot reward
+  (y = mean_k r_k + gamma (1 - done) V_soft,share(x')) and the same discrete SAC actor loss and
+  temperature; greedy j = the share policy's mode.
 * **Per-item TD targets** (the port's): slot k's item i_k gets that slot's own observed feedback
   r_k as its reward, y_k = r_k + gamma (1 - done) V_soft(x'), V_soft(x') = sum_i pi(i|x')
   (min(Q1', Q2')(x', i) - alpha log pi(i|x')) (``losses.soft_value``); critic loss = the MSE of

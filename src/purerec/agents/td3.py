@@ -9,7 +9,9 @@ invariant to the scale of a, the warm-started query (Stage I's feedback predicto
 HRL) already has a natural scale (|q| ~ 2 on the KuaiRec-like world) that a tanh would distort,
 and the popularity weight needs to reach values well above 1 to let long-tail items into the
 slate. Exploration: a + N(0, ``td3.explore_std``) (the training rollout and ``act.sample``);
-``act.greedy`` uses the actor's output.
+``act.greedy`` uses the actor's output. Other slate heads (``[slate]``) compose the slate from the same scores
+(``purerec.heads.of_hyper_action``); a learned tail share is one more action coordinate (the
+share = its sigmoid), seen by the critics like the others.
 
 Learning (one ``update``): a rollout of ``train.rollout_len`` steps of ``train.num_envs``
 sessions, its B x T transitions (x, a, r, done, x') added to a flashbax replay buffer
