@@ -298,7 +298,8 @@ def _tiny(kind: str, **extra) -> Config:
         "denoise.steps": 10, "denoise.tce_num_gradual": 5, **extra}).validate()
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k in ("hrl", "a2c", "dnair") else pytest.mark.slow)
+# fast for HRL; the slow tier checks every agent
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k == "hrl" else pytest.mark.slow)
                                   for k in AGENTS])
 def test_learning_rates_0_leave_the_policy_as_initialised(kind, small_worlds):
     from purerec.env import make_params

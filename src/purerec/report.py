@@ -376,7 +376,8 @@ def _results_table(runs: list[Run], order: dict[str, int], reference: dict | Non
 
 def _is_stage1(r: Run) -> bool:
     """The frozen DSRM-HRL under a grouped head: its Stage-I state with the grouped slate, no RL."""
-    return r.frozen and r.agent_kind.replace("-", "_").lower() == "dsrm_hrl" and str(r.head).startswith("grouped")
+    dsrm_hrl = r.kind == "DSRM-HRL" or r.agent_kind.replace("-", "_").lower() == "dsrm_hrl"
+    return r.frozen and dsrm_hrl and str(r.head).startswith("grouped")
 
 
 def _block_of(r: Run) -> str:
