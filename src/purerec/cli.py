@@ -142,10 +142,25 @@ def protocol_line(cfg: Config, n_sessions: int | None = None) -> str:
              else "held-out test world")
     return (f"protocol test: {where}, {n} distinct users x {e.repeats} repeats "
             f"(seeds {e.seed}..{e.seed + e.repeats - 1}), each to its first exit, max_len {cfg.env.max_len}, "
-            f"AD = {e.ad_form} form")
+            f"AD = {e.ad_form} form" + _dynamics_words(cfg))
+
+
+def _dynamics_words(cfg: Config) -> str:
+    if cfg.env.dynamics == "none":
+        return ""
+    a = cfg.attraction
+    c = f"c {a.premium_c:g}" if a.premium_c > 0 else "c by the authors' rule"
+    return (f"; preferences move (attraction, {a.mode} mode, {a.block} block: alpha_H {a.alpha_h:g}, alpha_NH "
+            f"{a.alpha_nh:g}, beta {a.beta:g}, {c}, lambda {a.harm_lambda:g}, agents' reward {a.reward})")
 
 
 TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_share"]
+DYNAMICS_COLUMNS = ["R_cum_true", "CTR", "harm", "harm_picks", "J", "drift"]  # purerec.metrics.dynamics_metrics
+
+
+def table_columns(cfg: Config) -> list[str]:
+    """The printed columns: the harm paper's quantities too when preferences move."""
+    return TABLE_COLUMNS + (DYNAMICS_COLUMNS if cfg.env.dynamics != "none" else [])
 
 
 FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]
@@ -163,7 +178,7 @@ def print_results(cfg: Config, res: dict, reference: dict | None = None, referen
         rows[label], stds[label] = res["untrained"]["mean"], res["untrained"]["std"]
     for ref, row in (reference or {}).items():
         rows[f"reference: {ref}"] = row
-    print(format_table(rows, TABLE_COLUMNS, stds))
+    print(format_table(rows, table_columns(cfg), stds))
     if "gain" in res:
         g = res["gain"]
         print("\nwhat learning adds (trained - frozen, " + res["action"] + ", mean [min, max] over seeds): "
@@ -424,7 +439,7 @@ def train_main(argv: list[str]) -> int:
         check_loaded_worlds(cfg, *get_worlds(cfg))
         rows = run_reference(cfg)
         print(f"\nReference policies; {protocol_line(cfg, _n_test(cfg))}\n")
-        print(format_table(rows, TABLE_COLUMNS))
+        print(format_table(rows, table_columns(cfg)))
         return 0
     from purerec.experiment import run
 

@@ -169,6 +169,7 @@ class EnvConfig:
     fair_penalty: float = traced(1.0)
     tag_window: int = 10
     tag_threshold: int = 1
+    dynamics: str = "none"
 
     def validate(self, n_items: int | None = None, p: str = "env") -> None:
         hi = n_items if n_items is not None else "n_items"
@@ -186,6 +187,9 @@ class EnvConfig:
         _check(self.fair_penalty >= 0, f"{p}.fair_penalty", self.fair_penalty, ">= 0")
         _check(1 <= self.tag_window <= 1000, f"{p}.tag_window", self.tag_window, "an integer in [1, 1000]")
         _check(self.tag_threshold >= 0, f"{p}.tag_threshold", self.tag_threshold, "an integer >= 0")
+        _check(self.dynamics in DYNAMICS, f"{p}.dynamics", self.dynamics,
+               f"one of {DYNAMICS} (none: a fixed true preference per session; attraction: the profile "
+               "moves toward what the user picks, settings in [attraction])")
 
     @property
     def history_len(self) -> int:
@@ -195,6 +199,60 @@ class EnvConfig:
     @property
     def temper_start(self) -> float:
         return float(self.temper_init) if self.temper_init > 0 else float(self.max_len)
+
+
+DYNAMICS = ("none", "attraction")
+DRIFT_MODES = ("pick", "mean")
+DRIFT_BLOCKS = ("full", "taste")
+HARM_REWARDS = ("feedback", "penalised")
+
+
+@dataclass(frozen=True)
+class AttractionConfig:
+    """Preferences that move (``env.dynamics = "attraction"``; ``purerec.dynamics``, Chee et al.
+    KDD 2024): the user picks one item per slate by a logit with an outside option (``premium_c``)
+    and the picked item attracts the profile, u <- beta u0 + alpha_v v + (1 - alpha_v - beta) u.
+    Read only when the dynamics are on; the default world never sees these fields.
+
+    ``alpha_h`` / ``alpha_nh``: attraction toward a harmful / other pick (the paper's 0.5 / 0.25).
+    ``beta``: pull back toward the initial profile (0.2). ``premium_c``: the outside option's weight;
+    0 = the authors' rule per world (half the smallest gap between the catalogue's and a random
+    safe slate's total score over users), recorded in the calibration card. ``harm_lambda``: lambda
+    of J = sum_t (p_CLK - lambda p_H) (100). ``harm_frac``: share of items labelled harmful in
+    worlds without labels (a region of taste space: the items farthest along a random taste
+    direction). ``mode``: ``pick`` (the sampled pick moves the profile) or ``mean`` (the expectation
+    over picks, the paper's code). ``block``: ``full`` (the whole factor vector moves, as the
+    paper's code does with its MF vectors) or ``taste`` (only the taste block moves, toward kappa q_v
+    with kappa matching the scales of user and item tastes; biases stay). ``reward``: what agents are
+    trained on, ``feedback`` (the slate's mean observed feedback) or ``penalised`` (minus
+    ``harm_lambda`` times 1[the pick was harmful]). ``harm_seed``: seed of the harm direction.
+    """
+
+    alpha_h: float = traced(0.5)
+    alpha_nh: float = traced(0.25)
+    beta: float = traced(0.2)
+    premium_c: float = 0.0
+    harm_lambda: float = traced(100.0)
+    harm_frac: float = 0.2
+    mode: str = "pick"
+    block: str = "full"
+    reward: str = "feedback"
+    harm_seed: int = 0
+
+    def validate(self, p: str = "attraction") -> None:
+        for name in ("alpha_h", "alpha_nh", "beta"):
+            v = getattr(self, name)
+            _check(0 <= v <= 1, f"{p}.{name}", v, "in [0, 1]")
+        _check(max(self.alpha_h, self.alpha_nh) + self.beta <= 1, f"{p}.beta", self.beta,
+               f"at most 1 - max(alpha_h, alpha_nh) = {1 - max(self.alpha_h, self.alpha_nh):g} (the step is a "
+               "convex combination of u0, the pick and the profile)")
+        _check(self.premium_c >= 0, f"{p}.premium_c", self.premium_c, ">= 0 (0 = the authors' rule per world)")
+        _check(self.harm_lambda >= 0, f"{p}.harm_lambda", self.harm_lambda, ">= 0")
+        _check(0 < self.harm_frac < 1, f"{p}.harm_frac", self.harm_frac, "in (0, 1)")
+        _check(self.mode in DRIFT_MODES, f"{p}.mode", self.mode, f"one of {DRIFT_MODES}")
+        _check(self.block in DRIFT_BLOCKS, f"{p}.block", self.block, f"one of {DRIFT_BLOCKS}")
+        _check(self.reward in HARM_REWARDS, f"{p}.reward", self.reward, f"one of {HARM_REWARDS}")
+        _check(self.harm_seed >= 0, f"{p}.harm_seed", self.harm_seed, "an integer >= 0")
 
 
 EVAL_PROTOCOLS = ("test", "train_report")
@@ -850,6 +908,7 @@ class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    attraction: AttractionConfig = field(default_factory=AttractionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dsrm: DSRMConfig = field(default_factory=DSRMConfig)
@@ -908,7 +967,20 @@ def run_sections(cfg: Config, agent_sections: tuple[str, ...]) -> tuple[str, ...
     """The config sections a run depends on: the shared ones, dsrm with that purifier, the agent's."""
     purifier = resolve_agent(cfg)[1]
     extra = ("dsrm",) if purifier == "dsrm" else ("denoise",) if purifier in DENOISERS else ()
-    return SHARED_SECTIONS + extra + tuple(agent_sections)
+    dyn = ("attraction",) if cfg.env.dynamics == "attraction" else ()
+    return SHARED_SECTIONS + dyn + extra + tuple(agent_sections)
+
+
+def env_identity(cfg: Config) -> dict:
+    """The env section as run ids and cache keys see it: ``env.dynamics`` (and the [attraction]
+    section) only when the dynamics are on, so the default world's ids and keys are those from
+    before the option existed (opt-in dynamics leave everything already computed valid)."""
+    d = dataclasses.asdict(cfg.env)
+    if cfg.env.dynamics == "none":
+        d.pop("dynamics")
+    else:
+        d["attraction"] = dataclasses.asdict(cfg.attraction)
+    return d
 
 
 def traced_paths(cfg: Config, sections: tuple[str, ...]) -> tuple[str, ...]:

@@ -199,7 +199,17 @@ def _card(cfg: Config, train: World, test: World, path: str, can_write: bool, ve
 
 
 def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tuple[World, World]:
-    """(train_world, test_world), from the cache when possible."""
+    """(train_world, test_world), from the cache when possible; with preference dynamics on,
+    labelled with harm (``purerec.dynamics.label_harm``; the cached worlds stay unlabelled)."""
+    train, test = _get_worlds(cfg, use_cache, verbose)
+    if cfg.env.dynamics == "attraction":
+        from purerec.dynamics import label_harm
+
+        train, test = label_harm(train, test, cfg.attraction.harm_frac, cfg.attraction.harm_seed)
+    return train, test
+
+
+def _get_worlds(cfg: Config, use_cache: bool, verbose: bool) -> tuple[World, World]:
     if not use_cache:
         return build_worlds(cfg)
     d = cache_dir(cfg)

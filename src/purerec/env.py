@@ -6,6 +6,12 @@ the slate's mean observed feedback. The observation is what a real recommender s
 ``obs_window`` shown items with their observed feedback -- never the hidden preference.
 ``info`` carries the true (uncontaminated) feedback for diagnostics and unbiased-log training.
 
+With ``env.dynamics = "attraction"`` (opt-in) the session also holds a hidden profile ``pref``
+that starts at the user's true preference and moves toward what the user picks
+(``purerec.dynamics``); the true response, the feedback and the exit rule read it, and
+``info["dynamics"]`` carries the pick's click / harm probabilities. With ``"none"`` (the default)
+``pref`` is empty and the step is the one from before the option existed.
+
 Everything is jit- and vmap-able: vmap ``reset``/``step`` over a batch of keys and states to run
 thousands of sessions at once. ``EnvParams`` holds the world and the dynamics; its float fields
 are pytree leaves (so they can be vmapped in sweeps), its shape-changing fields are static.
@@ -18,6 +24,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from purerec import abandonment
+from purerec import dynamics as DY
 from purerec.config import Config
 from purerec.feedback import contaminate
 from purerec.world import World, true_response
@@ -33,12 +40,22 @@ class EnvParams:
     fair_threshold: jax.Array
     fair_penalty: jax.Array
     tag_threshold: jax.Array
+    alpha_h: jax.Array = 0.0  # the attraction model's fields (read only when dynamics is "attraction")
+    alpha_nh: jax.Array = 0.0
+    beta: jax.Array = 0.0
+    premium_c: jax.Array = 1.0
+    harm_lambda: jax.Array = 0.0
+    drift_scale: jax.Array = 1.0  # kappa of the taste block (block = "taste")
     slate_size: int = struct.field(pytree_node=False, default=10)
     obs_window: int = struct.field(pytree_node=False, default=20)
     max_len: int = struct.field(pytree_node=False, default=30)
     exit_rule: str = struct.field(pytree_node=False, default="temper")
     fair_scope: str = struct.field(pytree_node=False, default="slate")
     tag_window: int = struct.field(pytree_node=False, default=10)
+    dynamics: str = struct.field(pytree_node=False, default="none")
+    drift_mode: str = struct.field(pytree_node=False, default="pick")
+    drift_block: str = struct.field(pytree_node=False, default="full")
+    harm_reward: str = struct.field(pytree_node=False, default="feedback")
 
     @property
     def history_len(self) -> int:
@@ -47,6 +64,17 @@ class EnvParams:
 
 def make_params(world: World, cfg: Config) -> EnvParams:
     e, f = cfg.env, cfg.feedback
+    dyn = {}
+    if e.dynamics == "attraction":
+        a = cfg.attraction
+        if world.harmful is None:
+            raise ValueError("env.dynamics = 'attraction' needs a world with harm labels "
+                             "(purerec.dynamics.label_harm; datasets.get_worlds adds them)")
+        c = a.premium_c if a.premium_c > 0 else DY.world_premium(world, e.slate_size)
+        dyn = dict(alpha_h=jnp.float32(a.alpha_h), alpha_nh=jnp.float32(a.alpha_nh), beta=jnp.float32(a.beta),
+                   premium_c=jnp.float32(c), harm_lambda=jnp.float32(a.harm_lambda),
+                   drift_scale=jnp.float32(DY.taste_scale(world)), dynamics="attraction", drift_mode=a.mode,
+                   drift_block=a.block, harm_reward=a.reward)
     return EnvParams(
         world=world,
         conformity=jnp.float32(f.conformity),
@@ -62,6 +90,7 @@ def make_params(world: World, cfg: Config) -> EnvParams:
         exit_rule=e.exit_rule,
         fair_scope=e.fair_scope,
         tag_window=e.tag_window,
+        **dyn,
     )
 
 
@@ -84,6 +113,7 @@ class EnvState:
     n_shown: jax.Array  # i32
     n_popular: jax.Array  # i32
     ret: jax.Array  # f32 return so far
+    pref: jax.Array  # f32[D] the moving profile (dynamics "attraction"; f32[0] otherwise), hidden
 
 
 def observe(state: EnvState, params: EnvParams) -> Obs:
@@ -117,6 +147,7 @@ def reset_user(user: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
         n_shown=jnp.int32(0),
         n_popular=jnp.int32(0),
         ret=jnp.float32(0.0),
+        pref=(params.world.true_user[user] if params.dynamics == "attraction" else jnp.zeros((0,), jnp.float32)),
     )
     return observe(state, params), state
 
@@ -129,6 +160,8 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
     """One step without auto-reset. Returns (obs, state, reward, terminated, truncated, info)."""
     world = params.world
     slate = slate.astype(jnp.int32)
+    if params.dynamics == "attraction":
+        return _step_attraction(key, state, slate, params)
     r_true = true_response(world, state.user, slate)
     fb = contaminate(key, r_true, world.pop_norm[slate], params.conformity, params.noise_std)
     reward = fb.mean()
@@ -136,8 +169,43 @@ def step_env(key: jax.Array, state: EnvState, slate: jax.Array, params: EnvParam
                    true_reward=r_true.mean())
 
 
+def _step_attraction(key, state: EnvState, slate: jax.Array, params: EnvParams):
+    """``step_env`` with a moving profile: the response, the feedback (the same key as the static
+    step) and the exit read the current profile; the pick (keys folded in from ``key``, so the
+    static draws are untouched) then moves it (``purerec.dynamics``)."""
+    world = params.world
+    u = state.pref
+    r_true = jax.nn.sigmoid(world.true_item[slate] @ u)
+    fb = contaminate(key, r_true, world.pop_norm[slate], params.conformity, params.noise_std)
+    u0 = world.true_user[state.user]
+    logits = world.true_item @ u
+    ch = DY.choice(logits, slate, world.harmful, params.premium_c)
+    k_click, k_slate, k_org = jax.random.split(jax.random.fold_in(key, 1), 3)
+    clicked = jax.random.uniform(k_click) < ch.p_clk
+    v = jnp.where(clicked, slate[jax.random.categorical(k_slate, logits[slate])],
+                  jax.random.categorical(k_org, logits))
+    alpha_v = DY.alphas(world.harmful, params.alpha_h, params.alpha_nh)
+    taste = params.drift_block == "taste"
+    targets = world.true_item[:, :-2] * params.drift_scale if taste else world.true_item
+    moving, anchor = (u[:-2], u0[:-2]) if taste else (u, u0)
+    if params.drift_mode == "mean":
+        moved = DY.step_mean(moving, anchor, ch.p_pick, targets, alpha_v, params.beta)
+    else:
+        moved = DY.step_pick(moving, anchor, targets[v], alpha_v[v], params.beta)
+    new_pref = jnp.concatenate([moved, u[-2:]]) if taste else moved
+    harm_pick = world.harmful[v]
+    feedback_reward = fb.mean()
+    reward = feedback_reward - params.harm_lambda * harm_pick if params.harm_reward == "penalised" else feedback_reward
+    obs, new_state, reward, terminated, truncated, info = advance(
+        state, slate, params, fb=fb, r_true=r_true, reward=reward, exit_reward=feedback_reward,
+        true_reward=r_true.mean(), pref=new_pref)
+    info["dynamics"] = DY.StepInfo(p_clk=ch.p_clk, p_h=ch.p_h, clicked=clicked, harm_pick=harm_pick,
+                                   drift=jnp.linalg.norm(new_pref - u0))
+    return obs, new_state, reward, terminated, truncated, info
+
+
 def advance(state: EnvState, slate: jax.Array, params: EnvParams, *, fb, r_true, reward, exit_reward,
-            true_reward):
+            true_reward, pref=None):
     """A session after a slate, given its feedback: exposure counts, the exit rule (on
     ``exit_reward``), the history and ``step_env``'s outputs. Shared with model environments
     (DORL's user model) that predict the feedback instead of drawing it."""
@@ -165,6 +233,7 @@ def advance(state: EnvState, slate: jax.Array, params: EnvParams, *, fb, r_true,
         hist_feedback=_push(state.hist_feedback, fb),
         hist_true=_push(state.hist_true, r_true),
         n_shown=n_shown, n_popular=n_popular, ret=state.ret + reward,
+        pref=state.pref if pref is None else pref,
     )
     info = {
         "feedback": fb,

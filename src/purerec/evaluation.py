@@ -39,6 +39,13 @@ def metrics_of(traj, popular, ad_form: str = "exposure"):
                          traj["n_popular"], popular, ad_form)
 
 
+def with_dynamics(out: dict, traj: dict, params: E.EnvParams) -> dict:
+    """``out`` plus the preference-dynamics metrics when the trajectory has them."""
+    if "dynamics" in traj:
+        out = {**out, **M.dynamics_metrics(traj["dynamics"], traj["done"], params.harm_lambda)}
+    return out
+
+
 def n_test_sessions(ev: EvalConfig, params: E.EnvParams) -> int:
     """``eval.n_sessions`` capped at the world's users (the sessions' users are distinct)."""
     return min(ev.n_sessions, params.world.n_users)
@@ -56,8 +63,8 @@ def test_metrics(policy: Callable, params: E.EnvParams, ev: EvalConfig, policy_p
         k_users, k_run = jax.random.split(key)
         users = jax.random.permutation(k_users, params.world.n_users)[:n]
         traj = rollout(k_run, policy, params, n, params.max_len, policy_params, users, carry)
-        return M.all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"],
-                             traj["n_popular"], params.world.popular, ev.ad_form)
+        return with_dynamics(M.all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"],
+                                           traj["n_popular"], params.world.popular, ev.ad_form), traj, params)
 
     return jax.lax.map(one, jnp.arange(ev.repeats))
 
@@ -80,7 +87,8 @@ def evaluate(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: 
     """The metrics of ``n_sessions`` complete sessions from one key (users drawn at random unless
     given): the building block, without the protocol's distinct users and repeats."""
     traj = rollout(key, policy, params, n_sessions, params.max_len, policy_params, users, carry)
-    return {k: float(v) for k, v in metrics_of(traj, params.world.popular, ad_form).items()}
+    return {k: float(v) for k, v in with_dynamics(metrics_of(traj, params.world.popular, ad_form), traj,
+                                                  params).items()}
 
 
 def train_report(logs: dict, report_updates: int) -> dict[str, float]:
@@ -113,13 +121,14 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     import os
 
     from purerec.atomic import atomic_write
+    from purerec.config import env_identity
     from purerec.datasets import _fingerprint, cache_dir, get_worlds, warn
     from purerec.policies import REFERENCE_POLICIES, REFERENCE_VERSION
 
     ev = dataclasses.asdict(cfg.eval)
     if ev["split"] == "test":  # the key of the rows cached before the validation split existed
         ev.pop("split")
-    key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), dataclasses.asdict(cfg.env),
+    key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), env_identity(cfg),
                       ev, sorted(REFERENCE_POLICIES), REFERENCE_VERSION], sort_keys=True)
     path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
     try:

@@ -15,6 +15,9 @@ every session is counted once from its first step to its exit, whatever its leng
 * Gini of item exposure over ALL items, zero-exposure items included:
   G = sum_i (2i - n - 1) x_(i) / (n sum x), x sorted ascending.
 * Coverage = distinct recommended items / n_items.  Long-tail share = tail exposures / all.
+* Under preference dynamics (``dynamics_metrics``; the harm paper's quantities per session): CTR =
+  mean p_CLK per step, harm = mean p_H per step, harm_picks = harmful picks per session,
+  J = sum_t (p_CLK - lambda p_H) per session, drift = ||profile - u0|| at the session's end.
 """
 
 from __future__ import annotations
@@ -117,3 +120,19 @@ def all_metrics(reward, true_reward, done, slates, n_popular, popular, ad_form: 
     out["coverage"] = coverage(exp)
     out["long_tail_share"] = long_tail_share(exp, popular)
     return out
+
+
+def dynamics_metrics(dyn, done: jax.Array, harm_lambda) -> dict[str, jax.Array]:
+    """CTR, harm, harm_picks, J and drift over the first session of each slot (``dyn`` holds the
+    steps' ``purerec.dynamics.StepInfo``, time-major [T, B])."""
+    active = first_session_mask(done)
+    finished = jnp.any(done, axis=0)
+    n = jnp.maximum(finished.sum(), 1)
+    steps = jnp.maximum(jnp.sum(jnp.where(finished[None, :], active, False)), 1)
+    per_step = lambda x: jnp.sum(jnp.where(active & finished[None, :], x, 0.0)) / steps
+    per_session = lambda x: jnp.sum(jnp.where(finished, jnp.sum(jnp.where(active, x, 0.0), axis=0), 0.0)) / n
+    last = jnp.where(active & done, dyn.drift, 0.0).sum(0)  # the drift at the session's exit
+    return {"CTR": per_step(dyn.p_clk), "harm": per_step(dyn.p_h),
+            "harm_picks": per_session(dyn.harm_pick.astype(jnp.float32)),
+            "J": per_session(dyn.p_clk - harm_lambda * dyn.p_h),
+            "drift": jnp.sum(jnp.where(finished, last, 0.0)) / n}

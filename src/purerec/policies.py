@@ -33,9 +33,18 @@ def most_popular_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvPa
     return jax.lax.top_k(params.world.item_pop, params.slate_size)[1]
 
 
+def true_scores(state: EnvState, params: EnvParams) -> jax.Array:
+    """The hidden true response of this session's user to every item: under preference dynamics
+    that of the current (moved) profile, so the oracles are the myopic top-K of the harm paper."""
+    if params.dynamics == "attraction":
+        return jax.nn.sigmoid(params.world.true_item @ state.pref)
+    return true_response(params.world, state.user, jnp.arange(params.world.n_items))
+
+
 def oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
-    """The K items with the highest hidden true preference of this session's user."""
-    scores = true_response(params.world, state.user, jnp.arange(params.world.n_items))
+    """The K items with the highest hidden true preference of this session's user (its current
+    profile under preference dynamics)."""
+    scores = true_scores(state, params)
     return jax.lax.top_k(scores, params.slate_size)[1]
 
 
@@ -59,7 +68,7 @@ def balanced_oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: En
     """``balanced``'s split, each group's part the top of that group by the hidden truth."""
     world = params.world
     n_pop, n_tail = balanced_split(params.slate_size)
-    scores = true_response(world, state.user, jnp.arange(world.n_items))
+    scores = true_scores(state, params)
     return grouped_top_k(scores, world.popular, jnp.int32(n_tail), params.slate_size)
 
 

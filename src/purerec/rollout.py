@@ -36,6 +36,7 @@ class Transition(NamedTuple):
     ep_len: jax.Array  # i32[T, B] the ended session's length (0 where not done)
     ep_ret: jax.Array  # f32[T, B] the ended session's return (0 where not done)
     extras: Any  # the policy's per-step outputs
+    dynamics: Any = ()  # purerec.dynamics.StepInfo [T, B] under preference dynamics, () otherwise
 
 
 def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state: Any, carry: Any, n_steps: int,
@@ -54,7 +55,8 @@ def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state:
         tr = Transition(obs=obs, slate=slates, reward=reward, feedback=info["feedback"],
                         true_reward=info["true_reward"], done=done, terminated=term, n_popular=info["n_popular"],
                         ep_len=jnp.where(done, info["episode_len"], 0),
-                        ep_ret=jnp.where(done, info["episode_return"], 0.0), extras=extras)
+                        ep_ret=jnp.where(done, info["episode_return"], 0.0), extras=extras,
+                        dynamics=info.get("dynamics", ()))
         return (obs2, state2, c), tr
 
     return jax.lax.scan(body, (obs, env_state, carry), jax.random.split(key, n_steps))
@@ -118,5 +120,8 @@ def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: i
     else:
         obs, state = jax.vmap(E.reset_user, in_axes=(0, None))(users, params)
     _, tr = unroll(k_run, batched(act, params, policy_params), params, obs, state, carry, n_steps)
-    return {"reward": tr.reward, "true_reward": tr.true_reward, "done": tr.done, "terminated": tr.terminated,
-            "slates": tr.slate, "n_popular": tr.n_popular}
+    out = {"reward": tr.reward, "true_reward": tr.true_reward, "done": tr.done, "terminated": tr.terminated,
+           "slates": tr.slate, "n_popular": tr.n_popular}
+    if tr.dynamics != ():
+        out["dynamics"] = tr.dynamics
+    return out

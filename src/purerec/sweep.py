@@ -67,7 +67,7 @@ from purerec.evaluation import n_test_sessions, reference_rows, test_metrics
 from purerec.agents import describe, spec_of
 from purerec import heads
 from purerec.agents.base import env_params, frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
-from purerec.config import run_sections
+from purerec.config import env_identity, run_sections
 from purerec.loop import make_train
 
 
@@ -217,6 +217,8 @@ def _cfg_hash(cfg: Config) -> str:
     full = dataclasses.asdict(cfg)
     d = {name: full[name] for name in run_sections(cfg, spec_of(cfg).sections)}
     d["train"].pop("session_shards")
+    d["env"] = env_identity(cfg)
+    d.pop("attraction", None)  # inside env_identity
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

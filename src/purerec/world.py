@@ -7,7 +7,9 @@ Hidden from agents (the simulator's ground truth):
 Visible to agents (what a real platform knows from its logs):
   ``item_emb`` (matrix factorisation of the logged, contaminated feedback), ``item_tags``,
   ``item_pop`` (exposure count in the logs), ``popular`` (top ``popular_frac`` by exposure),
-  ``item_log_reward`` (mean observed feedback in the logs).
+  ``item_log_reward`` (mean observed feedback in the logs), and, only in worlds with preference
+  dynamics (``env.dynamics = "attraction"``), ``harmful`` (the platform's harm labels; None
+  otherwise, so the default world is unchanged: ``purerec.dynamics.label_harm``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class World:
     item_log_true: jax.Array  # f32[I]   hidden
     user_ids: jax.Array  # i32[U] ids in the source data (or synthetic universe)
     item_ids: jax.Array  # i32[I]
+    harmful: jax.Array | None = None  # bool[I] visible harm labels (dynamics worlds only)
 
     @property
     def n_users(self) -> int:
@@ -89,6 +92,7 @@ def subset_world(world: World, users: np.ndarray, items: np.ndarray, popular_fra
         item_log_true=world.item_log_true[items],
         user_ids=world.user_ids[users],
         item_ids=world.item_ids[items],
+        harmful=None if world.harmful is None else world.harmful[items],
     )
 
 
@@ -96,7 +100,8 @@ def save_world(path: str, world: World) -> None:
     """Write a world to ``path`` (.npz) atomically: a temp file, then rename."""
     from purerec.atomic import atomic_write
 
-    atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in world.__dict__.items()}), binary=True)
+    atomic_write(path, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in world.__dict__.items()
+                                                                   if v is not None}), binary=True)
 
 
 def load_world(path: str) -> World:

@@ -91,9 +91,13 @@ def hyper_of(cfg: Config) -> dict[str, jax.Array]:
 
 
 def env_params(params: E.EnvParams, hyper: dict) -> E.EnvParams:
-    """The env params with the traced dynamics fields taken from ``hyper``."""
-    return params.replace(temper_offset=hyper["env.temper_offset"], fair_threshold=hyper["env.fair_threshold"],
-                          fair_penalty=hyper["env.fair_penalty"])
+    """The env params with the traced dynamics fields taken from ``hyper`` (the attraction model's
+    when the dynamics are on: ``hyper`` holds them only then)."""
+    params = params.replace(temper_offset=hyper["env.temper_offset"], fair_threshold=hyper["env.fair_threshold"],
+                            fair_penalty=hyper["env.fair_penalty"])
+    if params.dynamics == "attraction":
+        params = params.replace(**{f: hyper[f"attraction.{f}"] for f in ("alpha_h", "alpha_nh", "beta", "harm_lambda")})
+    return params
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,131 @@
+"""The env under ``env.dynamics = "attraction"``: opt-in, bit-identical to the static world when
+nothing attracts, and moving the profile the way ``purerec.dynamics`` says when it does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purerec import dynamics as DY
+from purerec import env as E
+from purerec.config import AttractionConfig, ConfigError
+from purerec.datasets import get_worlds
+from purerec.policies import oracle_policy, random_policy
+from purerec.rollout import rollout
+from tests.conftest import small_config
+
+
+def dyn_config(**att):
+    cfg = small_config(dynamics="attraction")
+    return dataclasses.replace(cfg, attraction=dataclasses.replace(cfg.attraction, **att)).validate()
+
+
+@pytest.fixture(scope="module")
+def worlds():
+    return get_worlds(dyn_config(), use_cache=False)
+
+
+def _traj(cfg, world, policy=random_policy, n=64, seed=3):
+    params = E.make_params(world, cfg)
+    return rollout(jax.random.PRNGKey(seed), policy, params, n, cfg.env.max_len)
+
+
+@pytest.mark.parametrize("mode", ["pick", "mean"])
+@pytest.mark.parametrize("policy", [random_policy, oracle_policy])
+def test_zero_attraction_is_bit_identical_to_the_static_world(worlds, mode, policy):
+    static = _traj(small_config(), worlds[1], policy)
+    moving = _traj(dyn_config(alpha_h=0.0, alpha_nh=0.0, mode=mode), worlds[1], policy)
+    for k in static:
+        np.testing.assert_array_equal(np.asarray(static[k]), np.asarray(moving[k]), err_msg=k)
+    # and with attraction the sessions do change
+    drifting = _traj(dyn_config(mode=mode), worlds[1], policy)
+    assert not np.array_equal(np.asarray(static["true_reward"]), np.asarray(drifting["true_reward"]))
+
+
+def test_harm_labels_are_a_taste_region_shared_by_both_worlds(worlds):
+    train, test = worlds
+    h_tr, h_te = np.asarray(train.harmful), np.asarray(test.harmful)
+    assert abs(h_tr.mean() - 0.2) < 0.01
+    # an item in both worlds has one label
+    common, i_tr, i_te = np.intersect1d(np.asarray(train.item_ids), np.asarray(test.item_ids), return_indices=True)
+    assert len(common) > 50
+    np.testing.assert_array_equal(h_tr[i_tr], h_te[i_te])
+    # the region: harmful items project further along the harm direction than any safe item
+    d = DY.harm_direction(train.true_item.shape[1] - 2, 0)
+    proj = np.asarray(train.true_item)[:, :-2] @ d
+    assert proj[h_tr].min() >= proj[~h_tr].max()
+    # the static world has no labels
+    assert get_worlds(small_config(), use_cache=False)[0].harmful is None
+
+
+def test_one_step_moves_the_profile_by_the_attraction_rule(worlds):
+    cfg = dyn_config(mode="pick")
+    params = E.make_params(worlds[1], cfg)
+    _, st = E.reset_user(jnp.int32(5), params)
+    slate = jnp.arange(cfg.env.slate_size, dtype=jnp.int32) * 3
+    key = jax.random.PRNGKey(0)
+    _, st2, _, _, _, info = E.step_env(key, st, slate, params)
+    u0 = np.asarray(worlds[1].true_user[5])
+    V = np.asarray(worlds[1].true_item)
+    move = np.asarray(st2.pref) - u0
+    # pick mode: u1 = u0 + alpha_v (v - u0) for some item v with the alpha of its label
+    alpha = np.where(np.asarray(worlds[1].harmful), 0.5, 0.25)
+    err = np.abs(alpha[:, None] * (V - u0[None, :]) - move[None, :]).max(1)
+    v = int(np.argmin(err))
+    assert err[v] < 1e-5
+    assert bool(info["dynamics"].harm_pick) == bool(worlds[1].harmful[v])
+    assert bool(info["dynamics"].clicked) == (v in set(np.asarray(slate).tolist()))
+    # mean mode: the expected step of the choice model at u0
+    cfgm = dyn_config(mode="mean")
+    pm = E.make_params(worlds[1], cfgm)
+    _, stm = E.reset_user(jnp.int32(5), pm)
+    _, stm2, _, _, _, infom = E.step_env(key, stm, slate, pm)
+    logits = V @ u0
+    s = np.exp(logits - logits.max())
+    c = float(pm.premium_c) * np.exp(-logits.max())
+    sl = np.asarray(slate)
+    p = c / (s[sl].sum() + c) * s / s.sum()
+    p[sl] += s[sl] / (s[sl].sum() + c)
+    a = alpha * p
+    expect = u0 + a @ V - a.sum() * u0 + 0.2 * (u0 - u0)
+    np.testing.assert_allclose(np.asarray(stm2.pref), expect, atol=1e-4)
+    assert abs(float(infom["dynamics"].p_clk) - s[sl].sum() / (s[sl].sum() + c)) < 1e-5
+
+
+def test_pick_and_mean_modes_agree_on_harm_per_step(worlds):
+    """Over many sessions, the first step's harm probability is the same in both modes (it reads
+    u0), and after a few steps the mean harm of pick-mode sessions is within 3 standard errors of
+    the mean mode's (the mean step is the expectation of the pick step)."""
+    out = {}
+    for mode in ("pick", "mean"):
+        cfg = dataclasses.replace(dyn_config(mode=mode), env=dataclasses.replace(dyn_config().env, exit_rule="none",
+                                                                                  dynamics="attraction"))
+        params = E.make_params(worlds[1], cfg)
+        users = jnp.arange(4096) % worlds[1].n_users
+        obs, st = jax.vmap(E.reset_user, in_axes=(0, None))(users, params)
+        slate = jnp.arange(cfg.env.slate_size, dtype=jnp.int32)
+        step = jax.jit(jax.vmap(E.step_env, in_axes=(0, 0, None, None)))
+        key = jax.random.PRNGKey(1)
+        hs = []
+        for t in range(3):
+            key, k = jax.random.split(key)
+            _, st, _, _, _, info = step(jax.random.split(k, 4096), st, slate, params)
+            hs.append(np.asarray(info["dynamics"].p_h))
+        out[mode] = hs
+    np.testing.assert_allclose(out["pick"][0], out["mean"][0], rtol=1e-6)
+    last_pick, last_mean = out["pick"][2], out["mean"][2]
+    se = last_pick.std() / np.sqrt(len(last_pick))
+    assert abs(last_pick.mean() - last_mean.mean()) < 3 * se + 1e-6
+
+
+def test_attraction_config_is_validated():
+    with pytest.raises(ConfigError, match="attraction.beta"):
+        AttractionConfig(alpha_h=0.9, beta=0.2).validate()
+    with pytest.raises(ConfigError, match="attraction.mode"):
+        AttractionConfig(mode="expected").validate()
+    with pytest.raises(ConfigError, match="env.dynamics"):
+        small_config(dynamics="drift")
