@@ -6,7 +6,9 @@ none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on
 Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
 ``python train.py report DIR``; tuning on the validation split: ``python train.py tune
 sweeps/tune/<world>.toml`` (writes the chosen configs to sweeps/tuned/). Logged data of the train world for other tools:
-``python train.py logs --out DIR [--env FILE] [--seed N]``; each sub-command answers ``--help``. Options:
+``python train.py logs --out DIR [--env FILE] [--seed N]``; the harm paper's stationary-profile
+policies on a world with preference dynamics: ``python train.py stationary --env
+envs/kuairec-drift.toml``; each sub-command answers ``--help``. Options:
   --env FILE        environment spec (default envs/kuairec.toml)
   --out DIR         run directory (default runs/<time>-<agent>)
   --resume DIR      continue a killed run from its last checkpoint
@@ -245,6 +247,26 @@ Write DIR/report.md (tables) and its plots from the run records of a sweep direc
   DIR               a sweep directory (holding runs/)
   --debug           show the traceback of an error"""
 
+STATIONARY_USAGE = """usage: train.py stationary [--env FILE] [--users N] [--seeds S ...] [--lambdas L ...]
+                            [--pool N] [--samples S] [--steps N] [--out FILE] [--field value ...]
+
+The harm paper's stationary-profile comparison (purerec.stationary) on the test world of a world
+with preference dynamics (env.dynamics = "attraction"): for N random users, the stationary
+objective J = p_CLK - lambda p_H of unif (uniform over safe items), u0 (top-k on the initial
+profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, mean
+and [min, max] over seeds (each seed: its own users, random numbers and harm direction).
+  --env FILE        environment spec (default envs/kuairec-drift.toml)
+  --users N         users per seed (default 100, the paper's)
+  --seeds S ...     seeds (default 11 15 19)
+  --lambdas L ...   harm weights (default 1 10 100)
+  --pool N          grad's candidate items per user, the best safe items on u0 (default 100)
+  --samples S       common-random-number slates for grad's estimator (default 256)
+  --steps N         projected gradient steps (default 40)
+  --out FILE        also write the summary as JSON
+  --field value     any config override, as for training
+  --debug           show the traceback of an error"""
+
+
 LOGS_USAGE = """usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]
 
 Export the train world's logged sessions (offline.sessions parallel sessions x env.max_len steps of
@@ -334,6 +356,86 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         if failed:
             print(f"{len(failed)} run(s) failed; see their records in {out}/runs", file=sys.stderr)
             return 1
+    return 0
+
+
+def stationary_main(argv: list[str]) -> int:
+    """``train.py stationary ...`` (``STATIONARY_USAGE``)."""
+    from purerec.config import load_config
+
+    if _wants_help(argv):
+        print(STATIONARY_USAGE)
+        return 0
+    multi = {"seeds", "lambdas"}
+    rest, lists = [], {}
+    i = 0
+    while i < len(argv):  # the multi-valued options first (split_args takes one value per flag)
+        name = argv[i][2:] if argv[i].startswith("--") else None
+        if name in multi:
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            lists[name] = argv[i + 1:j]
+            i = j
+        else:
+            rest.append(argv[i])
+            i += 1
+    try:
+        opts, overrides, pos = split_args(rest, {"env": 1, "users": 1, "pool": 1, "samples": 1, "steps": 1, "out": 1})
+        if pos:
+            raise ConfigError("stationary", pos, "options only; see `train.py stationary --help`")
+
+        def number(name, default, kind=int, lo=1):
+            try:
+                v = kind(opts.get(name, default))
+            except ValueError:
+                raise ConfigError(f"--{name}", opts[name], f"a number >= {lo}") from None
+            if v < lo:
+                raise ConfigError(f"--{name}", v, f"a number >= {lo}")
+            return v
+
+        n_users, pool, samples, steps = (number("users", 100), number("pool", 100), number("samples", 256),
+                                         number("steps", 40))
+        try:
+            seeds = [int(x) for x in lists.get("seeds", ["11", "15", "19"])]
+            lambdas = [float(x) for x in lists.get("lambdas", ["1", "10", "100"])]
+        except ValueError:
+            raise ConfigError("--seeds/--lambdas", lists, "integers (seeds) and numbers (lambdas)") from None
+        if not seeds or not lambdas or min(lambdas) < 0:
+            raise ConfigError("--seeds/--lambdas", lists, "at least one seed and one lambda >= 0")
+        env_file = opts.get("env", "envs/kuairec-drift.toml")
+        cfg = load_config(env_file, overrides)
+        if cfg.env.dynamics != "attraction":
+            raise ConfigError("env.dynamics", cfg.env.dynamics, "'attraction' for the stationary analysis (e.g. "
+                              "--env envs/kuairec-drift.toml)")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import dataclasses
+    import json
+
+    import jax
+
+    from purerec import stationary
+    from purerec.datasets import get_worlds
+
+    tables = []
+    t0 = time.perf_counter()
+    for seed in seeds:
+        c = dataclasses.replace(cfg, attraction=dataclasses.replace(cfg.attraction, harm_seed=seed))
+        test = get_worlds(c)[1]
+        t = stationary.users_table(jax.random.PRNGKey(seed), test, c, min(n_users, test.n_users), lambdas,
+                                   pool_size=pool, n_samples=samples, steps=steps)
+        tables.append(jax.device_get(t))
+        print(f"seed {seed}: {min(n_users, test.n_users)} users in {time.perf_counter() - t0:.1f}s", flush=True)
+    summary = stationary.summarize(tables, lambdas)
+    print(f"\nStationary-profile policies ({env_file}, test world, {n_users} users x seeds {seeds}; "
+          f"k = {cfg.env.slate_size}, pool {pool}, {samples} sampled slates, {steps} steps; mean [min, max] over seeds)\n")
+    print(stationary.format_summary(summary))
+    if opts.get("out"):
+        from purerec.atomic import atomic_write
+
+        atomic_write(opts["out"], lambda fh: json.dump({str(k): v for k, v in summary.items()}, fh, indent=2))
     return 0
 
 
@@ -510,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                 code = sweep_main(argv[0], argv[1:])
             elif argv and argv[0] == "logs":
                 code = logs_main(argv[1:])
+            elif argv and argv[0] == "stationary":
+                code = stationary_main(argv[1:])
             else:
                 code = train_main(argv)
             if interrupts.pending() is not None:  # a signal after the last safe point: the work is done
