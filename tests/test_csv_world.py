@@ -498,3 +498,33 @@ def test_train_on_a_csv_world_end_to_end(pattern_dir, tmp_path, capsys):
     _, test = get_worlds(cfg)
     row = evaluation.test_protocol(REFERENCE_POLICIES["random"], make_params(test, cfg), cfg.eval)
     assert row["Len"] >= 1 and 0.0 <= row["R_each"] <= 1.0
+
+
+def test_harm_labels_from_an_items_csv_column(tmp_path):
+    """items.csv's optional ``harmful`` column becomes the worlds' harm labels (used by the
+    preference dynamics instead of the synthetic rule); a bad label names its line."""
+    from purerec.datasets import get_worlds
+
+    d = tmp_path / "harm"
+    d.mkdir()
+    write_csv(d / "interactions.csv", ["item_id", "user_id", "feedback"], [(i, u, r) for u, i, r in HAND])
+    write_csv(d / "items.csv", ["item_id", "tags", "harmful"],
+              [("i1", "a", "0"), ("i2", "b", "1"), ("i4", "", "TRUE"), ("i5", "c", ""), ("zzz", "d", "1")])
+    train, test = load_user_csv(str(d), cfg_of(d).world)
+    for w in (train, test):
+        names = [f"i{k + 1}" for k in np.asarray(w.item_ids)]
+        assert [n for n, h in zip(names, np.asarray(w.harmful)) if h] == [n for n in names if n in ("i2", "i4")]
+    # the dynamics keep the file's labels (no synthetic rule)
+    cfg = load_config(None, {"world.source": "csv", "world.data_dir": str(d), "world.cache_dir": "",
+                             "world.true_dim": 4, "world.emb_dim": 3, "world.popular_frac": 0.5, "world.seed": 3,
+                             "env.dynamics": "attraction", "env.slate_size": 2})
+    tr2, _ = get_worlds(cfg, use_cache=False)
+    np.testing.assert_array_equal(np.asarray(tr2.harmful), np.asarray(train.harmful))
+    # without the column: no labels
+    d2 = tmp_path / "noharm"
+    d2.mkdir()
+    write_csv(d2 / "interactions.csv", ["item_id", "user_id", "feedback"], [(i, u, r) for u, i, r in HAND])
+    assert load_user_csv(str(d2), cfg_of(d2).world)[0].harmful is None
+    write_csv(d / "items.csv", ["item_id", "tags", "harmful"], [("i1", "a", "0"), ("i2", "b", "maybe")])
+    with pytest.raises(DataFormatError, match=r"line 3, column 'harmful'.*1 or 0"):
+        load_user_csv(str(d), cfg_of(d).world)

@@ -129,3 +129,47 @@ def test_attraction_config_is_validated():
         AttractionConfig(mode="expected").validate()
     with pytest.raises(ConfigError, match="env.dynamics"):
         small_config(dynamics="drift")
+
+
+def test_penalised_reward_subtracts_lambda_per_harmful_pick(worlds):
+    cfg = dyn_config(reward="penalised", harm_lambda=7.0)
+    params = E.make_params(worlds[1], cfg)
+    _, st = jax.vmap(E.reset_user, in_axes=(0, None))(jnp.arange(64), params)
+    slate = jnp.argsort(-worlds[1].harmful.astype(jnp.int32))[:cfg.env.slate_size]  # harmful items first
+    _, st2, reward, _, _, info = jax.vmap(E.step_env, in_axes=(0, 0, None, None))(
+        jax.random.split(jax.random.PRNGKey(2), 64), st, slate, params)
+    harm = np.asarray(info["dynamics"].harm_pick)
+    assert harm.any() and not harm.all()
+    np.testing.assert_allclose(np.asarray(reward), np.asarray(info["feedback"]).mean(1) - 7.0 * harm, atol=1e-6)
+    # the exit rule and the session return read the feedback, the return the penalised reward
+    np.testing.assert_allclose(np.asarray(st2.ret), np.asarray(reward), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k in ("hrl", "a2c") else pytest.mark.slow)
+                                  for k in ("hrl", "a2c", "td3", "dnair", "sac4ir", "bcq", "mofir", "dorl", "fcpo")])
+def test_every_agent_trains_and_is_evaluated_under_the_dynamics(kind, worlds):
+    """A few updates of each agent in the drifting world with the penalised reward: finite
+    training logs, and the test protocol's row carries the harm paper's metrics."""
+    from purerec.config import apply_overrides
+    from purerec.evaluation import test_protocol
+    from purerec.loop import init_key, make_train, stage1_key
+    from test_benchmark_protocol import _tiny
+
+    cfg = apply_overrides(_tiny(kind), {"env.dynamics": "attraction", "attraction.reward": "penalised",
+                                        "attraction.harm_lambda": 2.0, "eval.n_sessions": 16, "eval.repeats": 1})
+    fns = make_train(cfg, E.make_params(worlds[0], cfg))
+
+    def run(key):
+        frozen, _ = fns.stage1(stage1_key(key))
+        s0 = fns.init(init_key(key), frozen)
+        s2, logs = jax.lax.scan(lambda s, _: fns.update(frozen, s), s0, None, length=2)
+        return logs, fns.agent.policy_params(frozen, s2)
+
+    logs, pp = jax.jit(run)(jax.random.PRNGKey(5))
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(logs))
+    test_params = E.make_params(worlds[1], cfg)
+    row = test_protocol(lambda k, o, s, p, pp_, c: fns.agent.act.greedy(k, o, s, p, pp_, c), test_params, cfg.eval,
+                        pp, fns.agent.init_carry(16))
+    for m in ("CTR", "harm", "harm_picks", "J", "drift"):
+        assert np.isfinite(row[m])
+    assert 0 < row["CTR"] < 1 and 0 <= row["harm"] < 1 and row["drift"] > 0

@@ -423,7 +423,11 @@ def stationary_main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     for seed in seeds:
         c = dataclasses.replace(cfg, attraction=dataclasses.replace(cfg.attraction, harm_seed=seed))
-        test = get_worlds(c)[1]
+        train, test = get_worlds(c)
+        if seed == seeds[0]:
+            from purerec.dynamics import card, format_card
+
+            print(format_card(card(c, train, test)))
         t = stationary.users_table(jax.random.PRNGKey(seed), test, c, min(n_users, test.n_users), lambdas,
                                    pool_size=pool, n_samples=samples, steps=steps)
         tables.append(jax.device_get(t))

@@ -206,6 +206,10 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
         from purerec.dynamics import label_harm
 
         train, test = label_harm(train, test, cfg.attraction.harm_frac, cfg.attraction.harm_seed)
+        if verbose:
+            from purerec.dynamics import card, format_card
+
+            print(format_card(card(cfg, train, test)))
     return train, test
 
 

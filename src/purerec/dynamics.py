@@ -204,3 +204,22 @@ def label_harm(train, test, frac: float, seed: int):
     thr = np.quantile(proj(train), 1.0 - frac)
     lab = lambda w: w if w.harmful is not None else w.replace(harmful=jnp.asarray(proj(w) >= thr))
     return lab(train), lab(test)
+
+
+def card(cfg, train, test) -> dict:
+    """The dynamics' part of the calibration card: harm labels and the premium c of each world
+    (the authors' rule unless ``attraction.premium_c`` is set) and the taste scale kappa."""
+    a, k = cfg.attraction, cfg.env.slate_size
+    out = {}
+    for name, w in (("train", train), ("test", test)):
+        c = a.premium_c if a.premium_c > 0 else world_premium(w, k)
+        out[name] = {"harmful_share": float(np.asarray(w.harmful).mean()), "premium_c": float(c),
+                     "premium_rule": a.premium_c <= 0, "kappa": taste_scale(w)}
+    return out
+
+
+def format_card(c: dict) -> str:
+    rule = "the authors' rule" if c["train"]["premium_rule"] else "given"
+    return ("  preference dynamics: harmful items " + ", ".join(f"{n} {v['harmful_share']:.1%}" for n, v in c.items())
+            + f"; premium c ({rule}, k items per slate) " + ", ".join(f"{n} {v['premium_c']:.4g}" for n, v in c.items())
+            + "; taste scale kappa " + ", ".join(f"{n} {v['kappa']:.3g}" for n, v in c.items()))

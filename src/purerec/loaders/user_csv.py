@@ -22,7 +22,11 @@ columns are ignored; quoted fields are fine):
   untagged item). Tags are numbered 0..T-1 in sorted label order (integers numerically when
   every label is an integer), T = the number of distinct labels on logged items (at least 1, at
   most 1024). An item listed twice gets the union of its tags; an item absent from the file (or
-  no file) is untagged; a row for an item not in the logs is ignored.
+  no file) is untagged; a row for an item not in the logs is ignored. Optional column
+  ``harmful``: the platform's harm label of the item, 1/0 (or true/false; empty = 0), read by
+  the preference dynamics (``env.dynamics = "attraction"``, ``purerec.dynamics``): with the column
+  present the worlds carry these labels (an item absent from the file is not harmful) instead of
+  the synthetic taste-region rule.
 
 Ids. When every user id (likewise item id) is an integer in [0, 2^31), the world keeps it
 (``World.user_ids`` / ``item_ids``; "007" and "7" are the same id). Otherwise the ids are
@@ -69,6 +73,7 @@ import re
 import warnings
 from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from purerec.config import WorldConfig
@@ -285,6 +290,32 @@ def _label_order(labels: list[str]) -> list[str]:
     return sorted(labels)
 
 
+HARM_TRUE, HARM_FALSE = ("1", "true"), ("0", "false", "")
+
+
+def read_harmful(path: str, item_map: IdMap) -> np.ndarray | None:
+    """The logged items' codes labelled harmful by an items.csv ``harmful`` column (None when the
+    file has no such column); a value other than 1/0/true/false/empty is an error naming its line."""
+    if "harmful" not in read_header(path):
+        return None
+    cols = read_columns(path, {"item_id": "str", "harmful": "str"})
+    vals = np.asarray([str(v).strip().lower() for v in cols["harmful"]], dtype=object)
+    bad = np.nonzero(~np.isin(vals, HARM_TRUE + HARM_FALSE))[0]
+    if bad.size:
+        raise DataFormatError(f"{_where(path, int(bad[0]), 'harmful')}: {cols['harmful'][bad[0]]!r} is not a harm "
+                              "label; use 1 or 0 (true / false; empty means 0)")
+    ids = _stripped_ids(path, cols["item_id"], "item_id")
+    codes, found = item_map.lookup(ids)
+    return np.unique(codes[found & np.isin(vals, HARM_TRUE)])
+
+
+def with_harm(world: World, harmful_codes: np.ndarray | None) -> World:
+    """``world`` with ``harmful`` set from the labelled item codes (unchanged without labels)."""
+    if harmful_codes is None:
+        return world
+    return world.replace(harmful=jnp.asarray(np.isin(np.asarray(world.item_ids), harmful_codes)))
+
+
 def read_items(path: str, item_map: IdMap) -> TagTable:
     """Tags of the logged items from an items.csv (rows for other items are ignored)."""
     header = read_header(path)
@@ -368,8 +399,13 @@ def load_user_csv(data_dir: str, cfg: WorldConfig) -> tuple[World, World]:
     items_path = os.path.join(data_dir, ITEMS)
     tags = (read_items(items_path, item_map) if os.path.isfile(items_path)
             else TagTable(np.empty(0, np.int64), np.zeros((0, 1), bool)))
+    harmful = read_harmful(items_path, item_map) if os.path.isfile(items_path) else None
     users, items = user_map(logs.users), item_map(logs.items)
+    worlds = _worlds(logs, extra, users, items, user_map, item_map, tags, cfg, path, unbiased_path)
+    return with_harm(worlds[0], harmful), with_harm(worlds[1], harmful)
 
+
+def _worlds(logs, extra, users, items, user_map, item_map, tags, cfg, path, unbiased_path):
     if extra is not None:
         train = average_pairs(users, items, logs.r)
         test = average_pairs(user_map(extra.users), item_map(extra.items), extra.r)
