@@ -173,3 +173,16 @@ def test_every_agent_trains_and_is_evaluated_under_the_dynamics(kind, worlds):
     for m in ("CTR", "harm", "harm_picks", "J", "drift"):
         assert np.isfinite(row[m])
     assert 0 < row["CTR"] < 1 and 0 <= row["harm"] < 1 and row["drift"] > 0
+
+
+def test_stationary_command_refuses_a_static_world_and_bad_numbers(capsys):
+    from purerec.cli import main
+
+    assert main(["stationary", "--env", "envs/kuairec.toml"]) == 2
+    assert "env.dynamics" in capsys.readouterr().err
+    assert main(["stationary", "--users", "0"]) == 2
+    assert "--users" in capsys.readouterr().err
+    assert main(["stationary", "--lambdas", "x"]) == 2
+    assert "--seeds/--lambdas" in capsys.readouterr().err
+    assert main(["stationary", "--help"]) == 0
+    assert "grad" in capsys.readouterr().out
