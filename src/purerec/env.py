@@ -10,7 +10,8 @@ With ``env.dynamics = "attraction"`` (opt-in) the session also holds a hidden pr
 that starts at the user's true preference and moves toward what the user picks
 (``purerec.dynamics``); the true response, the feedback and the exit rule read it, and
 ``info["dynamics"]`` carries the pick's click / harm probabilities. With ``"none"`` (the default)
-``pref`` is empty and the step is the one from before the option existed.
+``pref`` is None (no leaf: checkpoints and programs are unchanged) and the step is the one from
+before the option existed.
 
 Everything is jit- and vmap-able: vmap ``reset``/``step`` over a batch of keys and states to run
 thousands of sessions at once. ``EnvParams`` holds the world and the dynamics; its float fields
@@ -113,7 +114,7 @@ class EnvState:
     n_shown: jax.Array  # i32
     n_popular: jax.Array  # i32
     ret: jax.Array  # f32 return so far
-    pref: jax.Array  # f32[D] the moving profile (dynamics "attraction"; f32[0] otherwise), hidden
+    pref: jax.Array | None  # f32[D] the moving profile (dynamics "attraction"; None otherwise), hidden
 
 
 def observe(state: EnvState, params: EnvParams) -> Obs:
@@ -147,7 +148,7 @@ def reset_user(user: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
         n_shown=jnp.int32(0),
         n_popular=jnp.int32(0),
         ret=jnp.float32(0.0),
-        pref=(params.world.true_user[user] if params.dynamics == "attraction" else jnp.zeros((0,), jnp.float32)),
+        pref=params.world.true_user[user] if params.dynamics == "attraction" else None,
     )
     return observe(state, params), state
 
