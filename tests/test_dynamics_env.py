@@ -186,3 +186,23 @@ def test_stationary_command_refuses_a_static_world_and_bad_numbers(capsys):
     assert "--seeds/--lambdas" in capsys.readouterr().err
     assert main(["stationary", "--help"]) == 0
     assert "grad" in capsys.readouterr().out
+
+
+def test_the_harm_papers_reference_rows(worlds):
+    """With the dynamics on, the reference table adds unif_safe, u0_topk and myopic_topk; none
+    shows a harmful item; without attraction myopic = u0 exactly, with it they differ."""
+    from purerec.policies import DYNAMICS_REFERENCE_POLICIES, reference_policies
+
+    assert set(reference_policies(small_config())) == {"random", "most_popular", "balanced", "oracle",
+                                                       "balanced_oracle"}
+    assert set(DYNAMICS_REFERENCE_POLICIES) <= set(reference_policies(dyn_config()))
+    harmful = np.asarray(worlds[1].harmful)
+    trajs = {}
+    for alpha in (0.0, 0.5):
+        cfg = dyn_config(alpha_h=alpha, alpha_nh=alpha / 2)
+        for name, pol in DYNAMICS_REFERENCE_POLICIES.items():
+            trajs[alpha, name] = t = _traj(cfg, worlds[1], pol, n=32)
+            assert not harmful[np.asarray(t["slates"])].any()
+    for k in ("slates", "reward", "true_reward"):
+        np.testing.assert_array_equal(np.asarray(trajs[0.0, "u0_topk"][k]), np.asarray(trajs[0.0, "myopic_topk"][k]))
+    assert not np.array_equal(np.asarray(trajs[0.5, "u0_topk"]["slates"]), np.asarray(trajs[0.5, "myopic_topk"]["slates"]))

@@ -123,25 +123,27 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     from purerec.atomic import atomic_write
     from purerec.config import env_identity
     from purerec.datasets import _fingerprint, cache_dir, get_worlds, warn
-    from purerec.policies import REFERENCE_POLICIES, REFERENCE_VERSION
+    from purerec.policies import REFERENCE_VERSION, reference_policies
+
+    policies = reference_policies(cfg)
 
     ev = dataclasses.asdict(cfg.eval)
     if ev["split"] == "test":  # the key of the rows cached before the validation split existed
         ev.pop("split")
     key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), env_identity(cfg),
-                      ev, sorted(REFERENCE_POLICIES), REFERENCE_VERSION], sort_keys=True)
+                      ev, sorted(policies), REFERENCE_VERSION], sort_keys=True)
     path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
     try:
         with open(path) as fh:
             cached = json.load(fh)
-        return {name: cached[name] for name in REFERENCE_POLICIES}  # in the registry's order
+        return {name: cached[name] for name in policies}  # in the registry's order
     except (OSError, ValueError, KeyError):
         pass
     from purerec.validation import eval_world
 
     train, test = get_worlds(cfg, verbose=verbose)
     params = E.make_params(eval_world(cfg, train, test), cfg)
-    rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in REFERENCE_POLICIES.items()}
+    rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in policies.items()}
     try:  # best-effort: an unwritable cache costs the rows' recomputation next time, nothing else
         atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))
     except OSError as e:

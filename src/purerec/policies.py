@@ -8,6 +8,11 @@
 * ``balanced_oracle``: the same split as ``balanced``, each part the top of its group by the
   hidden truth (an upper bound under the balance constraint).
 
+With preference dynamics on (``env.dynamics = "attraction"``) the oracles read the moved profile,
+and the table adds the harm paper's rows: ``unif_safe`` (uniform over safe items), ``u0_topk``
+(top-K safe items on the initial profile) and ``myopic_topk`` (top-K safe items on the current
+profile).
+
 A policy is ``act(key, obs, env_state, params) -> i32[K]`` for one session; ``rollout`` vmaps
 it. Only the oracles read ``env_state`` (the hidden user).
 """
@@ -70,6 +75,39 @@ def balanced_oracle_policy(key: jax.Array, obs: Obs, state: EnvState, params: En
     n_pop, n_tail = balanced_split(params.slate_size)
     scores = true_scores(state, params)
     return grouped_top_k(scores, world.popular, jnp.int32(n_tail), params.slate_size)
+
+
+def unif_safe_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
+    """K distinct safe items uniformly at random (the harm paper's Unif; preference dynamics only)."""
+    u = jax.random.uniform(key, (params.world.n_items,))
+    return jax.lax.top_k(jnp.where(params.world.harmful, -1.0, u), params.slate_size)[1]
+
+
+def u0_topk_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
+    """The K safe items best on the user's initial profile u0, every step (the harm paper's U0: it
+    ignores the drift; an oracle of the initial preference)."""
+    scores = true_response(params.world, state.user, jnp.arange(params.world.n_items))
+    return jax.lax.top_k(jnp.where(params.world.harmful, -1.0, scores), params.slate_size)[1]
+
+
+def myopic_safe_policy(key: jax.Array, obs: Obs, state: EnvState, params: EnvParams) -> jax.Array:
+    """The K safe items best on the current (moved) profile, every step (the harm paper's myopic
+    top-k; an oracle of the hidden profile)."""
+    return jax.lax.top_k(jnp.where(params.world.harmful, -1.0, true_scores(state, params)), params.slate_size)[1]
+
+
+# Rows added to the reference table when preferences move (``env.dynamics = "attraction"``).
+DYNAMICS_REFERENCE_POLICIES = {
+    "unif_safe": unif_safe_policy,
+    "u0_topk": u0_topk_policy,
+    "myopic_topk": myopic_safe_policy,
+}
+
+
+def reference_policies(cfg) -> dict:
+    """The reference rows of a config's table: the static ones, and the harm paper's with dynamics."""
+    extra = DYNAMICS_REFERENCE_POLICIES if cfg.env.dynamics == "attraction" else {}
+    return {**REFERENCE_POLICIES, **extra}
 
 
 # Bump when a reference policy or the evaluation changes: ``train.py`` caches their rows on disk.
