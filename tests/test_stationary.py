@@ -71,14 +71,15 @@ def test_a_deterministic_slate_is_the_exact_single_set_value():
 
 def test_projection_onto_the_capped_simplex():
     rng = np.random.default_rng(4)
-    for _ in range(20):
-        x = rng.normal(size=12) * 2
-        p = np.asarray(S.project_capped_simplex(jnp.asarray(x, jnp.float32), 3.0))
+    proj = jax.jit(jax.vmap(lambda x: S.project_capped_simplex(x, 3.0)))
+    xs = rng.normal(size=(20, 12)) * 2
+    ps = np.asarray(proj(jnp.asarray(xs, jnp.float32)))
+    ys = np.asarray(proj(jnp.asarray(rng.random((400, 12)), jnp.float32)))  # feasible points
+    assert (np.abs(ys.sum(1) - 3.0) < 1e-4).all()
+    for x, p in zip(xs, ps):
         assert abs(p.sum() - 3.0) < 1e-4 and p.min() >= 0 and p.max() <= 1
-        for _ in range(20):  # no feasible point is closer to x
-            y = rng.random(12)
-            y = np.asarray(S.project_capped_simplex(jnp.asarray(y, jnp.float32), 3.0))
-            assert np.linalg.norm(x - p) <= np.linalg.norm(x - y) + 1e-4
+        # no feasible point is closer to x
+        assert np.linalg.norm(x - p) <= np.linalg.norm(x[None, :] - ys, axis=1).min() + 1e-4
 
 
 def test_policies_on_the_toy_grad_at_least_u0():
