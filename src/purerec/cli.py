@@ -261,7 +261,7 @@ and [min, max] over seeds (each seed: its own users, random numbers and harm dir
   --lambdas L ...   harm weights (default 1 10 100)
   --pool N          grad's candidate items per user, the best safe items on u0 (default 100)
   --samples S       common-random-number slates for grad's estimator (default 256)
-  --steps N         projected gradient steps (default 40)
+  --steps N         projected gradient steps (default 100)
   --out FILE        also write the summary as JSON
   --field value     any config override, as for training
   --debug           show the traceback of an error"""
@@ -395,7 +395,7 @@ def stationary_main(argv: list[str]) -> int:
             return v
 
         n_users, pool, samples, steps = (number("users", 100), number("pool", 100), number("samples", 256),
-                                         number("steps", 40))
+                                         number("steps", 100))
         try:
             seeds = [int(x) for x in lists.get("seeds", ["11", "15", "19"])]
             lambdas = [float(x) for x in lists.get("lambdas", ["1", "10", "100"])]
