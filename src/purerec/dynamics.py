@@ -32,10 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DYNAMICS = ("none", "attraction")
-DRIFT_MODES = ("pick", "mean")
-DRIFT_BLOCKS = ("full", "taste")
-
 
 class Choice(NamedTuple):
     """The pick distribution of one user facing one slate."""
@@ -110,22 +106,27 @@ def stationary_profile(u0: jax.Array, item_vecs: jax.Array, sets: jax.Array, w: 
     theorem (``jax.lax.custom_root``: the tangent solve is a dense D x D solve)."""
     alpha_v = alphas(harmful, alpha_h, alpha_nh)
 
-    def F(u):
-        p = mixed_choice(item_vecs @ u, sets, w, harmful, premium_c).p_pick
-        return stationary_map(u, u0, p, item_vecs, alpha_v, beta)
-
     def residual(u):
-        return F(u) - u
+        p = mixed_choice(item_vecs @ u, sets, w, harmful, premium_c).p_pick
+        return stationary_map(u, u0, p, item_vecs, alpha_v, beta) - u
 
-    def solve(f, x0):
-        # f is the residual; iterate u <- u + f(u) = F(u)
-        return jax.lax.fori_loop(0, n_iter, lambda _, u: u + f(u), x0)
+    return fixed_point(residual, u0, n_iter)
+
+
+def fixed_point(residual, x0: jax.Array, n_iter: int, plain=None) -> jax.Array:
+    """The root of ``residual`` by ``n_iter`` iterations x <- x + residual(x) from ``x0``,
+    differentiable by the implicit function theorem (``jax.lax.custom_root``; the tangent solve is
+    a dense solve, for the small profile dimension). ``plain``: the same residual's values computed
+    more cheaply, used for the iterations (e.g. without derivative-only terms)."""
+    step = residual if plain is None else plain
+
+    def solve(f, x):
+        return jax.lax.fori_loop(0, n_iter, lambda _, u: u + step(u), x)
 
     def tangent_solve(g, y):
-        jac = jax.jacobian(g)(y)
-        return jnp.linalg.solve(jac, y)
+        return jnp.linalg.solve(jax.jacobian(g)(y), y)
 
-    return jax.lax.custom_root(residual, u0, solve, tangent_solve)
+    return jax.lax.custom_root(residual, x0, solve, tangent_solve)
 
 
 def objective(u: jax.Array, item_vecs: jax.Array, sets: jax.Array, w: jax.Array, harmful: jax.Array,
@@ -138,9 +139,8 @@ def objective(u: jax.Array, item_vecs: jax.Array, sets: jax.Array, w: jax.Array,
 def premium_rule(user_vecs: np.ndarray, item_vecs: np.ndarray, safe: np.ndarray, k: int, n_sets: int = 64,
                  seed: int = 0) -> float:
     """The authors' rule for c: half the smallest, over users, of s_Omega - max s_E over ``n_sets``
-    random safe k-sets (so a click never becomes certain and organic picks keep weight).
-    Computed in float64 with a common shift per user (c is returned on the unshifted scale only
-    when it is representable; otherwise the log of c is what ``log_premium_rule`` returns)."""
+    random safe k-sets (so a click never becomes certain and organic picks keep weight); the
+    exponential of ``log_premium_rule``."""
     return float(np.exp(log_premium_rule(user_vecs, item_vecs, safe, k, n_sets, seed)))
 
 

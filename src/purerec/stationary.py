@@ -11,7 +11,7 @@ J = p_CLK - lambda p_H at u_bar, and compares
 * ``grad``: the paper's gradient method: independent sampling of slates with marginals pi
   (pi_v in [0, 1], sum pi = k, pi = 0 on harmful items), J estimated with common random
   numbers (``n_samples`` sets), its gradient by the implicit function theorem through
-  ``jax.lax.custom_root`` (``purerec.dynamics.stationary_profile``'s solver) and the exact
+  ``jax.lax.custom_root`` (``purerec.dynamics.fixed_point``) and the exact
   derivative of an independent-sampling expectation, dE[f]/dpi_v = E[f | v in E] - E[f | v not
   in E] (the paper's ``P_SampledGenerator``), then projected gradient ascent on {0 <= pi <= 1,
   sum pi = k}, keeping the best iterate. ``grad_u0`` starts from u0's slate (the paper's start:
@@ -109,16 +109,8 @@ def stationary_objective(pi, u0, model: Model, pool, masks, weights, harm_lambda
             return (x - a * u0) / (model.beta + a) + u0 - u  # G(p(u)) - u in increment form
         return residual
 
-    residual = residual_of(pi)
-    plain = residual_of(None)  # the same values without the pi-derivative's toggles
-
-    def solve(f, x0):
-        return jax.lax.fori_loop(0, n_iter, lambda _, u: u + plain(u), x0)
-
-    def tangent_solve(g, y):
-        return jnp.linalg.solve(jax.jacobian(g)(y), y)
-
-    ubar = jax.lax.custom_root(residual, u0, solve, tangent_solve)
+    # the iterations use the same values without the pi-derivative's toggles
+    ubar = DY.fixed_point(residual_of(pi), u0, n_iter, plain=residual_of(None))
     _, _, clk = stats(ubar)
     logits = model.V @ ubar
     frac_h = jnp.exp(jax.nn.logsumexp(jnp.where(model.harmful, logits, -jnp.inf)) - jax.nn.logsumexp(logits))
