@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """purerec's entry point. See `python train.py --help` and README.md."""
 
-from purerec.interrupts import install_early
+from purerec.core.interrupts import install_early
 
 install_early()  # Ctrl-C while Python and JAX start: one line, no traceback
 
-from purerec.hostdevices import expose_host_cores  # noqa: E402
+from purerec.core.hostdevices import expose_host_cores  # noqa: E402
 
 expose_host_cores()  # before JAX starts: one CPU device per core, at least 2 (train.session_shards)
 
-from purerec.compile_cache import enable as enable_compile_cache  # noqa: E402
+from purerec.core.compile_cache import enable as enable_compile_cache  # noqa: E402
 
 enable_compile_cache()  # repeat runs read their compiled programs from disk (PUREREC_JAX_CACHE=off: no)
 

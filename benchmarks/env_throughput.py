@@ -3,7 +3,7 @@
 
 One env-step is one session step: B sessions stepping once are B env-steps.
 
-Cases (each a jitted ``lax.scan`` of T steps of ``purerec.env.batch_step``, auto-reset inside):
+Cases (each a jitted ``lax.scan`` of T steps of ``purerec.sim.env.batch_step``, auto-reset inside):
   env       -- random slates (``jax.random.randint`` ids, K = slate_size) and the env step.
   score     -- a per-session query (masked mean of ``item_emb`` over ``obs.items``), a dot product
                with every item's ``item_emb``, ``jax.lax.top_k`` for the slate, and the env step.
@@ -26,7 +26,7 @@ NumPy reference: the same step (true response via the factors, contamination wit
 the temper rule with the fairness penalty, history push, auto-reset) written per session and
 run one session at a time in a Python loop over ``--numpy-sessions`` sessions for
 ``--numpy-steps`` session-steps (random slates drawn in the loop, as in the env case). Before
-timing it is checked against ``purerec.env.step_env`` (noise off) step by step.
+timing it is checked against ``purerec.sim.env.step_env`` (noise off) step by step.
 
 Targets (2-core CPU; printed with PASS/MISS): env >= 1M steps/s at B = 4096 (test world) and
 >= 30x the NumPy reference; env + scoring + top-k >= 90k steps/s at 3,327 items (B = 4096, and
@@ -134,7 +134,7 @@ class _Session:
 
 
 class NumpyEnv:
-    """``purerec.env.step`` (exit rule ``temper``) for one session at a time, in NumPy."""
+    """``purerec.sim.env.step`` (exit rule ``temper``) for one session at a time, in NumPy."""
 
     def __init__(self, world, params, seed: int = 0, noise_std: float | None = None):
         import numpy as np
@@ -231,7 +231,7 @@ class NumpyEnv:
 
 
 def check_numpy_reference(E, params, world, n_users: int = 6) -> int:
-    """Compare ``NumpyEnv.step_env`` with ``purerec.env.step_env`` (noise off); returns steps compared."""
+    """Compare ``NumpyEnv.step_env`` with ``purerec.sim.env.step_env`` (noise off); returns steps compared."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -253,7 +253,7 @@ def check_numpy_reference(E, params, world, n_users: int = 6) -> int:
                   and np.array_equal(np.asarray(st.hist_items), s.hist_items)
                   and np.allclose(np.asarray(info["true_feedback"]), rt_np, atol=2e-5))
             if not ok:
-                raise AssertionError(f"NumPy reference differs from purerec.env.step_env at user {i} "
+                raise AssertionError(f"NumPy reference differs from purerec.sim.env.step_env at user {i} "
                                      f"step {s.t}: reward {float(r)} vs {r_np}, terminated {bool(term)} "
                                      f"vs {term_np}, temper {float(st.temper)} vs {s.temper}")
             n += 1
@@ -477,9 +477,9 @@ def main(argv=None) -> int:
     if args.threefry_partitionable != "default":
         jax.config.update("jax_threefry_partitionable", args.threefry_partitionable == "true")
 
-    from purerec import env as E
     from purerec.config import load_config
-    from purerec.datasets import get_worlds
+    from purerec.data.datasets import get_worlds
+    from purerec.sim import env as E
 
     if len(jax.devices()) < n_dev_max:
         raise SystemExit(f"asked for {n_dev_max} devices, XLA has {len(jax.devices())}")
@@ -516,7 +516,7 @@ def main(argv=None) -> int:
             check_two_stage(world, params.slate_size, group)
         if params.exit_rule == "temper":
             n_chk = check_numpy_reference(E, params, world)
-            print(f"[{wname}] NumPy reference matches purerec.env.step_env ({n_chk} steps, noise off)")
+            print(f"[{wname}] NumPy reference matches purerec.sim.env.step_env ({n_chk} steps, noise off)")
             r = time_numpy(world, params, args.numpy_steps, args.numpy_sessions, args.repeats)
             numpy_rows[wname] = {"world": wname, "n_items": world.n_items, **r}
             print(f"[{wname}] numpy per-session: {_fmt_int(r['steps_per_s'])} steps/s "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Observation 1 of the paper in our worlds, in both forms, with each world's calibration card.
 
-For every train-world item with at least one logged exposure (``purerec.calibration``):
+For every train-world item with at least one logged exposure (``purerec.data.calibration``):
   * mean reward vs exposure: R^2 of a straight-line fit of the item's mean observed
     (contaminated) feedback in the logs on its exposure count, and of its mean TRUE response over
     the same exposures. Popularity bias shows as a high observed R^2 next to a low true one.
@@ -11,8 +11,8 @@ For every train-world item with at least one logged exposure (``purerec.calibrat
 
 Worlds: the synthetic KuaiRec-like (envs/kuairec.toml) and KuaiRand-like (envs/kuairand.toml)
 defaults, or only ``--env FILE``; plus the user's CSV world with ``--data-dir DIR`` (schema in
-``purerec.loaders.user_csv``; ``--no-synthetic`` for that one alone). Overrides apply to every
-world. Worlds come from the cache (``purerec.datasets``) and are built on a miss.
+``purerec.data.loaders.user_csv``; ``--no-synthetic`` for that one alone). Overrides apply to every
+world. Worlds come from the cache (``purerec.data.datasets``) and are built on a miss.
 
     python benchmarks/observation1.py [--env FILE] [--data-dir DIR [--no-synthetic]] [--field value ...]
 """
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import sys
 
-from purerec.calibration import PLAYS_CAVEAT, card_for_config, format_card
 from purerec.cli import split_args
 from purerec.config import load_config
-from purerec.datasets import get_worlds
+from purerec.data.calibration import PLAYS_CAVEAT, card_for_config, format_card
+from purerec.data.datasets import get_worlds
 
 DEFAULT_ENVS = ("envs/kuairec.toml", "envs/kuairand.toml")
 

@@ -12,7 +12,7 @@ that cost is part of what a user pays today.
 
 Target on the 2-core CPU: sweep >= 1.5x faster than one by one.
 
-Both sides see one CPU device per core, as under ``train.py`` (``purerec.hostdevices``): the sweep
+Both sides see one CPU device per core, as under ``train.py`` (``purerec.core.hostdevices``): the sweep
 spreads its runs over the devices, and each one-by-one run splits its sessions over them.
 """
 
@@ -28,11 +28,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from purerec.hostdevices import expose_host_cores  # noqa: E402
+from purerec.core.hostdevices import expose_host_cores  # noqa: E402
 
 expose_host_cores()  # before JAX starts
 
-from purerec.sweep import SweepSpec, expand, load_sweep, run_sweep  # noqa: E402
+from purerec.run.sweep import SweepSpec, expand, load_sweep, run_sweep  # noqa: E402
 
 
 def main() -> None:

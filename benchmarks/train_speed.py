@@ -24,7 +24,7 @@ completed are reported. No calibration run is made.
 Two configurations, each in a fresh subprocess (this script re-runs itself with ``--single``)
 so that compile time and peak RSS are per configuration: 1 seed (11), and 3 seeds (11 15 19)
 vmapped in one program (``--many-seeds N``: N seeds 11, 15, 19, ... = 11 + 4 i instead; the device
-script ``benchmarks/device.sh`` uses 16). Each trains with ``purerec.experiment.run`` in a temporary run
+script ``benchmarks/device.sh`` uses 16). Each trains with ``purerec.run.experiment.run`` in a temporary run
 directory (deleted afterwards), without the final evaluation and without a progress bar.
 
 Printed per configuration: wall time (total_s of ``run``: world loading, compile, Stage I,
@@ -44,7 +44,7 @@ paper), 3 seeds <= 3.2x one seed, peak RSS <= 2 GB.
 Any other ``--field value`` is passed on as a config override (as in ``train.py``).
 
 Devices: like ``train.py``, each subprocess starts JAX with one CPU device per core, at least 2
-(``purerec.hostdevices``), and splits each run's sessions into the default 2 shards, one device
+(``purerec.core.hostdevices``), and splits each run's sessions into the default 2 shards, one device
 each (``train.session_shards = 0``); ``--train.session-shards 1`` measures the one-device program
 instead, ``--train.session-shards N`` N shards (another run, with other numbers).
 """
@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 
-from purerec.hostdevices import expose_host_cores
+from purerec.core.hostdevices import expose_host_cores
 
 ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs", "kuairec.toml")
 MARK = "TRAIN_SPEED_JSON "
@@ -102,7 +102,7 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
     t_proc = time.perf_counter()
     from purerec.agents import describe
     from purerec.config import load_config
-    from purerec.experiment import run
+    from purerec.run.experiment import run
 
     cfg = load_config(ENV_FILE, overrides)
     tr = cfg.train

@@ -27,9 +27,9 @@ import gymnasium as gym
 import numpy as np
 
 from purerec.config import Config, WorldConfig
-from purerec.datasets import get_worlds
-from purerec.env import make_params
+from purerec.data.datasets import get_worlds
 from purerec.gym_adapter import PurerecVectorEnv
+from purerec.sim.env import make_params
 
 
 def small_world_env(num_envs: int, seed: int) -> PurerecVectorEnv:

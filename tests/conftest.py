@@ -41,14 +41,14 @@ def small_cfg() -> Config:
 
 @pytest.fixture(scope="session")
 def small_worlds(small_cfg):
-    from purerec.datasets import get_worlds
+    from purerec.data.datasets import get_worlds
 
     return get_worlds(small_cfg, use_cache=False)
 
 
 @pytest.fixture(scope="session")
 def small_params(small_cfg, small_worlds):
-    from purerec.env import make_params
+    from purerec.sim.env import make_params
 
     return make_params(small_worlds[1], small_cfg)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from purerec.state import make_observer
+from purerec.state.purifier import make_observer
 
 
 def check_next_inputs(cfg, frozen, params, S, next_key: str, x_key: str = "x") -> int:

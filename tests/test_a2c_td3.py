@@ -14,8 +14,8 @@ from conftest import small_config
 from purerec.agents import get as get_spec
 from purerec.agents.base import hyper_of
 from purerec.config import Config, ConfigError
-from purerec.env import make_params
-from purerec.stage1 import make_stage1
+from purerec.sim.env import make_params
+from purerec.state.stage1 import make_stage1
 
 KINDS = ("a2c", "td3")
 
@@ -133,9 +133,9 @@ def test_td3_target_is_the_smoothed_clipped_double_q_target(td3_step, worlds_par
     clip(N(0, policy_noise), +-noise_clip): its logged mean over the minibatch of 64 against
     NumPy (the target critics evaluated in float64 from their parameters). Target smoothing shows:
     with policy_noise 0 the logged target is the unsmoothed one, and the two differ."""
-    from purerec import replay
+    from purerec.agents import replay
     from purerec.agents.a2c import HyperActor
-    from purerec.state import make_observer
+    from purerec.state.purifier import make_observer
 
     cfg, agent, init, step = td3_step
     p_train, _ = worlds_params
@@ -183,7 +183,7 @@ def test_td3_replay_next_input_is_the_next_steps_input(td3_step, worlds_params, 
 
 
 def test_acts_on_a_world_with_another_item_set(trained, worlds_params, frozen):
-    from purerec.env import batch_reset
+    from purerec.sim.env import batch_reset
 
     kind, agent, S, _, _ = trained
     p_train, p_test = worlds_params

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import env as E
-from purerec import evaluation
-from purerec import metrics as M
+from purerec.agents.nets import Manager
 from purerec.config import EvalConfig
-from purerec.datasets import get_worlds
-from purerec.env import make_params
-from purerec.rollout import rollout
-from purerec.loop import make_train
-from purerec.nets import Manager
-from purerec.state import make_observer
+from purerec.data.datasets import get_worlds
+from purerec.run import evaluation
+from purerec.run.loop import make_train
+from purerec.sim import env as E
+from purerec.sim import metrics as M
+from purerec.sim.env import make_params
+from purerec.sim.rollout import rollout
+from purerec.state.purifier import make_observer
 
 M_INTERVAL = 3
 N = 48  # sessions
@@ -174,7 +174,7 @@ def test_evaluate_run_rows_are_each_action_rules(hrl, tmp_path):
     """``experiment.evaluate_run``'s test rows: the greedy row's metrics are ``act.greedy``'s under
     the test protocol, the sample row's ``act.sample``'s (recomputed here), and the two differ.
     (Comparing whole rows cannot show a swap: the greedy row alone carries the fidelity keys.)"""
-    from purerec.experiment import evaluate_run
+    from purerec.run.experiment import evaluate_run
 
     cfg, agent, pp, p_test, p_train, frozen, state = hrl
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_sessions=N, repeats=1, seed=4),

@@ -14,9 +14,9 @@ import pytest
 
 from purerec.cli import main
 from purerec.config import ConfigError, load_config
-from purerec.errors import PurerecError, SweepSpecError
-from purerec.loaders.csvio import DataFormatError, read_columns
-from purerec.sweep import load_sweep
+from purerec.core.errors import PurerecError, SweepSpecError
+from purerec.data.loaders.csvio import DataFormatError, read_columns
+from purerec.run.sweep import load_sweep
 
 
 def snapshot(root) -> dict:
@@ -295,7 +295,7 @@ def test_csv_file(tmp_path, data, says):
 
 def test_no_valid_rows_names_the_file(tmp_path):
     from purerec.config import WorldConfig
-    from purerec.loaders.kuairec import BIG, CATEGORIES, SMALL, load_kuairec
+    from purerec.data.loaders.kuairec import BIG, CATEGORIES, SMALL, load_kuairec
 
     (tmp_path / BIG).write_text("user_id,video_id,watch_ratio\n1,2,\n3,4,\n")
     (tmp_path / SMALL).write_text("user_id,video_id,watch_ratio\n1,2,0.5\n")
@@ -305,7 +305,7 @@ def test_no_valid_rows_names_the_file(tmp_path):
 
 
 def test_missing_data_file_names_the_directory(tmp_path):
-    from purerec.datasets import build_worlds
+    from purerec.data.datasets import build_worlds
 
     cfg = load_config(None, {"world.source": "kuairec", "world.data_dir": str(tmp_path)})
     with pytest.raises(PurerecError, match=r"big_matrix.csv' was not found in directory"):
@@ -352,7 +352,7 @@ MEMORY_CASES = [
 
 @pytest.mark.parametrize("argv,says", MEMORY_CASES, ids=["2Mx100", "5Mx5M"])
 def test_world_beyond_the_memory(tmp_path, capsys, monkeypatch, argv, says):
-    from purerec import memory
+    from purerec.core import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 << 30)
     before = snapshot(tmp_path)
@@ -378,7 +378,7 @@ TIMESTAMP_CASES = [
 def test_timestamp_with_an_offset(tmp_path, value, want):
     import warnings
 
-    from purerec.loaders.user_csv import read_logs
+    from purerec.data.loaders.user_csv import read_logs
 
     path = tmp_path / "interactions.csv"
     path.write_text(f"user_id,item_id,feedback,timestamp\nu1,i1,0.5,2024-01-01T00:00:00+00:00\nu2,i2,0.5,{value}\n")
@@ -402,8 +402,8 @@ def test_a_write_error_says_what_to_do_for_its_command(tmp_path, capsys, monkeyp
     def full(*a, **k):
         raise OSError(28, "No space left on device", str(tmp_path / "cache" / "rows.json"))
 
-    monkeypatch.setattr("purerec.datasets.get_worlds", full)
-    monkeypatch.setattr("purerec.experiment.get_worlds", full)
+    monkeypatch.setattr("purerec.data.datasets.get_worlds", full)
+    monkeypatch.setattr("purerec.run.experiment.get_worlds", full)
     argv = [str(tmp_path / "r") if a == "RUN" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -16,10 +16,10 @@ from purerec.agents import get as get_spec
 from purerec.agents.base import env_params, hyper_of
 from purerec.agents.bcq import allowed, bcq_loss, bcq_slate, log_dataset
 from purerec.config import Config, ConfigError
-from purerec.env import Obs, batch_reset, make_params
-from purerec.logs import Logs
-from purerec.stage1 import make_stage1
-from purerec.state import make_observer
+from purerec.sim.env import Obs, batch_reset, make_params
+from purerec.sim.logs import Logs
+from purerec.state.purifier import make_observer
+from purerec.state.stage1 import make_stage1
 
 N_UPDATES = 6
 
@@ -132,7 +132,7 @@ def test_session_shards_rejected(setup):
 
 
 def test_log_dataset_next_inputs_are_the_next_windows(setup):
-    """Logs in ``purerec.logs.collect``'s layout (row = t x sessions + column, next_obs = the
+    """Logs in ``purerec.sim.logs.collect``'s layout (row = t x sessions + column, next_obs = the
     next step's window): the dataset's x is the inputs of every window, and row i's next input
     (x[i + sessions]) is the input of next_obs[i]."""
     cfg, p_train, _, frozen, _, _ = setup

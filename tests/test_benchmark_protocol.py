@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import heads, sweep, tuning
 from purerec.agents import REGISTRY
+from purerec.agents import heads
 from purerec.agents.base import frozen_config, is_frozen, learning_rate_paths
 from purerec.config import AGENTS, Config, load_config
-from purerec.errors import SweepSpecError
-from purerec.validation import eval_world, fresh_users, validation_world
+from purerec.core.errors import SweepSpecError
+from purerec.data.validation import eval_world, fresh_users, validation_world
+from purerec.run import sweep, tuning
 from test_sweep import write_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ def test_eval_split_picks_the_world(small_cfg, small_worlds):
 
 
 def test_reference_rows_on_validation_differ_and_leave_the_test_rows_alone(tmp_path):
-    from purerec.evaluation import reference_rows
+    from purerec.run.evaluation import reference_rows
 
     base = dataclasses.replace(small_config(), eval=dataclasses.replace(small_config().eval, n_sessions=64, repeats=1))
     base = dataclasses.replace(base, world=dataclasses.replace(base.world, cache_dir=str(tmp_path)))
@@ -212,8 +213,8 @@ def test_a_frozen_sweep_pairs_every_run_with_its_twin_in_the_same_program(tmp_pa
 # --- the same episode cap in a sweep's program as in train.py ------------------------------------
 
 def test_train_stops_at_the_chunk_before_the_episode_cap(small_worlds):
-    from purerec.env import make_params
-    from purerec.loop import make_train
+    from purerec.run.loop import make_train
+    from purerec.sim.env import make_params
 
     cfg = small_config()
     cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="a2c"),
@@ -302,8 +303,8 @@ def _tiny(kind: str, **extra) -> Config:
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=() if k == "hrl" else pytest.mark.slow)
                                   for k in AGENTS])
 def test_learning_rates_0_leave_the_policy_as_initialised(kind, small_worlds):
-    from purerec.env import make_params
-    from purerec.loop import init_key, make_train, stage1_key
+    from purerec.run.loop import init_key, make_train, stage1_key
+    from purerec.sim.env import make_params
 
     cfg = frozen_config(_tiny(kind))
     fns = make_train(cfg, make_params(small_worlds[0], cfg))

@@ -14,9 +14,9 @@ import shutil
 import numpy as np
 import pytest
 
-from purerec import datasets
 from purerec.cli import main
 from purerec.config import load_config
+from purerec.data import datasets
 
 # 12 users x 6 items; feedback written with two decimals, so 1 - r has the same width.
 ROWS = [(f"u{u}", f"i{(u + k) % 6}", round(0.05 + 0.9 * (((u * 7 + k * 3) % 10) / 10), 2))

@@ -1,4 +1,4 @@
-"""The persistent compilation cache of the entry points (``purerec.compile_cache``)."""
+"""The persistent compilation cache of the entry points (``purerec.core.compile_cache``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import jax
 
-from purerec import compile_cache
+from purerec.core import compile_cache
 
 
 def test_cache_path_follows_the_variables(monkeypatch, tmp_path):

@@ -3,7 +3,7 @@
 * A probe world with a known best slate (four items every user likes, two popular and two
   long-tail, among 40): each agent, trained briefly, finds it (greedy R_each near the optimum,
   far above random exposure).
-* A run (``purerec.experiment.run``) keeps its whole-run contract: ``tests/test_contract_run.py``.
+* A run (``purerec.run.experiment.run``) keeps its whole-run contract: ``tests/test_contract_run.py``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import evaluation
 from purerec.agents import REGISTRY
 from purerec.config import apply_overrides
-from purerec.env import make_params
-from purerec.loop import make_train
-from purerec.policies import REFERENCE_POLICIES
-from purerec.world import World
+from purerec.run import evaluation
+from purerec.run.loop import make_train
+from purerec.sim.env import make_params
+from purerec.sim.policies import REFERENCE_POLICIES
+from purerec.sim.world import World
 
 KINDS = list(REGISTRY)
 N_ITEMS, N_USERS, K = 40, 24, 4

@@ -1,4 +1,4 @@
-"""The whole-run contract every registered agent keeps (``purerec.experiment.run``): no
+"""The whole-run contract every registered agent keeps (``purerec.run.experiment.run``): no
 recompilation between chunks; the evaluation compiles once per run (nothing for a second seed); a
 run killed after its first chunk and resumed from the checkpoint gives the same numbers, curves and
 evaluation as the uninterrupted run (same seed, same config -> same numbers). Its own file so that
@@ -15,7 +15,7 @@ import pytest
 from conftest import small_config
 from purerec.agents import REGISTRY
 from purerec.config import apply_overrides
-from purerec.experiment import run
+from purerec.run.experiment import run
 
 KINDS = list(REGISTRY)
 

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from purerec import calibration
 from purerec.config import ConfigError, load_config
-from purerec.loaders import DataFormatError, MissingFileError, load_user_csv
-from purerec.loaders.user_csv import _user_split, describe_split
-from purerec.world import World, popular_flags
+from purerec.data import calibration
+from purerec.data.loaders import DataFormatError, MissingFileError, load_user_csv
+from purerec.data.loaders.user_csv import _user_split, describe_split
+from purerec.sim.world import World, popular_flags
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -383,7 +383,7 @@ def test_card_on_a_hand_made_world():
 
 
 def test_card_of_a_csv_world_through_get_worlds(hand_dir, hand_worlds, tmp_path, capsys):
-    from purerec import datasets
+    from purerec.data import datasets
 
     cfg = cfg_of(hand_dir, cache_dir=str(tmp_path / "cache"))
     train, test = datasets.get_worlds(cfg, verbose=True)
@@ -467,10 +467,10 @@ def test_joint_truth_fits_the_logs(pattern_dir):
 
 
 def test_train_on_a_csv_world_end_to_end(pattern_dir, tmp_path, capsys):
-    from purerec import evaluation
-    from purerec.env import make_params
-    from purerec.experiment import run
-    from purerec.policies import REFERENCE_POLICIES
+    from purerec.run import evaluation
+    from purerec.run.experiment import run
+    from purerec.sim.env import make_params
+    from purerec.sim.policies import REFERENCE_POLICIES
 
     ov = {"world.source": "csv", "world.data_dir": str(pattern_dir), "world.cache_dir": str(tmp_path / "cache"),
           "world.true_dim": 4, "world.emb_dim": 4, "agent.kind": "hrl", "env.slate_size": 5,
@@ -493,7 +493,7 @@ def test_train_on_a_csv_world_end_to_end(pattern_dir, tmp_path, capsys):
     saved = json.load(open(tmp_path / "run" / "config.json"))
     assert saved["world"]["source"] == "csv" and saved["world"]["data_dir"] == str(pattern_dir)
     # The held-out test world runs sessions (the reference random policy, 8 distinct users).
-    from purerec.datasets import get_worlds
+    from purerec.data.datasets import get_worlds
 
     _, test = get_worlds(cfg)
     row = evaluation.test_protocol(REFERENCE_POLICIES["random"], make_params(test, cfg), cfg.eval)
@@ -503,7 +503,7 @@ def test_train_on_a_csv_world_end_to_end(pattern_dir, tmp_path, capsys):
 def test_harm_labels_from_an_items_csv_column(tmp_path):
     """items.csv's optional ``harmful`` column becomes the worlds' harm labels (used by the
     preference dynamics instead of the synthetic rule); a bad label names its line."""
-    from purerec.datasets import get_worlds
+    from purerec.data.datasets import get_worlds
 
     d = tmp_path / "harm"
     d.mkdir()

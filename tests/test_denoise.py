@@ -1,4 +1,4 @@
-"""Heuristic denoisers as state filters (``purerec.denoise``): T-CE, R-CE, BOD."""
+"""Heuristic denoisers as state filters (``purerec.state.denoise``): T-CE, R-CE, BOD."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import optax
 import pytest
 
 from conftest import small_config
-from purerec import denoise
 from purerec.config import DenoiseConfig
-from purerec.encoder import StateEncoder
-from purerec.env import Obs
-from purerec.state import Frozen, make_observer
+from purerec.sim.env import Obs
+from purerec.state import denoise
+from purerec.state.encoder import StateEncoder
+from purerec.state.purifier import Frozen, make_observer
 
 E = 2  # item features
 D = 4  # state size
@@ -191,8 +191,8 @@ def tiny_config(agent: str):
 
 
 def test_frozen_has_one_structure_for_every_purifier(small_worlds):
-    from purerec.env import make_params
-    from purerec.stage1 import make_stage1
+    from purerec.sim.env import make_params
+    from purerec.state.stage1 import make_stage1
 
     shapes = {}
     for agent in ("hrl", "dsrm_hrl", "hrl_tce", "hrl_bod"):
@@ -240,8 +240,8 @@ def test_denoiser_fit_learns_planted_feedback_and_calibrations_match_numpy(kind)
 @pytest.mark.slow
 def test_tiny_denoised_hrl_run_is_finite(small_worlds):
     """HRL+BOD through the training program (Stage I with the bi-level fit, filtered states)."""
-    from purerec.env import make_params
-    from purerec.loop import make_train
+    from purerec.run.loop import make_train
+    from purerec.sim.env import make_params
 
     cfg = tiny_config("hrl_bod")
     fns = make_train(cfg, make_params(small_worlds[0], cfg))

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from purerec.distributed import Launch, LaunchError, launch_from
+from purerec.run.distributed import Launch, LaunchError, launch_from
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -184,13 +184,13 @@ def _records(sweep_dir) -> dict:
 
 REFERENCE = """
 import sys
-from purerec.hostdevices import expose_host_cores
+from purerec.core.hostdevices import expose_host_cores
 expose_host_cores()
 import jax
 from purerec.config import load_config
-from purerec.evaluation import reference_rows
-from purerec.experiment import run
-from purerec.sweep import load_sweep, run_sweep
+from purerec.run.evaluation import reference_rows
+from purerec.run.experiment import run
+from purerec.run.sweep import load_sweep, run_sweep
 env_file, spec, d = sys.argv[1:]
 assert jax.process_count() == 1 and jax.local_device_count() == 2
 cfg = load_config(env_file, {})
@@ -204,10 +204,10 @@ run_sweep(load_sweep(spec), d + "/one_sweep")
 # checkpoint, and a sweep. One session saves starting JAX and building the worlds three times.
 BY_HAND = """
 import os, shutil, sys
-from purerec.hostdevices import expose_host_cores
+from purerec.core.hostdevices import expose_host_cores
 expose_host_cores()
-from purerec import distributed
 from purerec.cli import main
+from purerec.run import distributed
 port, pid, env_file, spec, d = sys.argv[1:]
 hand = ["--coordinator", "localhost:" + port, "--num-processes", "2", "--process-id", pid]
 assert main([*hand, "--env", env_file, "--no-progress", "--out", d + "/two"]) == 0

@@ -19,8 +19,8 @@ from purerec.agents import get as get_spec
 from purerec.agents.base import hyper_of
 from purerec.agents.dnair import distinct_outside, epsilon_slate, novelty
 from purerec.config import Config, ConfigError
-from purerec.env import batch_reset, make_params
-from purerec.stage1 import make_stage1
+from purerec.sim.env import batch_reset, make_params
+from purerec.state.stage1 import make_stage1
 
 N_UPDATES = 12
 

@@ -1,5 +1,5 @@
 """DORL: the shaped reward and P_E against NumPy on hand-made cases, the learned model env keeps
-``purerec.env.step``'s contract (the shared rollout drives it), and the ensemble fit learns."""
+``purerec.sim.env.step``'s contract (the shared rollout drives it), and the ensemble fit learns."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import env as E
-from purerec import user_model as U
+from purerec.agents import user_model as U
 from purerec.config import apply_overrides
-from purerec.logs import Logs, collect
-from purerec.rollout import unroll
-from purerec.stage1 import make_stage1
+from purerec.sim import env as E
+from purerec.sim.logs import Logs, collect
+from purerec.sim.rollout import unroll
+from purerec.state.stage1 import make_stage1
 
 
 def tiny_config():

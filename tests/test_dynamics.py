@@ -1,4 +1,4 @@
-"""The attraction model (``purerec.dynamics``) against a plain NumPy port of the harm paper's
+"""The attraction model (``purerec.sim.dynamics``) against a plain NumPy port of the harm paper's
 equations on its small example (10 items, d = 3, the last two harmful, k = 3, every 3-set of the
 safe items as a candidate slate), in float64."""
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import dynamics as D
+from purerec.sim import dynamics as D
 
 
 def toy(seed=0, n=10, d=3, k=3):
@@ -191,7 +191,7 @@ def test_log_premium_rule_matches_the_direct_formula():
 
 
 def test_dynamics_metrics_match_numpy():
-    from purerec.metrics import dynamics_metrics
+    from purerec.sim.metrics import dynamics_metrics
 
     rng = np.random.default_rng(5)
     T, B, lam = 6, 5, 10.0

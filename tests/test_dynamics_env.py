@@ -1,5 +1,5 @@
 """The env under ``env.dynamics = "attraction"``: opt-in, bit-identical to the static world when
-nothing attracts, and moving the profile the way ``purerec.dynamics`` says when it does."""
+nothing attracts, and moving the profile the way ``purerec.sim.dynamics`` says when it does."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import dynamics as DY
-from purerec import env as E
 from purerec.config import AttractionConfig, ConfigError
-from purerec.datasets import get_worlds
-from purerec.policies import oracle_policy, random_policy
-from purerec.rollout import rollout
+from purerec.data.datasets import get_worlds
+from purerec.sim import dynamics as DY
+from purerec.sim import env as E
+from purerec.sim.policies import oracle_policy, random_policy
+from purerec.sim.rollout import rollout
 from tests.conftest import small_config
 
 
@@ -151,8 +151,8 @@ def test_every_agent_trains_and_is_evaluated_under_the_dynamics(kind, worlds):
     """A few updates of each agent in the drifting world with the penalised reward: finite
     training logs, and the test protocol's row carries the harm paper's metrics."""
     from purerec.config import apply_overrides
-    from purerec.evaluation import test_protocol
-    from purerec.loop import init_key, make_train, stage1_key
+    from purerec.run.evaluation import test_protocol
+    from purerec.run.loop import init_key, make_train, stage1_key
     from test_benchmark_protocol import _tiny
 
     cfg = apply_overrides(_tiny(kind), {"env.dynamics": "attraction", "attraction.reward": "penalised",
@@ -191,7 +191,7 @@ def test_stationary_command_refuses_a_static_world_and_bad_numbers(capsys):
 def test_the_harm_papers_reference_rows(worlds):
     """With the dynamics on, the reference table adds unif_safe, u0_topk and myopic_topk; none
     shows a harmful item; without attraction myopic = u0 exactly, with it they differ."""
-    from purerec.policies import DYNAMICS_REFERENCE_POLICIES, reference_policies
+    from purerec.sim.policies import DYNAMICS_REFERENCE_POLICIES, reference_policies
 
     assert set(reference_policies(small_config())) == {"random", "most_popular", "balanced", "oracle",
                                                        "balanced_oracle"}

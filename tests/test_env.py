@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import abandonment
-from purerec import env as E
-from purerec import metrics as M
 from purerec.config import Config, EnvConfig, FeedbackConfig
-from purerec.env import make_params
-from purerec.policies import most_popular_policy, oracle_policy, random_policy
-from purerec.evaluation import evaluate
-from purerec.rollout import rollout
-from purerec.world import World
+from purerec.run.evaluation import evaluate
+from purerec.sim import abandonment
+from purerec.sim import env as E
+from purerec.sim import metrics as M
+from purerec.sim.env import make_params
+from purerec.sim.policies import most_popular_policy, oracle_policy, random_policy
+from purerec.sim.rollout import rollout
+from purerec.sim.world import World
 
 B = 160  # sessions in the batched invariant checks
 T = 40  # steps: more than max_len (30), so every slot auto-resets at least once

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import cpo
+from purerec.agents import cpo
 from purerec.agents import get as get_spec
 from purerec.agents.base import hyper_of
 from purerec.config import ConfigError
-from purerec.env import make_params
-from purerec.stage1 import make_stage1
+from purerec.sim.env import make_params
+from purerec.state.stage1 import make_stage1
 
 
 def _sphere(d: int, n: int) -> np.ndarray:

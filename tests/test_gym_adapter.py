@@ -16,8 +16,8 @@ gym = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 
-from purerec import env as penv  # noqa: E402
 from purerec.gym_adapter import PurerecVectorEnv, SlateSpace, seed_key  # noqa: E402
+from purerec.sim import env as penv# noqa: E402
 
 B = 6
 
@@ -423,9 +423,9 @@ def test_duplicate_item_slate_rejected(small_params, env_i, item):
 
 
 def test_from_config(monkeypatch, small_cfg, small_worlds):
-    import purerec.datasets
+    import purerec.data.datasets
 
-    monkeypatch.setattr(purerec.datasets, "get_worlds", lambda cfg, **kw: small_worlds)
+    monkeypatch.setattr(purerec.data.datasets, "get_worlds", lambda cfg, **kw: small_worlds)
     test_env = PurerecVectorEnv.from_config(small_cfg, 2, seed=1)
     train_env = PurerecVectorEnv.from_config(small_cfg, 2, world="train")
     assert test_env.n_items == small_worlds[1].n_items
@@ -829,10 +829,10 @@ def test_from_config_validates(monkeypatch, small_cfg, small_worlds):
     """A slate larger than the world is refused with purerec's ConfigError naming env.slate_size:
     by the config's own bounds, by the loaded worlds (a data set sets its size) and by the
     constructor."""
-    import purerec.datasets
     from purerec.config import ConfigError, WorldConfig
+    import purerec.data.datasets
 
-    monkeypatch.setattr(purerec.datasets, "get_worlds", lambda cfg, **kw: small_worlds)
+    monkeypatch.setattr(purerec.data.datasets, "get_worlds", lambda cfg, **kw: small_worlds)
     too_big = dataclasses.replace(small_cfg, env=dataclasses.replace(small_cfg.env, slate_size=200))
     with pytest.raises(ConfigError, match=r"env\.slate_size' = 200.*150"):
         PurerecVectorEnv.from_config(too_big, 2)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import heads
+from purerec.agents import heads
 from purerec.agents.base import frozen_config
 from purerec.agents.bcq import bcq_slate
 from purerec.config import AGENTS, DISCRETE_SLATE_AGENTS
@@ -138,9 +138,9 @@ def _cases():
 def test_every_agent_trains_and_acts_on_each_head(kind, head, tail, small_worlds):
     """A few updates with each head; then greedy and sampled slates of the trained policy (and,
     under a learned tail, of the frozen twin, whose share is the initial 0.5) have the head's split."""
-    from purerec.env import make_params
-    from purerec.loop import init_key, make_train, stage1_key
-    from purerec.rollout import rollout
+    from purerec.run.loop import init_key, make_train, stage1_key
+    from purerec.sim.env import make_params
+    from purerec.sim.rollout import rollout
 
     share = 0.3
     cfg = _tiny(kind, **{"slate.head": head, "slate.tail": tail, "slate.tail_share": share})

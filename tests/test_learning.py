@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from purerec.experiment import run
+from purerec.run.experiment import run
 from test_trainer import train_config
 
 MARGIN = 2.0  # Len gain the learner must reach and the frozen run must stay below (by half)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from purerec.config import Config, WorldConfig
-from purerec.loaders import DataFormatError, MissingFileError, load_kuairand, load_kuairec
-from purerec.loaders.kuairand import parse_tag
-from purerec.loaders.kuairec import parse_feat
-from purerec.truth import fit_truth
-from purerec.world import popular_flags
+from purerec.data.loaders import DataFormatError, MissingFileError, load_kuairand, load_kuairec
+from purerec.data.loaders.kuairand import parse_tag
+from purerec.data.loaders.kuairec import parse_feat
+from purerec.data.truth import fit_truth
+from purerec.sim.world import popular_flags
 
 MATRIX_HEADER = ["user_id", "video_id", "play_duration", "video_duration", "time", "date", "timestamp",
                  "watch_ratio"]
@@ -313,7 +313,7 @@ def test_missing_files(tmp_path):
 # ---------------------------------------------------------------- through get_worlds and the cache
 
 def test_get_worlds_kuairec_with_cache(tmp_path, monkeypatch, kuairec_worlds):
-    import purerec.datasets as datasets
+    import purerec.data.datasets as datasets
 
     d = write_kuairec(tmp_path / "data")
     world_cfg = dataclasses.replace(kuairec_cfg(), source="kuairec", data_dir=str(d),

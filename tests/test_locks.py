@@ -1,4 +1,4 @@
-"""One writer per run or sweep directory (``purerec.runlock``) and an idempotent ``metrics.jsonl``:
+"""One writer per run or sweep directory (``purerec.core.runlock``) and an idempotent ``metrics.jsonl``:
 a second lock is refused naming the holder's PID, a dead holder's lock is taken over, a directory
 the lock made is removed again when nothing was written, duplicate (seed, update) lines are
 repaired, and run / sweep / logs directories are not written into each other. The end-to-end
@@ -16,15 +16,15 @@ import time
 import numpy as np
 import pytest
 
-from purerec.errors import RunDirError
-from purerec.experiment import _append_metrics, _truncate_metrics, check_new_run_dir
-from purerec.runlock import LOCK_NAME, DirLock
+from purerec.core.errors import RunDirError
+from purerec.core.runlock import LOCK_NAME, DirLock
+from purerec.run.experiment import _append_metrics, _truncate_metrics, check_new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HOLD = """
 import sys
-from purerec.runlock import DirLock
+from purerec.core.runlock import DirLock
 lock = DirLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 sys.stdin.read()  # hold until the test closes stdin (or kills us)
@@ -133,7 +133,7 @@ def test_evals_jsonl_duplicates_are_repaired_too(tmp_path):
 
 
 def test_sweep_refuses_a_run_directory_and_foreign_files(tmp_path):
-    from purerec.sweep import check_sweep_dir
+    from purerec.run.sweep import check_sweep_dir
 
     run = tmp_path / "run"
     run.mkdir()
@@ -157,7 +157,7 @@ def test_resume_of_a_finished_run_reruns_nothing_and_keeps_its_results(tmp_path)
 
     from conftest import small_config
     from test_bad_inputs import snapshot
-    from purerec.experiment import run
+    from purerec.run.experiment import run
 
     d = tmp_path / "done"
     d.mkdir()

@@ -1,4 +1,4 @@
-"""Logged data (``purerec.logs``): the logging policy's exposure follows the world's popularity,
+"""Logged data (``purerec.sim.logs``): the logging policy's exposure follows the world's popularity,
 the flat pytree is consistent with the env, and ``train.py logs`` writes the same logs as files."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import jax
 import numpy as np
 
-from purerec import logs
-from purerec.env import make_params
+from purerec.sim import logs
+from purerec.sim.env import make_params
 
 
 def _spearman(a, b):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec import losses, returns
+from purerec.agents import losses, returns
 
 
 def test_gae_by_hand():

@@ -1,4 +1,4 @@
-"""Memory estimates (``purerec.memory``): against hand computations and the built worlds' bytes,
+"""Memory estimates (``purerec.core.memory``): against hand computations and the built worlds' bytes,
 and the refusal of sizes that cannot fit, at once and before anything is allocated or written.
 The available memory is monkeypatched so the tests do not depend on the machine."""
 
@@ -12,12 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-import purerec.evaluation  # noqa: F401  (imported here: the timing below is the CLI's work alone)
-import purerec.experiment  # noqa: F401
-from purerec import memory
+from purerec.agents import spec_of
 from purerec.cli import main
 from purerec.config import load_config
-from purerec.memory import FIXED_BYTES, MemoryLimitError
+from purerec.core import memory
+from purerec.core.memory import FIXED_BYTES, MemoryLimitError
+import purerec.run.evaluation  # noqa: F401  (imported here: the timing below is the CLI's work alone)
+import purerec.run.experiment  # noqa: F401
 
 
 def test_world_arrays_are_the_built_worlds_bytes(small_cfg, small_worlds):
@@ -56,7 +57,7 @@ def test_training_estimate_by_hand():
     }
     assert "replay.capacity" not in est.fields
     td3 = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, kind="td3"))
-    est = memory.training(td3, 400, 150)
+    est = memory.training(td3, 400, 150, spec_of(td3).sections)
     assert est.parts["replay buffers (seeds x replay.capacity)"] == 2 * 100_000 * step
     assert "replay.capacity" in est.fields
 
@@ -89,10 +90,10 @@ def test_a_world_too_big_is_refused_at_once(users, items, monkeypatch, tmp_path,
 
 
 def test_a_run_too_big_is_refused_before_its_directory(small_cfg, small_worlds, monkeypatch, tmp_path):
-    from purerec import experiment
+    from purerec.run import experiment
 
     cfg = dataclasses.replace(small_cfg, train=dataclasses.replace(small_cfg.train, num_envs=4096, seeds=(1,)))
-    need = memory.training(cfg, small_worlds[0].n_items, small_worlds[1].n_items).total
+    need = memory.training(cfg, small_worlds[0].n_items, small_worlds[1].n_items, spec_of(cfg).sections).total
     monkeypatch.setattr(experiment, "get_worlds", lambda c, verbose=False: small_worlds)
     monkeypatch.setattr(memory, "available_bytes", lambda: need - 1)
     with pytest.raises(MemoryLimitError, match=r"the training run would need about .*train\.num_envs"):
@@ -105,7 +106,7 @@ def test_a_run_too_big_is_refused_before_its_directory(small_cfg, small_worlds, 
 
 
 def test_real_data_worlds_are_checked_once_the_logs_are_read(monkeypatch, tmp_path):
-    from purerec.loaders import load_user_csv
+    from purerec.data.loaders import load_user_csv
 
     with open(tmp_path / "interactions.csv", "w") as fh:
         fh.write("user_id,item_id,feedback\n")

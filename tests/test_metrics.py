@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import metrics as _metrics
+from purerec.sim import metrics as _metrics
 
 # Jitted wrappers: one compilation per function and shape instead of one per primitive op.
 M = types.SimpleNamespace(
@@ -26,7 +26,7 @@ M = types.SimpleNamespace(
 )
 
 # --------------------------------------------------------------------------------------------
-# Independent NumPy references (plain loops, no shared code with purerec.metrics).
+# Independent NumPy references (plain loops, no shared code with purerec.sim.metrics).
 # --------------------------------------------------------------------------------------------
 
 

@@ -17,8 +17,8 @@ from purerec.agents import get as get_spec
 from purerec.agents import mofir
 from purerec.agents.base import hyper_of
 from purerec.config import Config
-from purerec.env import batch_reset, make_params
-from purerec.stage1 import make_stage1
+from purerec.sim.env import batch_reset, make_params
+from purerec.state.stage1 import make_stage1
 
 
 def test_vector_target_actor_objective_and_fairness_match_numpy():

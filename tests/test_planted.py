@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import diffusion, nets
+from purerec.agents import nets
+from purerec.state import diffusion
 
 
 # ---------------------------------------------------------------------------------------------

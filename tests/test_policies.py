@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import env as E
-from purerec import evaluation
 from purerec.config import EvalConfig
-from purerec.policies import (REFERENCE_POLICIES, balanced_oracle_policy, balanced_policy, balanced_split,
+from purerec.run import evaluation
+from purerec.sim import env as E
+from purerec.sim.policies import (REFERENCE_POLICIES, balanced_oracle_policy, balanced_policy, balanced_split,
                               most_popular_policy, random_policy)
-from purerec.slate import grouped_top_k
+from purerec.sim.slate import grouped_top_k
 
 N_KEYS = 1024
 

@@ -21,8 +21,8 @@ import pytest
 from conftest import small_config
 from test_bad_inputs import snapshot
 from purerec.config import ConfigError, load_config
-from purerec.errors import CheckpointError, RunDirError
-from purerec.experiment import checkpoint_steps, run
+from purerec.core.errors import CheckpointError, RunDirError
+from purerec.run.experiment import checkpoint_steps, run
 
 QUIET = dict(progress=False, log=lambda *a: None)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +139,7 @@ def test_slate_larger_than_the_loaded_test_world_is_a_config_error(tmp_path):
 
 
 def test_unwritable_cache_warns_and_a_corrupt_one_is_set_aside(tmp_path, monkeypatch, capsys):
-    from purerec import datasets
+    from purerec.data import datasets
 
     cfg = dataclasses.replace(small_config(), world=dataclasses.replace(small_config().world,
                                                                        cache_dir=str(tmp_path / "c")))
@@ -161,7 +161,7 @@ def test_unwritable_cache_warns_and_a_corrupt_one_is_set_aside(tmp_path, monkeyp
 
 
 def test_a_foreign_json_in_a_sweeps_runs_is_skipped(tmp_path):
-    from purerec.sweep import _read_records
+    from purerec.run.sweep import _read_records
 
     os.makedirs(tmp_path / "runs")
     (tmp_path / "runs" / "notes.json").write_text('{"hello": 1}')

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from purerec.report import write_report  # noqa: E402
+from purerec.report.tables import write_report  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRICS = ("Len", "R_each", "R_cum", "AD", "AD_exposure", "AD_item", "Gini", "coverage", "long_tail_share",

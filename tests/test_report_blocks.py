@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from purerec import report  # noqa: E402
-from purerec.report import write_report  # noqa: E402
+from purerec.report import tables as report  # noqa: E402
+from purerec.report.tables import write_report  # noqa: E402
 
 SEEDS = (11, 15, 19)
 REF = {"balanced": {"Len": 10.0, "R_each": 0.5, "R_cum": 5.0, "AD": 0.2},

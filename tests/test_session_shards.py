@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import losses as ppo
+from purerec.agents import losses as ppo
 from purerec.config import DEFAULT_SESSION_SHARDS, ConfigError, resolve_session_shards
-from purerec.hostdevices import MIN_HOST_DEVICES, HostDevicesError, host_device_count
+from purerec.core.hostdevices import MIN_HOST_DEVICES, HostDevicesError, host_device_count
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
@@ -108,7 +108,7 @@ def test_bad_host_device_count_is_a_named_error(bad):
 
 
 def test_run_written_before_session_shards_resumes_unsharded(tmp_path):
-    from purerec.experiment import load_run_config
+    from purerec.run.experiment import load_run_config
 
     data = dataclasses.asdict(small_config())
     del data["train"]["session_shards"]
@@ -118,7 +118,7 @@ def test_run_written_before_session_shards_resumes_unsharded(tmp_path):
 
 
 def test_sweeps_refuse_session_shards(tmp_path):
-    from purerec import sweep
+    from purerec.run import sweep
 
     env = os.path.join(ROOT, "envs", "kuairec.toml")
     spec = tmp_path / "s.toml"
@@ -139,10 +139,10 @@ TWO_DEVICES = textwrap.dedent("""
     from jax.sharding import Mesh, PartitionSpec as P
     sys.path.insert(0, os.path.join({root!r}, "tests"))
     from test_trainer import train_config
-    from purerec.datasets import get_worlds
-    from purerec.env import make_params
-    from purerec.experiment import SESSIONS, _stage2_programs, run, seed_batcher
-    from purerec.loop import make_train
+    from purerec.data.datasets import get_worlds
+    from purerec.run.experiment import SESSIONS, _stage2_programs, run, seed_batcher
+    from purerec.run.loop import make_train
+    from purerec.sim.env import make_params
 
     assert jax.local_device_count() == 2
     out = {{}}
@@ -211,12 +211,12 @@ TWO_DEVICES = textwrap.dedent("""
 ONE_CORE = textwrap.dedent("""
     import dataclasses, json, os, sys
     os.sched_setaffinity(0, {{{cpu}}})  # pinned to one core before anything starts (as `taskset -c {cpu}`)
-    from purerec.hostdevices import core_count, expose_host_cores
+    from purerec.core.hostdevices import core_count, expose_host_cores
     expose_host_cores()
     import jax
     sys.path.insert(0, os.path.join({root!r}, "tests"))
     from test_trainer import train_config
-    from purerec.experiment import run
+    from purerec.run.experiment import run
 
     assert core_count() == 1 and jax.local_device_count() == 2, (core_count(), jax.local_device_count())
     {run_cfg}

@@ -3,7 +3,7 @@ compilation cache): each stops with exit code 130 / 143 / 2 and exactly one line
 resume command, or the file that could not be written), never a traceback, and ``--resume`` then
 gives the uninterrupted run's ``metrics.jsonl`` and results exactly. A second writer on a running
 run's directory (``--out`` or ``--resume``) is refused naming its PID. The handler's own logic
-(``purerec.interrupts``) is tested in-process."""
+(``purerec.core.interrupts``) is tested in-process."""
 
 from __future__ import annotations
 
@@ -274,8 +274,8 @@ def test_sigint_during_a_sweep_then_the_same_command_finishes_it(ref_run, tmp_pa
 # the handler's logic, in this process
 
 def test_deferred_signals_wait_for_a_safe_point_and_immediate_ones_raise(capsys):
-    from purerec import interrupts
-    from purerec.errors import Interrupted
+    from purerec.core import interrupts
+    from purerec.core.errors import Interrupted
 
     with interrupts.handling():
         with interrupts.deferred():
@@ -299,8 +299,8 @@ def test_deferred_signals_wait_for_a_safe_point_and_immediate_ones_raise(capsys)
 def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_at_the_next_safe_point(capsys):
     import gc
 
-    from purerec import interrupts
-    from purerec.errors import Interrupted
+    from purerec.core import interrupts
+    from purerec.core.errors import Interrupted
 
     def callback(phase, info):  # raises as a handler would inside a GC callback
         if phase == "start":
@@ -319,13 +319,13 @@ def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_at_the_next_safe_poin
 
 def test_main_turns_an_interrupt_into_one_line_without_a_resume_hint_for_reference(tmp_path, monkeypatch, capsys):
     from purerec import cli
-    from purerec.errors import Interrupted
+    from purerec.core.errors import Interrupted
 
     def stop(*a, **k):
         raise Interrupted(signal.SIGINT)
 
     monkeypatch.setattr(cli, "run_reference", stop)
-    monkeypatch.setattr("purerec.datasets.get_worlds", lambda cfg, **k: stop())
+    monkeypatch.setattr("purerec.data.datasets.get_worlds", lambda cfg, **k: stop())
     assert cli.main(["--reference"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["interrupted (SIGINT)"]
 
@@ -333,7 +333,7 @@ def test_main_turns_an_interrupt_into_one_line_without_a_resume_hint_for_referen
 def test_background_thread_errors_are_held_behind_an_error_line_and_shown_on_success(capsys):
     import threading
 
-    from purerec import interrupts
+    from purerec.core import interrupts
 
     def fail():
         raise RuntimeError("Event loop is closed")
@@ -354,7 +354,8 @@ def test_background_thread_errors_are_held_behind_an_error_line_and_shown_on_suc
 
 def test_a_signal_after_the_last_safe_point_is_not_swallowed(monkeypatch, capsys):
     """The run finished rc 0 although Ctrl-C was pressed (issue 29): now the exit code says so."""
-    from purerec import cli, interrupts
+    from purerec import cli
+    from purerec.core import interrupts
 
     def finishing(argv):
         with interrupts.deferred():  # e.g. while results.json is written: recorded only

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import slate
+from purerec.sim import slate
 
 LOGITS = np.array([0.5, -1.0, 2.0, 0.1, 1.3, -0.4], np.float32)
 

@@ -1,4 +1,4 @@
-"""Large slates (``env.slate_size`` above ``purerec.slate.MASK_FROM``): the taken-item mask gives
+"""Large slates (``env.slate_size`` above ``purerec.sim.slate.MASK_FROM``): the taken-item mask gives
 exactly the slates and log-probabilities of the comparison with the chosen items."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from purerec import slate
+from purerec.sim import slate
 
 
 @pytest.mark.parametrize("k", [5, 40, 150])

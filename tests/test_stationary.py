@@ -1,4 +1,4 @@
-"""The harm paper's stationary-profile policies (``purerec.stationary``): the independent-sampling
+"""The harm paper's stationary-profile policies (``purerec.sim.stationary``): the independent-sampling
 gradient against exact enumeration, the projection, and the policies' ordering on a toy."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec import stationary as S
+from purerec.sim import stationary as S
 
 
 def toy(seed=0, n=10, d=3):

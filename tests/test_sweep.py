@@ -12,9 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from purerec import sweep
 from purerec.config import Config
-from purerec.experiment import write_json
+from purerec.run import sweep
+from purerec.run.experiment import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -164,7 +164,7 @@ def test_sweep_runs_and_records_every_run(one_device_sweep):
     cfg = sweep.expand(spec)[0].cfg
     assert list(ref) == [cfg.world.preset] and list(ref[cfg.world.preset]) == [str(cfg.env.max_len)]
     rows = ref[cfg.world.preset][str(cfg.env.max_len)]
-    from purerec.evaluation import reference_rows
+    from purerec.run.evaluation import reference_rows
     assert rows == json.loads(json.dumps(reference_rows(cfg)))
     assert rows["balanced"]["AD"] == 0.0 and rows["most_popular"]["AD"] == 1.0
 
@@ -194,7 +194,7 @@ def test_sharded_over_four_cpu_devices_matches_one_device(one_device_sweep):
     code = textwrap.dedent(f"""
         import jax
         assert len(jax.devices()) == 4, jax.devices()
-        from purerec import sweep
+        from purerec.run import sweep
         spec = sweep.load_sweep({str(tmp / 'spec.toml')!r})
         sweep.run_sweep(spec, {out4!r}, log=lambda *a: None)
     """)
@@ -222,7 +222,7 @@ def test_sharded_over_four_cpu_devices_matches_one_device(one_device_sweep):
 
 def test_budget_factor_scales_updates_chunks_and_stage1():
     from purerec.config import Config
-    from purerec.sweep import scale_budget
+    from purerec.run.sweep import scale_budget
 
     import dataclasses
 

@@ -1,4 +1,4 @@
-"""TensorBoard logging (``purerec.tensorboard``, ``--log tensorboard``): the event files, read back
+"""TensorBoard logging (``purerec.report.tensorboard``, ``--log tensorboard``): the event files, read back
 here without TensorFlow (TFRecord framing and CRCs parsed by hand, events decoded with
 tensorboardX's protos), hold exactly the run's ``metrics.jsonl`` scalars of every seed (same step,
 same float32 value, each once), its evaluations and figures; a resume rebuilds them so that no
@@ -16,10 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from purerec.errors import PurerecError
-from purerec.evaluation import seed_summary
-from purerec.experiment import _append_metrics, _truncate_metrics
-from purerec.tensorboard import TensorBoardLog, TensorBoardMissing
+from purerec.core.errors import PurerecError
+from purerec.report.tensorboard import TensorBoardLog, TensorBoardMissing
+from purerec.run.evaluation import seed_summary
+from purerec.run.experiment import _append_metrics, _truncate_metrics
 
 SEEDS = [0, 7, 11]
 CHUNK = 4
@@ -227,7 +227,7 @@ def test_reader_crc_is_crc32c():
 
 
 def test_events_mirror_metrics_evaluations_and_figures(tbx, tmp_path):
-    from purerec.report import plot_run_curves
+    from purerec.report.tables import plot_run_curves
 
     rng = np.random.default_rng(0)
     run_dir = new_run(tmp_path)
@@ -289,7 +289,7 @@ def test_resume_rebuild_drops_stale_steps(tbx, tmp_path):
 def test_from_run_dir_exports_a_finished_run(tbx, tmp_path):
     """A run trained without --log tensorboard: its files alone rebuild the events (seeds from
     config.json, the final evaluation from results.json at its step, curves.png as a figure)."""
-    from purerec.report import plot_run_curves
+    from purerec.report.tables import plot_run_curves
 
     rng = np.random.default_rng(2)
     run_dir = new_run(tmp_path)

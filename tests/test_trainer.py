@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec import diffusion, dsrm
 from purerec.config import Config
-from purerec.env import make_params
-from purerec.experiment import TrainingError, run
-from purerec.policies import REFERENCE_POLICIES
-from purerec import evaluation
-from purerec.loop import make_train
-from purerec.errors import RunDirError
+from purerec.core.errors import RunDirError
+from purerec.run import evaluation
+from purerec.run.experiment import TrainingError, run
+from purerec.run.loop import make_train
+from purerec.sim.env import make_params
+from purerec.sim.policies import REFERENCE_POLICIES
+from purerec.state import diffusion, dsrm
 
 
 def train_config(**train) -> Config:
@@ -95,8 +95,8 @@ def test_stage1_losses_decrease(finished_run):
 @pytest.mark.slow
 def test_unbiased_target_purifies_towards_true_state(small_cfg, small_worlds):
     """Trained on s_0 = s*, DSRM moves s~ measurably closer to s* (the true-feedback state)."""
-    from purerec.fidelity import fidelity
-    from purerec.state import make_observer
+    from purerec.state.fidelity import fidelity
+    from purerec.state.purifier import make_observer
 
     cfg = train_config()
     cfg = dataclasses.replace(cfg, dsrm=dataclasses.replace(cfg.dsrm, target="unbiased", train_steps=1500,
@@ -299,7 +299,7 @@ def test_resumed_run_keeps_a_chunk_that_stays_within_the_target_and_drops_one_th
 
 
 def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path, monkeypatch, small_worlds):
-    from purerec import losses
+    from purerec.agents import losses
 
     real = losses.ppo_clip
 
@@ -329,7 +329,7 @@ def test_resume_missing_directory_is_a_clear_error(tmp_path):
 def test_seed_batching_modes_agree():
     """``map`` and ``vmap`` over seeds give the same leading-axis results; bad modes are rejected."""
     from purerec.config import ConfigError
-    from purerec.experiment import seed_batcher
+    from purerec.run.experiment import seed_batcher
 
     def fn(key, x):
         return {"a": jax.random.normal(key, (3,)) * x, "b": jnp.sum(x)}

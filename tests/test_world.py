@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purerec import world as W
-from purerec.datasets import get_worlds
-from purerec.synthetic import generate
-from purerec.world import World, load_world, popular_flags, save_world, subset_world
+from purerec.data.datasets import get_worlds
+from purerec.data.synthetic import generate
+from purerec.sim import world as W
+from purerec.sim.world import World, load_world, popular_flags, save_world, subset_world
 
 
 def _np(world: World) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ envs/kuairec-drift.toml``; each sub-command answers ``--help``. Options:
   --log tensorboard also write TensorBoard event files to DIR/tensorboard (pip install -e '.[tensorboard]';
                     metrics.jsonl stays the record; a resumed run keeps logging)
   --debug           show the traceback of an error (errors are one line otherwise)
-Several processes or hosts (``train.py`` and ``train.py sweep``; see purerec.distributed):
+Several processes or hosts (``train.py`` and ``train.py sweep``; see purerec.run.distributed):
   --coordinator HOST:PORT --num-processes N --process-id I
                     start process I of N (process 0 serves HOST:PORT); or set PUREREC_COORDINATOR,
                     PUREREC_NUM_PROCESSES, PUREREC_PROCESS_ID
@@ -37,9 +37,9 @@ import time
 from typing import Any
 
 from purerec.config import Config, ConfigError, field_paths
-from purerec.distributed import FLAGS as DIST_FLAGS
-from purerec.distributed import launch_from
-from purerec.errors import PurerecError
+from purerec.core.errors import PurerecError
+from purerec.run.distributed import FLAGS as DIST_FLAGS
+from purerec.run.distributed import launch_from
 
 
 def split_args(argv: list[str], flags: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -126,8 +126,8 @@ def format_table(rows: dict[str, dict[str, float]], columns: list[str], stds: di
 
 
 def run_reference(cfg: Config) -> dict[str, dict[str, float]]:
-    """The reference policies' rows under the test protocol (``purerec.evaluation.reference_rows``)."""
-    from purerec.evaluation import reference_rows
+    """The reference policies' rows under the test protocol (``purerec.run.evaluation.reference_rows``)."""
+    from purerec.run.evaluation import reference_rows
 
     return reference_rows(cfg, verbose=True)
 
@@ -157,7 +157,7 @@ def _dynamics_words(cfg: Config) -> str:
 
 
 TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_share"]
-DYNAMICS_COLUMNS = ["R_cum_true", "CTR", "harm", "harm_picks", "J", "drift"]  # purerec.metrics.dynamics_metrics
+DYNAMICS_COLUMNS = ["R_cum_true", "CTR", "harm", "harm_picks", "J", "drift"]  # purerec.sim.metrics.dynamics_metrics
 
 
 def table_columns(cfg: Config) -> list[str]:
@@ -208,7 +208,7 @@ def timing_line(t: dict, reference_s: float = 0.0) -> str:
             f"= {100 * ev / max(total, 1e-9):.0f}% of the wall time")
 
 
-_DIST_USAGE = """Several processes or hosts (see purerec.distributed):
+_DIST_USAGE = """Several processes or hosts (see purerec.run.distributed):
   --coordinator HOST:PORT --num-processes N --process-id I
                     start process I of N (process 0 serves HOST:PORT)
   --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
@@ -218,7 +218,7 @@ SWEEP_USAGE = f"""usage: train.py sweep FILE [--dry-run] [--budget X] [--out DIR
 
 Run every config x seed of the sweep spec FILE (sweeps/*.toml) that has no finished record yet,
 then write DIR/report.md (re-running skips finished runs).
-  FILE              the sweep spec (TOML; see sweeps/ and purerec.sweep)
+  FILE              the sweep spec (TOML; see sweeps/ and purerec.run.sweep)
   --dry-run         print the plan (groups, runs, runs to do) and run nothing
   --budget X        scale each run's training budget by X in (0, 10] (default 1)
   --out DIR         sweep directory (default runs/sweeps/<name>)
@@ -250,7 +250,7 @@ Write DIR/report.md (tables) and its plots from the run records of a sweep direc
 STATIONARY_USAGE = """usage: train.py stationary [--env FILE] [--users N] [--seeds S ...] [--lambdas L ...]
                             [--pool N] [--samples S] [--steps N] [--out FILE] [--field value ...]
 
-The harm paper's stationary-profile comparison (purerec.stationary) on the test world of a world
+The harm paper's stationary-profile comparison (purerec.sim.stationary) on the test world of a world
 with preference dynamics (env.dynamics = "attraction"): for N random users, the stationary
 objective J = p_CLK - lambda p_H of unif (uniform over safe items), u0 (top-k on the initial
 profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, mean
@@ -300,7 +300,7 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         if len(pos) != 1 or overrides:
             raise ConfigError(cmd, argv, f"usage: train.py {cmd} {'FILE [--dry-run] [--budget X] [--out DIR]' if cmd == 'sweep' else 'DIR'}")
         if cmd == "report":
-            from purerec.report import write_report
+            from purerec.report.tables import write_report
 
             if not os.path.isdir(os.path.join(pos[0], "runs")):
                 raise ConfigError("report", pos[0], "a sweep directory (holding runs/) written by `train.py sweep`")
@@ -308,7 +308,7 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
             print(open(path).read())
             print(f"report written to {path}")
             return 0
-        from purerec.sweep import load_sweep, run_sweep
+        from purerec.run.sweep import load_sweep, run_sweep
 
         spec = load_sweep(pos[0])
         if cmd == "tune" and not spec.tune:
@@ -324,7 +324,7 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
                 raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
         log = print
         if launch:
-            from purerec import distributed
+            from purerec.run import distributed
 
             distributed.initialize(launch)
             log = print if distributed.is_main() else (lambda *a, **k: None)
@@ -336,20 +336,20 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         import jax
 
         if jax.process_index() == 0:
-            from purerec.report import write_report
+            from purerec.report.tables import write_report
 
             path = write_report(out)
             print(open(path).read())
             print(f"report written to {path}")
             if cmd == "tune":
-                from purerec.tuning import choose
+                from purerec.run.tuning import choose
 
                 command = "python train.py tune " + " ".join(shlex.quote(a) for a in argv)
                 for f in choose(list(res["records"].values()), opts.get("tuned") or os.path.join("sweeps", "tuned"),
                                 command):
                     print(f"chosen: {f}")
         if launch:
-            from purerec import distributed
+            from purerec.run import distributed
 
             distributed.barrier("end")  # the others exit with process 0, once it has written the report
         failed = [r for r in res["records"].values() if r["status"] != "ok"]
@@ -416,8 +416,8 @@ def stationary_main(argv: list[str]) -> int:
 
     import jax
 
-    from purerec import stationary
-    from purerec.datasets import get_worlds
+    from purerec.data.datasets import get_worlds
+    from purerec.sim import stationary
 
     tables = []
     t0 = time.perf_counter()
@@ -425,7 +425,7 @@ def stationary_main(argv: list[str]) -> int:
         c = dataclasses.replace(cfg, attraction=dataclasses.replace(cfg.attraction, harm_seed=seed))
         train, test = get_worlds(c)
         if seed == seeds[0]:
-            from purerec.dynamics import card, format_card
+            from purerec.sim.dynamics import card, format_card
 
             print(format_card(card(c, train, test)))
         t = stationary.users_table(jax.random.PRNGKey(seed), test, c, min(n_users, test.n_users), lambdas,
@@ -437,7 +437,7 @@ def stationary_main(argv: list[str]) -> int:
           f"k = {cfg.env.slate_size}, pool {pool}, {samples} sampled slates, {steps} steps; mean [min, max] over seeds)\n")
     print(stationary.format_summary(summary))
     if opts.get("out"):
-        from purerec.atomic import atomic_write
+        from purerec.core.atomic import atomic_write
 
         atomic_write(opts["out"], lambda fh: json.dump({str(k): v for k, v in summary.items()}, fh, indent=2))
     return 0
@@ -445,7 +445,7 @@ def stationary_main(argv: list[str]) -> int:
 
 def logs_main(argv: list[str]) -> int:
     """``train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]``: export the train
-    world's logged sessions (``purerec.logs``; ``offline.sessions`` parallel sessions x
+    world's logged sessions (``purerec.sim.logs``; ``offline.sessions`` parallel sessions x
     ``env.max_len`` steps of the popularity logging policy) as ``DIR/logs.npz`` + ``DIR/logs.json``."""
     from purerec.config import load_config
 
@@ -462,7 +462,7 @@ def logs_main(argv: list[str]) -> int:
             raise ConfigError("--seed", opts["seed"], "an integer") from None
         env_file = opts.get("env", "envs/kuairec.toml")
         cfg = load_config(env_file, overrides)
-        from purerec.logs import check_out_dir
+        from purerec.sim.logs import check_out_dir
 
         check_out_dir(opts["out"])  # before the logs are collected
     except ConfigError as e:
@@ -471,9 +471,9 @@ def logs_main(argv: list[str]) -> int:
     import jax
     import numpy as np
 
-    from purerec import logs
-    from purerec.datasets import get_worlds
-    from purerec.env import make_params
+    from purerec.data.datasets import get_worlds
+    from purerec.sim import logs
+    from purerec.sim.env import make_params
 
     world = get_worlds(cfg)[0]
     params = make_params(world, cfg)
@@ -518,19 +518,19 @@ def train_main(argv: list[str]) -> int:
                           "did (it has DIR/tensorboard)")
     tensorboard = opts.get("log") == "tensorboard"
     if tensorboard:
-        from purerec.tensorboard import require
+        from purerec.report.tensorboard import require
 
         require()  # before anything is computed or written
     if launch and opts.get("reference"):
         raise ConfigError("--reference", True, "one process: the reference policies need no launch over hosts")
     main_process = True
     if launch:
-        from purerec import distributed
+        from purerec.run import distributed
 
         distributed.initialize(launch)
         main_process = distributed.is_main()
     if opts.get("resume"):
-        from purerec.experiment import load_run_config
+        from purerec.run.experiment import load_run_config
 
         # Over several processes only process 0 reads the run directory (``run`` hands its config on).
         cfg = load_run_config(opts["resume"]) if main_process else Config()
@@ -539,20 +539,20 @@ def train_main(argv: list[str]) -> int:
     if opts.get("reference"):
         if opts.get("out"):
             raise ConfigError("--out", opts["out"], "not used with --reference (it writes no run directory)")
-        from purerec.datasets import get_worlds
-        from purerec.experiment import check_loaded_worlds
+        from purerec.data.datasets import get_worlds
+        from purerec.run.experiment import check_loaded_worlds
 
         check_loaded_worlds(cfg, *get_worlds(cfg))
         rows = run_reference(cfg)
         print(f"\nReference policies; {protocol_line(cfg, _n_test(cfg))}\n")
         print(format_table(rows, table_columns(cfg)))
         return 0
-    from purerec.experiment import run
+    from purerec.run.experiment import run
 
     if not main_process:  # the others compute their share; process 0 writes and reports
         res = run(cfg, run_dir=opts.get("resume") or opts.get("out"), resume=bool(opts.get("resume")), progress=False,
                   tensorboard=tensorboard)
-        from purerec import distributed
+        from purerec.run import distributed
 
         distributed.barrier("end")  # exit with process 0, once it has written and printed
         print(f"process {launch.process_id if launch.process_id is not None else '(detected)'}: done; process 0 "
@@ -566,7 +566,7 @@ def train_main(argv: list[str]) -> int:
     reference = run_reference(cfg)  # cached with the world after its first computation
     print_results(cfg, res, reference, time.perf_counter() - t0)
     if launch:
-        from purerec import distributed
+        from purerec.run import distributed
 
         distributed.barrier("end")
     return 0
@@ -597,13 +597,13 @@ def _interrupted(e: BaseException, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The one place where errors become one line: any ``purerec.errors.PurerecError`` (config,
+    """The one place where errors become one line: any ``purerec.core.errors.PurerecError`` (config,
     data file, run directory, checkpoint, sweep spec, training) and any OS error (disk full,
     permissions) prints ``error: ...`` naming the field or file, exit code 2; ``--debug`` re-raises
-    with the traceback. SIGINT / SIGTERM (``purerec.interrupts``) stop at the next safe point with
+    with the traceback. SIGINT / SIGTERM (``purerec.core.interrupts``) stop at the next safe point with
     one line saying how to continue, exit code 130 / 143."""
-    from purerec import interrupts
-    from purerec.errors import Interrupted, WriteError
+    from purerec.core import interrupts
+    from purerec.core.errors import Interrupted, WriteError
 
     whole_process = argv is None  # train.py: the process ends with this command
     argv = list(sys.argv[1:] if argv is None else argv)

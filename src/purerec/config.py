@@ -23,7 +23,7 @@ WORLD_SOURCES = ("synthetic", "kuairec", "kuairand", "csv")
 PRESETS = ("kuairec", "kuairand")
 
 
-from purerec.errors import PurerecError
+from purerec.core.errors import PurerecError
 
 
 class ConfigError(PurerecError, ValueError):
@@ -75,7 +75,7 @@ class WorldConfig:
     ``kuairec`` / ``kuairand`` (the public datasets' files in ``data_dir``) or ``csv`` (the user's
     own logs in ``data_dir``: ``interactions.csv`` with user_id, item_id, feedback in [0, 1] or
     watch_ratio, optional timestamp; optional ``unbiased.csv`` and ``items.csv``; schema and the
-    train/test split in ``purerec.loaders.user_csv``). Real sources read their sizes and tags from
+    train/test split in ``purerec.data.loaders.user_csv``). Real sources read their sizes and tags from
     the files: only ``seed``, ``true_dim``, ``emb_dim``, ``popular_frac`` and ``cache_dir`` apply.
     """
 
@@ -144,7 +144,7 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class FeedbackConfig:
-    """Popularity contamination of observed feedback (see ``purerec.feedback``)."""
+    """Popularity contamination of observed feedback (see ``purerec.sim.feedback``)."""
 
     conformity: float = 0.8
     noise_std: float = 0.05
@@ -156,7 +156,7 @@ class FeedbackConfig:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Session dynamics: slate, observation window and exit rules (see ``purerec.abandonment``)."""
+    """Session dynamics: slate, observation window and exit rules (see ``purerec.sim.abandonment``)."""
 
     slate_size: int = 10
     obs_window: int = 20
@@ -209,7 +209,7 @@ HARM_REWARDS = ("feedback", "penalised")
 
 @dataclass(frozen=True)
 class AttractionConfig:
-    """Preferences that move (``env.dynamics = "attraction"``; ``purerec.dynamics``, Chee et al.
+    """Preferences that move (``env.dynamics = "attraction"``; ``purerec.sim.dynamics``, Chee et al.
     KDD 2024): the user picks one item per slate by a logit with an outside option (``premium_c``)
     and the picked item attracts the profile, u <- beta u0 + alpha_v v + (1 - alpha_v - beta) u.
     Read only when the dynamics are on; the default world never sees these fields.
@@ -262,7 +262,7 @@ EVAL_SPLITS = ("test", "validation")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The evaluation protocol, one for every agent (``purerec.evaluation``).
+    """The evaluation protocol, one for every agent (``purerec.run.evaluation``).
 
     ``protocol = "test"``: the held-out test world, ``n_sessions`` distinct users (capped at the
     world's users), each run to its first exit, ``repeats`` repeats with seeds ``seed + r``; a
@@ -273,7 +273,7 @@ class EvalConfig:
     ``sample`` (the training policy); ``results.json`` holds the test protocol under both.
     ``split``: which users the protocol runs on, ``test`` (the held-out test world) or
     ``validation`` (a third set of users, disjoint from the train and test users, on the test
-    world's items: ``purerec.validation``); hyperparameters are chosen on validation only.
+    world's items: ``purerec.data.validation``); hyperparameters are chosen on validation only.
     """
 
     protocol: str = "test"
@@ -306,7 +306,7 @@ AGENT_ALIASES = {"dsrm_hrl": ("hrl", "dsrm"), "hrl_tce": ("hrl", "tce"), "hrl_rc
                  "hrl_bod": ("hrl", "bod")}
 AGENTS = AGENT_KINDS + tuple(AGENT_ALIASES)
 # The state purifiers: the diffusion purifier (DSRM) and the heuristic denoisers of the paper's
-# Table 3 (T-CE, R-CE, BOD; ``purerec.denoise``), which filter the history before the state is built.
+# Table 3 (T-CE, R-CE, BOD; ``purerec.state.denoise``), which filter the history before the state is built.
 PURIFIERS = ("auto", "none", "dsrm", "tce", "rce", "bod")
 DENOISERS = ("tce", "rce", "bod")
 # ``state.purifier = auto``: the purifier each kind has in the paper's rows (FLAT = flat + DSRM);
@@ -318,7 +318,7 @@ STAGE1_BEHAVIOURS = ("popularity", "uniform")
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """State encoder s~ = f(last W items, their feedback): see ``purerec.encoder``."""
+    """State encoder s~ = f(last W items, their feedback): see ``purerec.state.encoder``."""
 
     state_dim: int = 32
     hidden: int = 64
@@ -336,7 +336,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class DSRMConfig:
-    """Diffusion state purifier (paper eqs. 3 and 7): see ``purerec.dsrm`` and ``purerec.diffusion``."""
+    """Diffusion state purifier (paper eqs. 3 and 7): see ``purerec.state.dsrm`` and ``purerec.state.diffusion``."""
 
     steps: int = 20
     schedule: str = "linear"
@@ -378,7 +378,7 @@ FAIR_REWARDS = ("slate", "batch")
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Which agent, its hierarchy and how its policies act: see ``purerec.nets``.
+    """Which agent, its hierarchy and how its policies act: see ``purerec.agents.nets``.
 
     ``kind``: a registered agent (``purerec.agents``): hrl, flat, a2c, td3, dnair, sac4ir; or the
     alias dsrm_hrl = hrl with ``state.purifier = dsrm`` (the method). With ``state.purifier =
@@ -429,7 +429,7 @@ class AgentConfig:
 
 @dataclass(frozen=True)
 class SlateConfig:
-    """How every agent's item scores become a slate (``purerec.heads``): one axis for every agent.
+    """How every agent's item scores become a slate (``purerec.agents.heads``): one axis for every agent.
 
     ``head``: ``native`` (the method's own rule, per agent in ``purerec.agents.REGISTRY``),
     ``topk`` (the K best scores), ``grouped`` (``round(K x share)`` long-tail items, the rest
@@ -456,7 +456,7 @@ class StateConfig:
     """How every agent's state is built: the Stage-I encoder's state, then a purifier.
 
     ``purifier``: ``none`` (the encoder's state s~), ``dsrm`` (the diffusion purifier's s^,
-    ``purerec.dsrm``), or ``auto`` = the agent's row in the paper (DSRM for flat and for the
+    ``purerec.state.dsrm``), or ``auto`` = the agent's row in the paper (DSRM for flat and for the
     dsrm_hrl alias, none otherwise). Stage I trains DSRM only when the purifier is dsrm.
     """
 
@@ -650,7 +650,7 @@ class SAC4IRConfig:
 
 @dataclass(frozen=True)
 class OfflineConfig:
-    """The logged data of the offline and model-based agents (BCQ, DORL; ``purerec.logs``): the
+    """The logged data of the offline and model-based agents (BCQ, DORL; ``purerec.sim.logs``): the
     train world's logging policy (Plackett-Luce over log(1 + pop), the rich-get-richer policy
     behind the world's popularity counts) run for ``sessions`` parallel sessions x ``max_len``
     steps (sessions that end are replaced, so more sessions than that are logged)."""
@@ -806,7 +806,7 @@ class FCPOConfig:
 @dataclass(frozen=True)
 class DenoiseConfig:
     """The heuristic denoisers of the paper's Table 3 as state filters (``state.purifier`` = tce,
-    rce or bod; ``purerec.denoise``): a feedback model trained in Stage I with the denoiser's loss
+    rce or bod; ``purerec.state.denoise``): a feedback model trained in Stage I with the denoiser's loss
     on the same sessions DSRM trains on, whose per-item weights drop (T-CE) or scale (R-CE, BOD)
     the history's feedback before the state is built."""
 
@@ -846,7 +846,7 @@ class TrainConfig:
     minibatch; exposure counts and gradients are summed across shards). It is part of the
     algorithm's definition (each shard has its own random stream), so it belongs to the config,
     never to the machine: the shards run one per device where there are enough devices and as a
-    vmapped axis on one device where there are not (``purerec.experiment._stage2_programs``).
+    vmapped axis on one device where there are not (``purerec.run.experiment._stage2_programs``).
     0 (the default) = ``DEFAULT_SESSION_SHARDS`` (2) where they split the batch evenly (else 1),
     1 for agents that do not split their sessions, and, over several processes, every device of
     every process (see ``resolve_session_shards``); the resolved value is what ``config.json``
@@ -859,7 +859,7 @@ class TrainConfig:
     of every seed: a ``train.py`` run drops the first chunk that would take any seed past it (the
     run ends on the chunk before; only a first chunk is always kept); ``total_updates`` stays the
     cap on updates. ``seed_batching`` picks how one program
-    runs the seeds (see ``purerec.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
+    runs the seeds (see ``purerec.run.experiment.seed_batcher``). Sweeps always run ``total_updates``, so
     that the runs sharing one program share one budget.
     """
 
@@ -939,7 +939,7 @@ class Config:
             else:
                 section.validate()
         if self.agent.action == "plackett_luce" and resolve_agent(self)[0] in ("hrl", "flat"):
-            from purerec.heads import resolve  # the registry's default heads (imports no config)
+            from purerec.agents.heads import resolve  # the registry's default heads (imports no config)
 
             _check(resolve(self).rule == "topk", "slate.head", self.slate.head,
                    "'topk' or 'native' with agent.action = 'plackett_luce' (slates sampled over all items "
@@ -1002,7 +1002,7 @@ def shards_fit(cfg: Config, shards: int) -> bool:
 def resolve_session_shards(cfg: Config, most: int = DEFAULT_SESSION_SHARDS) -> Config:
     """``train.session_shards = 0`` -> the most shards (<= ``most``) that split the batch evenly;
     a set value is kept. Callers pass 1 for agents that do not split their sessions and, over
-    several processes, the global device count (``purerec.experiment.run``)."""
+    several processes, the global device count (``purerec.run.experiment.run``)."""
     if cfg.train.session_shards:
         return cfg
     shards = max(s for s in range(1, most + 1) if shards_fit(cfg, s))

@@ -56,9 +56,9 @@ The adapter never writes ``infos["episode"]``: that key belongs to Gymnasium's
 placed outside it). Pass ``episode_stats=False`` to leave out ``purerec_episode``.
 
 Randomness is a JAX key, split once per call: with ``key = seed_key(seed)``, ``reset`` does
-``key, k = jax.random.split(key)`` then ``purerec.env.batch_reset(k, params, num_envs)``, and
+``key, k = jax.random.split(key)`` then ``purerec.sim.env.batch_reset(k, params, num_envs)``, and
 every ``step`` does ``key, k = jax.random.split(key)`` then
-``purerec.env.batch_step(k, state, slates, params)`` (in ``NEXT_STEP`` mode the sessions being
+``purerec.sim.env.batch_step(k, state, slates, params)`` (in ``NEXT_STEP`` mode the sessions being
 reset keep their state instead of the step's result; the key sequence is the same). So a run is
 reproducible from ``seed`` and the actions, and matches the pure functions driven with the same
 key sequence. ``seed_key`` accepts any non-negative Python int (as Gymnasium does):
@@ -91,9 +91,9 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides gy
         "install it with `pip install purerec[gym]`"
     ) from e
 
-from purerec import env as penv
 from purerec.config import Config, ConfigError
-from purerec.env import EnvParams, EnvState
+from purerec.sim import env as penv
+from purerec.sim.env import EnvParams, EnvState
 
 __all__ = ["PurerecVectorEnv", "SlateSpace", "seed_key"]
 
@@ -310,7 +310,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` parallel recommendation sessions behind the Gymnasium vector API.
 
     Args:
-        params: the env's parameters (``purerec.env.make_params(world, cfg)``).
+        params: the env's parameters (``purerec.sim.env.make_params(world, cfg)``).
         num_envs: number of parallel sessions (the batch size B).
         seed: the seed used until ``reset(seed=...)`` gives another (any non-negative int).
         episode_stats: add ``infos["purerec_episode"]`` when sessions end (default True).
@@ -326,7 +326,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1; got {num_envs!r}")
         if not isinstance(params, EnvParams):
-            raise TypeError(f"params must be a purerec.env.EnvParams (see make_params); got {type(params)}")
+            raise TypeError(f"params must be a purerec.sim.env.EnvParams (see make_params); got {type(params)}")
         self.autoreset_mode = _autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.params = params
@@ -367,8 +367,8 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
 
         The config is validated first and then checked against the loaded worlds (as ``train.py``
         does): a bad field raises ``purerec.config.ConfigError`` naming it."""
-        from purerec.datasets import get_worlds
-        from purerec.experiment import check_loaded_worlds
+        from purerec.data.datasets import get_worlds
+        from purerec.run.experiment import check_loaded_worlds
 
         if world not in ("train", "test"):
             raise ValueError(f"world must be 'train' or 'test'; got {world!r}")

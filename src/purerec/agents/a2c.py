@@ -4,12 +4,12 @@ What is taken from KuaiSim (``code/model/agent/A2C.py`` with ``OneStageHyperPoli
 and ``VCritic``; see ``shared/reference/public-code-facts.md`` §2.1):
 
 * the **hyper-action**: the actor outputs the coefficients a = [q, -kappa] (f32[d + 1]) of a
-  linear scorer over the item basis (``purerec.nets.item_basis``: item embeddings and scaled
+  linear scorer over the item basis (``purerec.agents.nets.item_basis``: item embeddings and scaled
   log-popularity), scores = basis @ a over **all** items, and the slate is the deterministic
   **top-K** of the scores. Every per-item score is a function of item features, so the policy
   acts on a world with a different item set (the test world).
   That top-K is the native head; any other head of ``[slate]`` composes the slate from the same
-  scores (``purerec.heads.of_hyper_action``), and a learned tail share adds one coordinate to a
+  scores (``purerec.agents.heads.of_hyper_action``), and a learned tail share adds one coordinate to a
   (share = sigmoid of it, 0.5 at the start) with its own Gaussian std, learned by the same loss.
 * the networks' roles: an actor head on the state giving the hyper-action and a state-value
   critic V(x), trained as advantage actor-critic on the env reward (gamma 0.9 by default).
@@ -22,13 +22,13 @@ What differs, on purpose:
 * the update is synchronous on-policy A2C (Mnih et al. 2016): a rollout of ``train.rollout_len``
   steps of ``train.num_envs`` sessions, GAE(``a2c.gamma``, ``a2c.gae_lambda``) advantages, then
   one pass of ``a2c.minibatches`` shuffled minibatches, one gradient step each, loss
-  ``purerec.losses.a2c`` with the Gaussian log-density of the *stored* hyper-action and the
+  ``purerec.agents.losses.a2c`` with the Gaussian log-density of the *stored* hyper-action and the
   Gaussian entropy (no PPO ratio, no clipping). KuaiSim instead learns off-policy from a replay
   buffer; its bugs (a) the inverted done mask that bootstraps only on terminal transitions,
   (b) V(s) taken from the target critic so that the online critic is never trained, (c) log-probs
   of the current policy's top-K instead of the stored action and (d) a softmax over all items
   read as a slate probability, are **not** reproduced.
-* the state is purerec's shared one (``purerec.state``: Stage-I encoder, purifier per
+* the state is purerec's shared one (``purerec.state.purifier``: Stage-I encoder, purifier per
   ``state.purifier``) plus the session context, not KuaiSim's Transformer; the actor's linear
   query q = W s + b is warm-started from Stage I's feedback predictor (as HRL's worker is), so
   the first slates rank items by predicted feedback; a small MLP on x = [s, context] (output
@@ -45,13 +45,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import heads, losses, optim, returns
+from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
 from purerec.config import Config, ConfigError
-from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 
 class HyperActor(nn.Module):
@@ -67,7 +67,7 @@ class HyperActor(nn.Module):
     hidden: int
     init_pop_scale: float = 0.05
     init_std: float | None = None
-    share_dims: int = 0  # 1 under a learned tail (``purerec.heads.Head.share_dims``): the share's logit
+    share_dims: int = 0  # 1 under a learned tail (``purerec.agents.heads.Head.share_dims``): the share's logit
 
     @property
     def action_dim(self) -> int:
@@ -212,7 +212,7 @@ def build(cfg: Config, params: E.EnvParams) -> A2CCore:
 def hyper_acts(observer, actor, head: heads.Head) -> Acts:
     """Acting with a Gaussian hyper-action over the item basis (A2C, FCPO): policy params are
     (frozen, actor params, the fixed tail share); greedy takes the mean, sample draws from
-    N(mean, exp(log_std)²); the slate is the head's (``purerec.heads.of_hyper_action``)."""
+    N(mean, exp(log_std)²); the slate is the head's (``purerec.agents.heads.of_hyper_action``)."""
 
     def act(sample: bool):
         def act_fn(key, obs, env_state, p: E.EnvParams, pp, carry):

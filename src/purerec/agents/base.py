@@ -6,8 +6,8 @@ An agent is a set of pure functions (``Agent``) made once per program by its mod
 * ``init(key, frozen, hyper) -> S``: the agent's whole training state (networks, optimisers,
   target networks, replay buffer, the sessions it is running, its key and ``hyper``), a pytree.
 * ``update(frozen, S) -> (S, logs)``: one update: a rollout of ``train.rollout_len`` steps of
-  ``train.num_envs`` sessions (``purerec.rollout.unroll``) and the learning on it. ``logs`` holds
-  ``purerec.rollout.rollout_stats`` (the same curves for every agent) and the agent's own
+  ``train.num_envs`` sessions (``purerec.sim.rollout.unroll``) and the learning on it. ``logs`` holds
+  ``purerec.sim.rollout.rollout_stats`` (the same curves for every agent) and the agent's own
   losses, all scalars.
 * ``policy_params(frozen, S)``: what acting needs, nothing more.
 * ``act.greedy`` / ``act.sample``: one session acting, ``(key, obs, env_state, params, pp, carry)
@@ -28,8 +28,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purerec import env as E
 from purerec.config import Config, run_sections, traced_paths
+from purerec.sim import env as E
 
 
 class Acts(NamedTuple):

@@ -9,10 +9,10 @@ policy is the argmax of the masked Q; the bootstrap value is the *target* net's 
 mean(imitation logits^2); hard target copy every ``target_every`` gradient steps; learning
 from the logs only. No slate version exists publicly; our readings:
 
-* **Logs** (``init``): ``purerec.logs.collect`` runs the train world's popularity logging
+* **Logs** (``init``): ``purerec.sim.logs.collect`` runs the train world's popularity logging
   policy (Plackett-Luce over log(1 + pop)) for ``offline.sessions`` parallel sessions x
   ``max_len`` steps. Every logged window is turned once into the agent's input x =
-  [state, context] (``purerec.state.Observer.inputs``, one time step of sessions at a time) and
+  [state, context] (``purerec.state.purifier.Observer.inputs``, one time step of sessions at a time) and
   the flat dataset (x, slate, reward, done) lives in the agent state. The logs are time-major
   (row = t x sessions + column), so the next input of row i is row i + sessions: x holds
   (max_len + 1) x sessions rows, the last block from the final windows (no stored x_next copy).
@@ -32,7 +32,7 @@ from the logs only. No slate version exists publicly; our readings:
   log(threshold). The K most likely items always pass, so a slate always exists; relative to
   the single most likely item (the one-item rule) only the very most popular items would ever
   pass. The slate is the top-K of Q among the allowed items (K = 1 gives discrete BCQ).
-* **Slate heads** (``purerec.heads``): under a grouped head the BCQ slate is the head's slate
+* **Slate heads** (``purerec.agents.heads``): under a grouped head the BCQ slate is the head's slate
   of Q with disallowed items ranked after the allowed ones of their group. With a learned tail a
   share head gives Q(x, j) and imitation logits b(x, j) for j = 0..K long-tail slots: the logged
   slate's j joins the Q loss (its Q added to the slate's) and the imitation loss (NLL of j), and
@@ -62,15 +62,15 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerec import env as E
-from purerec import heads as slate_heads
-from purerec import losses, optim
+from purerec.agents import heads as slate_heads
+from purerec.agents import losses, optim
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
 from purerec.config import Config
-from purerec.logs import collect
-from purerec.nets import MLP, item_basis, item_values, item_values_at
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.logs import collect
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 SAMPLE_EPSILON = 0.01  # act.sample's per-slot random replacement
 

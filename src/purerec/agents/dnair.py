@@ -6,7 +6,7 @@ shared/reference/public-code-facts.md section 2.6), with these choices:
 
 * **Q over all items via item features**, as the test world has other items than the train
   world: no per-item-id output layer. Q(x, i) = v(x) + phi(x) . f_i, where x = [state, context]
-  (``purerec.state.Observer.inputs``), phi, v an MLP head, and f_i the item's features: the
+  (``purerec.state.purifier.Observer.inputs``), phi, v an MLP head, and f_i the item's features: the
   shared basis ``nets.item_basis(item_emb, item_pop, "dot")`` = [embedding, log-popularity in
   [0, 1]] plus one column, the item's novelty (below) times log10(1.1) (in [0, 1]), since the
   bonus is a known function of the item. f is built from ``params.world`` wherever Q is needed,
@@ -22,7 +22,7 @@ shared/reference/public-code-facts.md section 2.6), with these choices:
   normalised to [0, 1] over the world's items (the port's min-max). The logs also carry the
   bonus' mean (``dnair_bonus``) and the shaped reward's mean (``dnair_reward_shaped``).
 * **Q(s, slate) = the SUM of the K per-item Q values** (the port's choice).
-* **Slate heads** (``purerec.heads``): the native head is the top-K above; under ``slate.head =
+* **Slate heads** (``purerec.agents.heads``): the native head is the top-K above; under ``slate.head =
   grouped`` the greedy slate is the head's (the best popular and long-tail items by Q, in the
   head's split) and a replacement is drawn from the replaced item's own group. With a learned
   tail the action gains a choice j of 0..K long-tail slots valued by a share head Q(x, j) (an
@@ -51,13 +51,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import heads, losses, optim, replay
+from purerec.agents import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
 from purerec.config import Config
-from purerec.nets import MLP, item_basis, item_values, item_values_at
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 NOVELTY_SCALE = math.log10(1.1)  # novelty x this is in [0, 1] (q <= 1, log10(pop + 1.1) >= log10 1.1)
 

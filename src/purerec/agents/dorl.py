@@ -4,9 +4,9 @@ policy trained online *in the learned model* with a penalised, entropy-rewarded 
 in the real test world.
 
 * ``init`` (inside the compiled program, from init's key): the train world's logs
-  (``purerec.logs.collect``: ``offline.sessions`` sessions x ``env.max_len`` steps of the logging
+  (``purerec.sim.logs.collect``: ``offline.sessions`` sessions x ``env.max_len`` steps of the logging
   policy), the ensemble of ``dorl.models`` heteroscedastic user models fitted on them and the P_E
-  tables (``purerec.user_model``: the readings of the DeepFM members, maxvar and P_E are written
+  tables (``purerec.agents.user_model``: the readings of the DeepFM members, maxvar and P_E are written
   there), then A2C's state (``purerec.agents.a2c``; section ``a2c``).
 * ``update``: A2C's update (``a2c.build(...).learn``: GAE(``a2c.gamma``, ``a2c.gae_lambda``), one
   pass of minibatches) with the rollout driven by the model env (``user_model.batch_step``, the
@@ -29,13 +29,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import user_model as U
 from purerec.agents import a2c
+from purerec.agents import user_model as U
 from purerec.agents.base import Agent, env_params, no_session_shards
 from purerec.config import Config
-from purerec.logs import collect
-from purerec.state import Frozen
+from purerec.sim import env as E
+from purerec.sim.logs import collect
+from purerec.state.purifier import Frozen
 
 
 @struct.dataclass

@@ -1,5 +1,5 @@
 """FCPO baseline (Ge et al. 2021, "Towards Long-term Fairness in Recommendation"): constrained
-policy optimisation (CPO, Achiam et al. 2017; ``purerec.cpo``) with the cost = the number of
+policy optimisation (CPO, Achiam et al. 2017; ``purerec.agents.cpo``) with the cost = the number of
 popular items in the slate and the limit ``fcpo.cost_limit`` (α′) × K per step.
 
 What is taken from FCPO (TobyGE/FCPO ``cpo.py``; ``shared/reference/public-code-facts.md`` §2.8):
@@ -81,14 +81,14 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from purerec import cpo, heads, optim, returns
-from purerec import env as E
+from purerec.agents import cpo, heads, optim, returns
 from purerec.agents.a2c import HyperActor, hyper_acts, warm_start
 from purerec.agents.base import Agent, env_params, no_session_shards
+from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
 from purerec.config import Config, ConfigError
-from purerec.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 
 @struct.dataclass

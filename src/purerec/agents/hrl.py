@@ -3,9 +3,9 @@
 ``agent.kind = hrl``: a manager and a worker, both PPO; ``flat``: one PPO policy. The purifier
 is its own axis (``state.purifier``): DSRM-HRL = hrl + dsrm, HRL = hrl + none, FLAT = flat + dsrm.
 
-One update = a rollout of ``rollout_len`` steps of ``num_envs`` sessions (``purerec.rollout.unroll``),
-GAE for both levels (``purerec.returns.gae``), then ``epochs`` x ``minibatches`` PPO steps
-(``purerec.losses.ppo_clip``), each a ``lax.scan``.
+One update = a rollout of ``rollout_len`` steps of ``num_envs`` sessions (``purerec.sim.rollout.unroll``),
+GAE for both levels (``purerec.agents.returns.gae``), then ``epochs`` x ``minibatches`` PPO steps
+(``purerec.agents.losses.ppo_clip``), each a ``lax.scan``.
 
 Session shards (``train.session_shards``, data parallelism). Built with ``axis_name``, the pieces
 run inside a ``shard_map`` over that device axis: each device resets and steps its share of the
@@ -18,7 +18,7 @@ draws goal logits u ~ N(mu(x), sigma_m) at a session's first step and every ``ma
 steps after (held in between: the per-session carry, in training and evaluation alike),
 z = sigmoid(u) = [w_acc, w_fair]. The worker draws a hyper-action a ~ N(x(s^, z), sigma_w): the
 coefficients of eq. 6's scorer in the item basis; the slate is deterministic given a
-(``purerec.heads.compose``): under the default head (grouped, learned tail) it holds round(K w_fair /
+(``purerec.agents.heads.compose``): under the default head (grouped, learned tail) it holds round(K w_fair /
 (w_acc + w_fair)) long-tail items and the rest popular, each part the top of its group by Psi;
 the native head (``slate.head = native``) is eq. 6's literal top-K of Psi. PPO uses the
 Gaussian densities of u and a (no slate likelihood), so an update costs no pass over the items.
@@ -31,7 +31,7 @@ item exposure over all items, counted over all parallel sessions' slates of the 
 ``fair_window`` steps (one number shared by the batch). The manager's advantages come from
 step-level GAE on its reward, and its policy loss uses only the decision steps. No gradient
 flows between levels: the worker gets z as data, and each level has its own actor and critic
-optimisers. The manager and both critics also see the session context (``purerec.state``).
+optimisers. The manager and both critics also see the session context (``purerec.state.purifier``).
 """
 
 from __future__ import annotations
@@ -43,14 +43,15 @@ import jax.numpy as jnp
 from flax import struct
 from jax.sharding import PartitionSpec
 
-from purerec import env as E
-from purerec import heads, losses, optim, returns, slate
+from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, shards_of
+from purerec.agents.nets import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
 from purerec.config import Config, resolve_agent
-from purerec.metrics import gini, gini_of_counts
-from purerec.nets import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim import slate
+from purerec.sim.metrics import gini, gini_of_counts
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 Z_EPS = 1e-4
 
@@ -103,7 +104,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
     exposure_gini = partial(gini_of_counts, max_count=max_exposure) if max_exposure <= 8 * n_items else gini
 
     def worker_dist(actor, s, z):
-        """(mean, log_std) of the worker's hyper-action (see ``purerec.nets``)."""
+        """(mean, log_std) of the worker's hyper-action (see ``purerec.agents.nets``)."""
         return worker_net.apply(actor, s, z) if hier else worker_net.apply(actor, s)
 
     def tail_share(action, z):

@@ -19,7 +19,7 @@ by varying omega. What is implemented here:
   at w = 0 and w = 1 identical), since every minibatch's gradient moved the same shared outputs;
   gated heads give each objective its own output, weighted by omega in both the action and its
   gradient. The slate's long-tail share is sigmoid(4 v) (``SHARE_GAIN``). The slate
-  follows the slate head (``purerec.heads``): the default (grouped, learned tail; FLAT's rule)
+  follows the slate head (``purerec.agents.heads``): the default (grouped, learned tail; FLAT's rule)
   holds round(K sigmoid(4 v)) long-tail items and the rest popular, each part the top of its
   group by score; ``native`` / ``topk`` is TD3's top-K of the scores (v unused). Exploration: a + N(0,
   ``mofir.explore_std``) (training and ``act.sample``).
@@ -40,7 +40,7 @@ by varying omega. What is implemented here:
 * Actor. Maximises the scalarised value omega . Q(x, mu(x, omega), omega) (``scalarised_actor_loss``).
 * Learning (DDPG, one ``update``): a rollout of ``train.rollout_len`` steps of ``train.num_envs``
   sessions, its transitions (x, a, omega, [r, Fair], done, x') added to a flashbax replay buffer
-  (``purerec.replay``; x' = the next step's x, the final observation's for the last step; done
+  (``purerec.agents.replay``; x' = the next step's x, the final observation's for the last step; done
   ends the bootstrap, since the observation after it is the next session's reset), then, once it
   holds ``replay.min_size``, ``replay.grad_steps`` steps each of: critic, actor, Polyak of both
   targets (no twin critics, no delay, no target smoothing: DDPG, not TD3).
@@ -59,14 +59,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import heads, optim, replay
+from purerec.agents import heads, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import MLP, item_basis
 from purerec.config import Config, ConfigError
-from purerec.nets import MLP, item_basis
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 
 # The long-tail share is sigmoid(SHARE_GAIN * v): with K = 10 and explore_std 0.1 the noise on v

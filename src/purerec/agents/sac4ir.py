@@ -6,13 +6,13 @@ shared/reference/public-code-facts.md section 2.7), with these choices:
 
 * **Logits and Q over all items via item features**, as the test world has other items than the
   train world: no per-item-id output layer. With x = [state, context]
-  (``purerec.state.Observer.inputs``) and f_i = ``nets.item_basis(item_emb, item_pop, "dot")``
+  (``purerec.state.purifier.Observer.inputs``) and f_i = ``nets.item_basis(item_emb, item_pop, "dot")``
   = [embedding, log-popularity in [0, 1]] (built from ``params.world`` wherever it is needed):
   actor logits(x, i) = phi_a(x) . f_i, pi(i | x) = softmax over the world's items; twin critics
   Q_j(x, i) = v_j(x) + phi_j(x) . f_i, and Polyak-averaged target critics (``tau``).
 * **Slates**: in training and in ``act.sample``, K distinct items drawn without replacement from
-  pi (``purerec.heads.sample``, Plackett-Luce); ``act.greedy`` = the top-K of pi.
-  Under a grouped head (``purerec.heads``) the draws and the greedy slate are per group, in the
+  pi (``purerec.agents.heads.sample``, Plackett-Luce); ``act.greedy`` = the top-K of pi.
+  Under a grouped head (``purerec.agents.heads``) the draws and the greedy slate are per group, in the
   head's split. With a learned tail a share policy over j = 0..K long-tail slots (an MLP of
   K + 1 logits) draws j, with twin share critics Q_s(x, j) on the slate's mean slot reward
   (y = mean_k r_k + gamma (1 - done) V_soft,share(x')) and the same discrete SAC actor loss and
@@ -44,13 +44,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import heads, losses, optim, replay
+from purerec.agents import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
 from purerec.config import Config
-from purerec.nets import MLP, item_basis, item_values, item_values_at
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = -10.0, 2.0
 

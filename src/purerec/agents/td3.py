@@ -2,7 +2,7 @@
 
 Action. A deterministic actor (``purerec.agents.a2c.HyperActor`` without a log-std) maps x =
 [s, context] to a = [q, -kappa] in f32[d + 1]: a query in item-embedding space and a popularity
-weight, the coefficients of a linear scorer over the item basis (``purerec.nets.item_basis``);
+weight, the coefficients of a linear scorer over the item basis (``purerec.agents.nets.item_basis``);
 the slate is the top-K of basis @ a (KuaiSim's hyper-action, §2.2 of
 ``shared/reference/public-code-facts.md``). The action is **not** tanh-bounded: top-K is
 invariant to the scale of a, the warm-started query (Stage I's feedback predictor, as in A2C and
@@ -10,12 +10,12 @@ HRL) already has a natural scale (|q| ~ 2 on the KuaiRec-like world) that a tanh
 and the popularity weight needs to reach values well above 1 to let long-tail items into the
 slate. Exploration: a + N(0, ``td3.explore_std``) (the training rollout and ``act.sample``);
 ``act.greedy`` uses the actor's output. Other slate heads (``[slate]``) compose the slate from the same scores
-(``purerec.heads.of_hyper_action``); a learned tail share is one more action coordinate (the
+(``purerec.agents.heads.of_hyper_action``); a learned tail share is one more action coordinate (the
 share = its sigmoid), seen by the critics like the others.
 
 Learning (one ``update``): a rollout of ``train.rollout_len`` steps of ``train.num_envs``
 sessions, its B x T transitions (x, a, r, done, x') added to a flashbax replay buffer
-(``purerec.replay``; x' = the next step's x, the final observation's for the last step; done =
+(``purerec.agents.replay``; x' = the next step's x, the final observation's for the last step; done =
 the session ended for whatever reason, and since the observation after a done is the next
 session's reset observation the target never bootstraps through it), then, once the buffer holds
 ``replay.min_size`` transitions, ``replay.grad_steps`` gradient steps on minibatches of
@@ -40,14 +40,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec import env as E
-from purerec import heads, losses, optim, replay
+from purerec.agents import heads, losses, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
+from purerec.agents.nets import Critic, item_basis
 from purerec.config import Config, ConfigError
-from purerec.nets import Critic, item_basis
-from purerec.rollout import rollout_stats, unroll
-from purerec.state import Frozen, make_observer
+from purerec.sim import env as E
+from purerec.sim.rollout import rollout_stats, unroll
+from purerec.state.purifier import Frozen, make_observer
 
 
 class QCritic(nn.Module):

@@ -1,0 +1,1 @@
+"""The report layer: paper-style tables and figures read from run records, TensorBoard files."""
