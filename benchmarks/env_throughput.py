@@ -477,6 +477,8 @@ def main(argv=None) -> int:
     if args.threefry_partitionable != "default":
         jax.config.update("jax_threefry_partitionable", args.threefry_partitionable == "true")
 
+    from purerec.config import env_sections, world_sections
+
     from purerec.config import load_config
     from purerec.data.datasets import get_worlds
     from purerec.sim import env as E
@@ -487,7 +489,7 @@ def main(argv=None) -> int:
     overrides = dict(QUICK_WORLD) if args.quick else {}
     cfg = load_config(args.env, overrides)
     t0 = time.perf_counter()
-    train, test = get_worlds(cfg, use_cache=not args.quick, verbose=True)
+    train, test = get_worlds(world_sections(cfg), use_cache=not args.quick, verbose=True)
     worlds = {"test": test, "train": train}
     load_start = _load()
     meta = {
@@ -510,7 +512,7 @@ def main(argv=None) -> int:
     numpy_rows: dict[str, dict] = {}
     for wname in args.worlds:
         world = worlds[wname]
-        params = E.make_params(world, cfg)
+        params = E.make_params(world, env_sections(cfg))
         group = args.topk_group or max(1, round(math.sqrt(world.n_items / params.slate_size)))
         if "score" in args.cases and "two_stage" in args.topk:
             check_two_stage(world, params.slate_size, group)

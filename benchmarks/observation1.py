@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 
 from purerec.cli import split_args
-from purerec.config import load_config
+from purerec.config import load_config, world_sections
 from purerec.data.calibration import PLAYS_CAVEAT, card_for_config, format_card
 from purerec.data.datasets import get_worlds
 
@@ -52,8 +52,8 @@ def main(argv: list[str]) -> None:
     opts, overrides, _ = split_args(argv, {"env": 1, "data-dir": 1, "no-synthetic": 0})
     rows = []
     for label, cfg in world_configs(opts, overrides):
-        train, test = get_worlds(cfg)
-        card = card_for_config(cfg, train, test)
+        train, test = get_worlds(world_sections(cfg))
+        card = card_for_config(world_sections(cfg), train, test)
         print(f"== {label}")
         print(format_card(card))
         print()

@@ -62,6 +62,8 @@ import sys
 import tempfile
 import time
 
+from purerec.config import agent_id
+
 from purerec.core.hostdevices import expose_host_cores
 
 ENV_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs", "kuairec.toml")
@@ -139,9 +141,9 @@ def single(overrides: dict, episodes_target: int | None, updates: int | None) ->
         "diffusion_steps": cfg.dsrm.steps,
         "max_len": cfg.env.max_len,
         "agent": cfg.agent.kind,
-        "method": describe(cfg)["method"],
-        "table": describe(cfg)["group"],
-        "paper_s": describe(cfg)["paper_train_s"],
+        "method": describe(agent_id(cfg))["method"],
+        "table": describe(agent_id(cfg))["group"],
+        "paper_s": describe(agent_id(cfg))["paper_train_s"],
         "world_items": cfg.world.n_items,
         "episodes_target": episodes_target,
         "compile_s": t["compile_s"],

@@ -26,7 +26,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from purerec.config import Config, WorldConfig
+from purerec.config import Config, env_sections, world_sections, WorldConfig
 from purerec.data.datasets import get_worlds
 from purerec.gym_adapter import PurerecVectorEnv
 from purerec.sim.env import make_params
@@ -37,8 +37,8 @@ def small_world_env(num_envs: int, seed: int) -> PurerecVectorEnv:
     world = WorldConfig(n_users=300, n_items=400, n_test_users=120, n_test_items=150, n_tags=12,
                         true_dim=8, emb_dim=8, log_density=0.2)
     cfg = Config(world=world).validate()
-    _, test_world = get_worlds(cfg, use_cache=False)
-    return PurerecVectorEnv(make_params(test_world, cfg), num_envs, seed=seed)
+    _, test_world = get_worlds(world_sections(cfg), use_cache=False)
+    return PurerecVectorEnv(make_params(test_world, env_sections(cfg)), num_envs, seed=seed)
 
 
 def item_features(obs: dict[str, np.ndarray], n_items: int) -> np.ndarray:

@@ -140,3 +140,17 @@ def test_the_readme_table_and_the_architecture_doc_match_the_tree():
     for text in (table, arch):
         for rel in re.findall(r"purerec/[\w/]+\.py", text):
             assert os.path.isfile(os.path.join(ROOT, "src", rel)), f"{rel} is named but does not exist"
+
+
+def test_no_module_below_run_names_the_whole_config():
+    """Below ``run/`` a component is typed to receive ``config.Sections`` (its own sections), never
+    ``Config``: no such module imports the name."""
+    offenders = []
+    for mod, path in MODULES.items():
+        if _rank(mod) >= LAYERS.index("run"):
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and node.module == "purerec.config":
+                if any(a.name == "Config" for a in node.names):
+                    offenders.append(mod)
+    assert not offenders, f"import purerec.config.Config below run/: {offenders}"

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import small_config
 from purerec.agents import get as get_spec
-from purerec.agents.base import env_params, hyper_of
+from purerec.agents.base import env_params
+from purerec.run.hyper import hyper_of
 from purerec.agents.bcq import allowed, bcq_loss, bcq_slate, log_dataset
 from purerec.config import Config, ConfigError
 from purerec.sim.env import Obs, batch_reset, make_params

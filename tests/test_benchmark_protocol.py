@@ -15,7 +15,7 @@ import pytest
 from conftest import small_config
 from purerec.agents import REGISTRY
 from purerec.agents import heads
-from purerec.agents.base import frozen_config, is_frozen, learning_rate_paths
+from purerec.run.hyper import frozen_config, is_frozen, learning_rate_paths
 from purerec.config import AGENTS, Config, load_config
 from purerec.core.errors import SweepSpecError
 from purerec.data.validation import eval_world, fresh_users, validation_world

@@ -15,7 +15,7 @@ import pytest
 from conftest import small_config
 from purerec.agents import cpo
 from purerec.agents import get as get_spec
-from purerec.agents.base import hyper_of
+from purerec.run.hyper import hyper_of
 from purerec.config import ConfigError
 from purerec.sim.env import make_params
 from purerec.state.stage1 import make_stage1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from purerec.agents import heads
-from purerec.agents.base import frozen_config
+from purerec.run.hyper import frozen_config
 from purerec.agents.bcq import bcq_slate
 from purerec.config import AGENTS, DISCRETE_SLATE_AGENTS
 from test_benchmark_protocol import _tiny

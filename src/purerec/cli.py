@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any
 
-from purerec.config import Config, ConfigError, field_paths
+from purerec.config import agent_id, Config, ConfigError, env_sections, field_paths, world_sections
 from purerec.core.errors import PurerecError
 from purerec.run.distributed import FLAGS as DIST_FLAGS
 from purerec.run.distributed import launch_from
@@ -171,7 +171,7 @@ FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "s
 def print_results(cfg: Config, res: dict, reference: dict | None = None, reference_s: float = 0.0) -> None:
     from purerec.agents import describe
 
-    name = describe(cfg)["method"]
+    name = describe(agent_id(cfg))["method"]
     print(f"\n{protocol_line(cfg, res['n_sessions'])}; training seeds {list(cfg.train.seeds)} (mean ± std over seeds)\n")
     rows = {f"{name} ({rule})": res["test"][rule]["mean"] for rule in res["test"]}
     stds = {f"{name} ({rule})": res["test"][rule]["std"] for rule in res["test"]}
@@ -423,12 +423,12 @@ def stationary_main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     for seed in seeds:
         c = dataclasses.replace(cfg, attraction=dataclasses.replace(cfg.attraction, harm_seed=seed))
-        train, test = get_worlds(c)
+        train, test = get_worlds(world_sections(c))
         if seed == seeds[0]:
             from purerec.sim.dynamics import card, format_card
 
             print(format_card(card(c, train, test)))
-        t = stationary.users_table(jax.random.PRNGKey(seed), test, c, min(n_users, test.n_users), lambdas,
+        t = stationary.users_table(jax.random.PRNGKey(seed), test, env_sections(c), min(n_users, test.n_users), lambdas,
                                    pool_size=pool, n_samples=samples, steps=steps)
         tables.append(jax.device_get(t))
         print(f"seed {seed}: {min(n_users, test.n_users)} users in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -475,8 +475,8 @@ def logs_main(argv: list[str]) -> int:
     from purerec.sim import logs
     from purerec.sim.env import make_params
 
-    world = get_worlds(cfg)[0]
-    params = make_params(world, cfg)
+    world = get_worlds(world_sections(cfg))[0]
+    params = make_params(world, env_sections(cfg))
     n = cfg.offline.sessions
     data = jax.jit(lambda k: logs.collect(k, params, n, params.max_len))(jax.random.PRNGKey(seed))
     meta = {"env": env_file, "seed": seed, "world": "train", "policy": "popularity (Plackett-Luce over log(1 + pop))",
@@ -542,7 +542,7 @@ def train_main(argv: list[str]) -> int:
         from purerec.data.datasets import get_worlds
         from purerec.run.experiment import check_loaded_worlds
 
-        check_loaded_worlds(cfg, *get_worlds(cfg))
+        check_loaded_worlds(cfg, *get_worlds(world_sections(cfg)))
         rows = run_reference(cfg)
         print(f"\nReference policies; {protocol_line(cfg, _n_test(cfg))}\n")
         print(format_table(rows, table_columns(cfg)))

@@ -8,6 +8,7 @@ whole tree once, at the edge, so nothing downstream re-checks values. Errors nam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -38,7 +39,7 @@ def traced(default: Any, rate: bool = False) -> Any:
     """A field whose value is a traced array in the compiled program (rejax's habit): runs that
     differ only in such fields share one program in a sweep (``traced_paths``). ``rate``: a step
     size of the learner that is not named ``*lr`` (e.g. FCPO's trust region): 0 freezes it, like
-    a learning rate (``purerec.agents.base.learning_rate_paths``)."""
+    a learning rate (``purerec.run.hyper.learning_rate_paths``)."""
     return field(default=default, metadata={"traced": True, "rate": rate})
 
 
@@ -941,7 +942,7 @@ class Config:
         if self.agent.action == "plackett_luce" and resolve_agent(self)[0] in ("hrl", "flat"):
             from purerec.agents.heads import resolve  # the registry's default heads (imports no config)
 
-            _check(resolve(self).rule == "topk", "slate.head", self.slate.head,
+            _check(resolve(view(self, HEAD_SECTIONS)).rule == "topk", "slate.head", self.slate.head,
                    "'topk' or 'native' with agent.action = 'plackett_luce' (slates sampled over all items "
                    "have no group quota)")
         batch = self.train.num_envs * self.train.rollout_len
@@ -981,6 +982,59 @@ def env_identity(cfg: Config) -> dict:
     else:
         d["attraction"] = dataclasses.asdict(cfg.attraction)
     return d
+
+
+class Sections:
+    """A component's view of the run's config: only the sections it declares, as attributes of the
+    same names and types as on ``Config`` (built by ``view``). Modules below ``purerec.run`` receive
+    one of these, never the whole ``Config``: reading a section the component did not declare is an
+    ``AttributeError`` at trace time, so a run's declared sections (and its run id) are its inputs."""
+
+    __slots__ = ()
+
+
+@functools.lru_cache(maxsize=None)
+def _view_type(names: tuple[str, ...]) -> type:
+    hints = typing.get_type_hints(Config)
+    return dataclasses.make_dataclass("Sections", [(n, hints[n]) for n in names], bases=(Sections,), frozen=True)
+
+
+def view(cfg: Any, names: tuple[str, ...]) -> Sections:
+    """The sections ``names`` of ``cfg`` (a ``Config`` or a wider view) as a ``Sections``."""
+    names = tuple(dict.fromkeys(names))
+    return _view_type(names)(**{n: getattr(cfg, n) for n in names})
+
+
+# The views the run layer hands the layers below (each names what that component reads).
+ENV_SECTIONS = ("env", "feedback", "attraction")  # sim.env.make_params, the reference policies
+WORLD_SECTIONS = ("world", "feedback", "env", "attraction")  # data.datasets.get_worlds (and its cache key)
+AGENT_ID_SECTIONS = ("agent", "state")  # the registry: kind and purifier (``resolve_agent``)
+HEAD_SECTIONS = ("slate", "agent", "state")  # agents.heads.resolve: the static slate head
+EVAL_WORLD_SECTIONS = ("world", "eval")  # data.validation.eval_world
+MEMORY_SECTIONS = ("world", "env", "eval", "train", "replay")  # core.memory's run estimate
+
+
+def env_sections(cfg: Any) -> Sections:
+    return view(cfg, ENV_SECTIONS)
+
+
+def world_sections(cfg: Any) -> Sections:
+    return view(cfg, WORLD_SECTIONS)
+
+
+def agent_id(cfg: Any) -> Sections:
+    return view(cfg, AGENT_ID_SECTIONS)
+
+
+# What the state layer reads besides the shared sections: the purifier's and the denoisers' own
+# sections (their networks are built, with their initial values, whichever purifier a run uses).
+STATE_SECTIONS = ("encoder", "dsrm", "denoise", "state")
+
+
+def component_sections(cfg: Any, agent_sections: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The sections an agent (with its own ``agent_sections``) and Stage I read: the run's sections
+    (``run_sections``) and the state layer's (``STATE_SECTIONS``)."""
+    return tuple(dict.fromkeys(run_sections(cfg, agent_sections) + STATE_SECTIONS + ("attraction",)))
 
 
 def traced_paths(cfg: Config, sections: tuple[str, ...]) -> tuple[str, ...]:

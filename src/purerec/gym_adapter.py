@@ -91,7 +91,7 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides gy
         "install it with `pip install purerec[gym]`"
     ) from e
 
-from purerec.config import Config, ConfigError
+from purerec.config import Config, ConfigError, env_sections, world_sections
 from purerec.sim import env as penv
 from purerec.sim.env import EnvParams, EnvState
 
@@ -310,7 +310,7 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` parallel recommendation sessions behind the Gymnasium vector API.
 
     Args:
-        params: the env's parameters (``purerec.sim.env.make_params(world, cfg)``).
+        params: the env's parameters (``purerec.sim.env.make_params(world, env_sections(cfg))``).
         num_envs: number of parallel sessions (the batch size B).
         seed: the seed used until ``reset(seed=...)`` gives another (any non-negative int).
         episode_stats: add ``infos["purerec_episode"]`` when sessions end (default True).
@@ -373,9 +373,9 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         if world not in ("train", "test"):
             raise ValueError(f"world must be 'train' or 'test'; got {world!r}")
         cfg = cfg.validate()
-        train, test = get_worlds(cfg)
+        train, test = get_worlds(world_sections(cfg))
         check_loaded_worlds(cfg, train, test)
-        return cls(penv.make_params(train if world == "train" else test, cfg), num_envs, seed, **kwargs)
+        return cls(penv.make_params(train if world == "train" else test, env_sections(cfg)), num_envs, seed, **kwargs)
 
     # -- conversions -------------------------------------------------------------------------
 

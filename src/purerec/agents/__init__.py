@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from purerec.config import AGENT_KINDS, Config, resolve_agent
+from purerec.config import AGENT_KINDS, resolve_agent, Sections
 
 GROUPS = ("method", "ablation", "baseline")
 # The paper's row families (Table 2 groups its baselines by them).
@@ -39,7 +39,7 @@ class AgentSpec:
     default_head: tuple[str, str] = ("native", "fixed")
     # Policy gradient steps per update (the budget table's count; the Stage-I and user-model fits
     # that precede training are not in it): cfg -> int.
-    grad_steps: Callable[[Config], int] = lambda cfg: cfg.replay.grad_steps
+    grad_steps: Callable[[Sections], int] = lambda cfg: cfg.replay.grad_steps
 
     @property
     def make(self) -> Callable:
@@ -98,11 +98,11 @@ def get(kind: str) -> AgentSpec:
     return REGISTRY[kind]
 
 
-def spec_of(cfg: Config) -> AgentSpec:
+def spec_of(cfg: Sections) -> AgentSpec:
     return get(resolve_agent(cfg)[0])
 
 
-def describe(cfg: Config) -> dict:
+def describe(cfg: Sections) -> dict:
     """{"kind", "purifier", "method" (row label), "group" (report table), "family", "tradeoff",
     "paper_train_s"} of a config; DSRM-HRL is the paper's method, its other rows (HRL, FLAT and
     purifier variants) are ablations."""

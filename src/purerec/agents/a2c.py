@@ -48,7 +48,7 @@ from flax import struct
 from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.config import Config, ConfigError
+from purerec.config import ConfigError, Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -122,7 +122,7 @@ class A2CCore(NamedTuple):
     observer: Any
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "a2c")
     core = build(cfg, params)
 
@@ -134,7 +134,7 @@ def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agen
                  init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
 
 
-def build(cfg: Config, params: E.EnvParams) -> A2CCore:
+def build(cfg: Sections, params: E.EnvParams) -> A2CCore:
     """A2C's init, parametrised update (``A2CCore.learn``), policy params and acts."""
     c = cfg.a2c
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size

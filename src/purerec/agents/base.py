@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purerec.config import Config, run_sections, traced_paths
+from purerec.config import Sections
 from purerec.sim import env as E
 
 
@@ -44,50 +44,6 @@ class Agent(NamedTuple):
     act: Acts
     init_carry: Callable = lambda n: jnp.zeros((n,))
     state_specs: Callable | None = None
-
-
-def hyper_paths(cfg: Config) -> tuple[str, ...]:
-    from purerec.agents import spec_of
-
-    return traced_paths(cfg, run_sections(cfg, spec_of(cfg).sections))
-
-
-def learning_rate_paths(cfg: Config) -> tuple[str, ...]:
-    """The RL learning rates of a run: the traced ``*lr`` fields (and those declared
-    ``traced(..., rate=True)``) of its agent's own sections (Stage I's encoder and purifier rates are
-    not among them: a frozen twin keeps Stage I)."""
-    import dataclasses
-
-    from purerec.agents import spec_of
-
-    def is_rate(path: str) -> bool:
-        section, name = path.split(".")
-        meta = {f.name: f.metadata for f in dataclasses.fields(getattr(cfg, section))}[name]
-        return name.endswith("lr") or bool(meta.get("rate"))
-
-    return tuple(p for p in traced_paths(cfg, spec_of(cfg).sections) if is_rate(p))
-
-
-def frozen_config(cfg: Config) -> Config:
-    """The frozen twin of a run: the same config with every RL learning rate 0 (``learning_rate_paths``):
-    the same Stage I, slate head and rollouts, no learning. Trained minus frozen = what learning adds."""
-    from purerec.config import apply_overrides
-
-    return apply_overrides(cfg, {p: 0.0 for p in learning_rate_paths(cfg)})
-
-
-def is_frozen(cfg: Config) -> bool:
-    """Whether every RL learning rate of the run is 0 (a frozen twin)."""
-    return all(getattr(getattr(cfg, p.split(".")[0]), p.split(".")[1]) == 0 for p in learning_rate_paths(cfg))
-
-
-def hyper_of(cfg: Config) -> dict[str, jax.Array]:
-    """The traced hyperparameters of one run, keyed by dotted config path."""
-    out = {}
-    for path in hyper_paths(cfg):
-        section, name = path.split(".")
-        out[path] = jnp.float32(getattr(getattr(cfg, section), name))
-    return out
 
 
 def env_params(params: E.EnvParams, hyper: dict) -> E.EnvParams:
@@ -120,7 +76,7 @@ class Shards:
         return x.mean() if self.axis_name is None else self.sum(x.sum()) / (x.size * self.n)
 
 
-def no_session_shards(cfg: Config, axis_name: str | None, kind: str) -> None:
+def no_session_shards(cfg: Sections, axis_name: str | None, kind: str) -> None:
     """The config error of an agent that does not split its sessions over devices."""
     if axis_name is not None:
         from purerec.config import ConfigError
@@ -129,5 +85,5 @@ def no_session_shards(cfg: Config, axis_name: str | None, kind: str) -> None:
                           f"1: {kind} does not split sessions over devices")
 
 
-def shards_of(cfg: Config, axis_name: str | None) -> Shards:
+def shards_of(cfg: Sections, axis_name: str | None) -> Shards:
     return Shards(axis_name, cfg.train.session_shards if axis_name else 1)

@@ -66,7 +66,7 @@ from purerec.agents import heads as slate_heads
 from purerec.agents import losses, optim
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import collect
 from purerec.sim.rollout import rollout_stats, unroll
@@ -173,7 +173,7 @@ class BCQState:
 LOG_KEYS = ("bcq_loss", "bcq_q_loss", "bcq_nll", "bcq_logit_sq", "bcq_q", "bcq_target", "bcq_allowed")
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "bcq")
     c = cfg.bcq
     observer = make_observer(cfg)

@@ -54,7 +54,7 @@ from flax import struct
 from purerec.agents import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -135,7 +135,7 @@ class DNaIRState:
     hyper: dict
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "dnair")
     c = cfg.dnair
     observer = make_observer(cfg)

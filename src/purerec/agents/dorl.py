@@ -32,7 +32,7 @@ from flax import struct
 from purerec.agents import a2c
 from purerec.agents import user_model as U
 from purerec.agents.base import Agent, env_params, no_session_shards
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import collect
 from purerec.state.purifier import Frozen
@@ -44,7 +44,7 @@ class DORLState:
     fitted: U.Fitted
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "dorl")
     d = cfg.dorl
     core = a2c.build(cfg, params)

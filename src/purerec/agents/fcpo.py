@@ -85,7 +85,7 @@ from purerec.agents import cpo, heads, optim, returns
 from purerec.agents.a2c import HyperActor, hyper_acts, warm_start
 from purerec.agents.base import Agent, env_params, no_session_shards
 from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
-from purerec.config import Config, ConfigError
+from purerec.config import ConfigError, Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -125,7 +125,7 @@ def step_cost(n_popular: jax.Array, k: int, kind: str) -> jax.Array:
     return p
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "fcpo")
     c = cfg.fcpo
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size

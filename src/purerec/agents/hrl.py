@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec
 from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, shards_of
 from purerec.agents.nets import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.config import Config, resolve_agent
+from purerec.config import resolve_agent, Sections
 from purerec.sim import env as E
 from purerec.sim import slate
 from purerec.sim.metrics import gini, gini_of_counts
@@ -77,7 +77,7 @@ class HRLState:
     hyper: dict  # traced hyperparameters
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     a = cfg.agent
     hier = resolve_agent(cfg)[0] == "hrl"
     world = params.world

@@ -63,7 +63,7 @@ from purerec.agents import heads, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import MLP, item_basis
-from purerec.config import Config, ConfigError
+from purerec.config import ConfigError, Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -154,7 +154,7 @@ class MOFIRState:
     hyper: dict
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "mofir")
     c = cfg.mofir
     head = heads.resolve(cfg)

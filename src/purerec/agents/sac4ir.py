@@ -47,7 +47,7 @@ from flax import struct
 from purerec.agents import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -87,7 +87,7 @@ class SAC4IRState:
     hyper: dict
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "sac4ir")
     c = cfg.sac4ir
     observer = make_observer(cfg)

@@ -44,7 +44,7 @@ from purerec.agents import heads, losses, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
 from purerec.agents.nets import Critic, item_basis
-from purerec.config import Config, ConfigError
+from purerec.config import ConfigError, Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
@@ -75,7 +75,7 @@ class TD3State:
     hyper: dict
 
 
-def make(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -> Agent:
+def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Agent:
     no_session_shards(cfg, axis_name, "td3")
     c = cfg.td3
     B, T, K = cfg.train.num_envs, cfg.train.rollout_len, params.slate_size

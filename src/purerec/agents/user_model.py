@@ -54,7 +54,7 @@ from flax import struct
 
 from purerec.agents import optim
 from purerec.agents.nets import item_basis
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import Logs
 from purerec.state.purifier import Frozen, Observer, make_observer
@@ -115,7 +115,7 @@ class UserModel:
         return jax.vmap(member_predict, in_axes=(None, 0, None, None, None))(self.net, ensemble, x, feats, items)
 
 
-def make_user_model(cfg: Config, observer: Observer | None = None, n_feats: int | None = None) -> UserModel:
+def make_user_model(cfg: Sections, observer: Observer | None = None, n_feats: int | None = None) -> UserModel:
     n_feats = cfg.world.emb_dim + 1 if n_feats is None else n_feats
     return UserModel(observer=observer or make_observer(cfg), net=Member(cfg.dorl.model_hidden, n_feats),
                      n_members=cfg.dorl.models, n_feats=n_feats)

@@ -30,13 +30,13 @@ import os
 import sys
 import time
 
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim.world import World, load_world, save_world
 
 CACHE_VERSION = 1
 
 
-def cache_dir(cfg: Config) -> str:
+def cache_dir(cfg: Sections) -> str:
     return cfg.world.cache_dir or os.environ.get("PUREREC_CACHE") or os.path.expanduser("~/.cache/purerec")
 
 
@@ -48,7 +48,7 @@ HASH_CHUNK = 1 << 20
 RACY_NS = 1_000_000_000
 
 
-def input_files(cfg: Config) -> list[str]:
+def input_files(cfg: Sections) -> list[str]:
     """The data files the configured loader reads, in its order (none for ``synthetic``);
     ``MissingFileError`` when a required one is missing."""
     src = cfg.world.source
@@ -112,7 +112,7 @@ def content_hashes(paths: list[str], cache_path: str) -> list[str]:
     return out
 
 
-def _fingerprint(cfg: Config) -> str:
+def _fingerprint(cfg: Sections) -> str:
     """The worlds' cache key: every world and feedback field and, for real data, the name and
     content hash of each file the loader reads. Synthetic keys have no file part."""
     w = dataclasses.asdict(cfg.world)
@@ -137,7 +137,7 @@ def _writable(d: str) -> bool:
     return os.access(d, os.W_OK | os.X_OK)
 
 
-def build_worlds(cfg: Config) -> tuple[World, World]:
+def build_worlds(cfg: Sections) -> tuple[World, World]:
     """Build without the cache (refused with ``MemoryLimitError`` before allocating when the
     estimate of ``purerec.core.memory`` exceeds the available memory)."""
     src = cfg.world.source
@@ -163,7 +163,7 @@ def build_worlds(cfg: Config) -> tuple[World, World]:
 _cards_shown: set[str] = set()  # card paths already printed in this process
 
 
-def _card(cfg: Config, train: World, test: World, path: str, can_write: bool, verbose: bool, fresh: bool) -> None:
+def _card(cfg: Sections, train: World, test: World, path: str, can_write: bool, verbose: bool, fresh: bool) -> None:
     """The worlds' calibration card at ``path``: computed (and, for real data, stored when
     ``can_write``) when ``fresh`` or missing, else read; printed with ``verbose``, once per process
     per cache entry."""
@@ -198,7 +198,7 @@ def _card(cfg: Config, train: World, test: World, path: str, can_write: bool, ve
             _cards_shown.add(path)
 
 
-def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tuple[World, World]:
+def get_worlds(cfg: Sections, use_cache: bool = True, verbose: bool = False) -> tuple[World, World]:
     """(train_world, test_world), from the cache when possible; with preference dynamics on,
     labelled with harm (``purerec.sim.dynamics.label_harm``; the cached worlds stay unlabelled)."""
     train, test = _get_worlds(cfg, use_cache, verbose)
@@ -213,7 +213,7 @@ def get_worlds(cfg: Config, use_cache: bool = True, verbose: bool = False) -> tu
     return train, test
 
 
-def _get_worlds(cfg: Config, use_cache: bool, verbose: bool) -> tuple[World, World]:
+def _get_worlds(cfg: Sections, use_cache: bool, verbose: bool) -> tuple[World, World]:
     if not use_cache:
         return build_worlds(cfg)
     d = cache_dir(cfg)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.config import EvalConfig
+from purerec.config import EVAL_WORLD_SECTIONS, env_sections, EvalConfig, view, world_sections
 from purerec.sim import env as E
 from purerec.sim import metrics as M
 from purerec.sim.rollout import rollout
@@ -125,7 +125,7 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     from purerec.data.datasets import _fingerprint, cache_dir, get_worlds, warn
     from purerec.sim.policies import REFERENCE_VERSION, reference_policies
 
-    policies = reference_policies(cfg)
+    policies = reference_policies(env_sections(cfg))
 
     ev = dataclasses.asdict(cfg.eval)
     if ev["split"] == "test":  # the key of the rows cached before the validation split existed
@@ -141,8 +141,8 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
         pass
     from purerec.data.validation import eval_world
 
-    train, test = get_worlds(cfg, verbose=verbose)
-    params = E.make_params(eval_world(cfg, train, test), cfg)
+    train, test = get_worlds(world_sections(cfg), verbose=verbose)
+    params = E.make_params(eval_world(view(cfg, EVAL_WORLD_SECTIONS), train, test), env_sections(cfg))
     rows = {name: test_protocol(pol, params, cfg.eval) for name, pol in policies.items()}
     try:  # best-effort: an unwritable cache costs the rows' recomputation next time, nothing else
         atomic_write(path, lambda fh: json.dump(rows, fh, indent=2, sort_keys=True))

@@ -26,6 +26,8 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
 import json
 import os
 import re
@@ -40,7 +42,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from purerec.agents import describe, spec_of
-from purerec.config import DEFAULT_SESSION_SHARDS, Config, _apply, resolve_session_shards
+from purerec.config import (
+    AGENT_ID_SECTIONS, DEFAULT_SESSION_SHARDS, EVAL_WORLD_SECTIONS, MEMORY_SECTIONS, STATE_SECTIONS, _apply,
+    agent_id, Config, env_sections, resolve_session_shards, view, world_sections
+)
 from purerec.config import EVAL_ACTIONS
 from purerec.core import interrupts
 from purerec.core.atomic import atomic_write
@@ -282,7 +287,7 @@ def _truncate_metrics(path: str, up_to_update: int) -> int:
 
 def new_run_dir(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    slug = re.sub(r"[^a-z0-9]+", "-", describe(cfg)["method"].lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", describe(agent_id(cfg))["method"].lower()).strip("-")
     base = os.path.join(cfg.train.run_dir, f"{stamp}-{slug}")
     os.makedirs(cfg.train.run_dir, exist_ok=True)
     path, i = base, 1
@@ -344,32 +349,10 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
         run_dir = dist.agree(take_lock)
     try:
         interrupts.check()
-        if resume:
-            cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
-            done = dist.agree(lambda: finished_results(run_dir))
-            if done is not None:
-                log(f"{run_dir} is finished ({done.get('updates')} updates, results.json): nothing to resume; "
-                    f"its results are left as they were")
-                return done
-        else:
-            dist.agree(lambda: check_new_run_dir(run_dir))
-        n_dev = check_session_shards(cfg)
-        train_w, test_w = get_worlds(cfg, verbose=main)
-        check_loaded_worlds(cfg, train_w, test_w)
-        check_run(cfg, train_w, test_w, spec_of(cfg).sections)  # the memory estimate, before anything is compiled
-        if not resume:
-            # 0 = DEFAULT_SESSION_SHARDS for agents that split their sessions (every device over several
-            # processes), one shard for the others: never the machine's device count.
-            most = (n_dev if dist.multi() else DEFAULT_SESSION_SHARDS) if spec_of(cfg).session_shards else 1
-            cfg = resolve_session_shards(cfg, most)
-        check_process_shards(cfg, n_dev, log)
-        if n_dev < cfg.train.session_shards:
-            hint = (f"; PUREREC_HOST_DEVICES={cfg.train.session_shards} (or XLA_FLAGS={FLAG}="
-                    f"{cfg.train.session_shards}) gives one CPU device per shard, and the very same numbers"
-                    if jax.default_backend() == "cpu" else "")
-            log(f"train.session_shards = {cfg.train.session_shards} on {n_dev} device(s): the shards run vmapped on "
-                f"one device (the same shards, random streams and sums; equal to one device per shard up to float "
-                f"rounding){hint}")
+        cfg, done = _open_run_dir(cfg, run_dir, resume, log)
+        if done is not None:
+            return done
+        cfg, train_w, test_w = _worlds(cfg, resume, main, log)
         interrupts.check()
         with interrupts.deferred():
             if not resume:
@@ -399,6 +382,43 @@ def run(cfg: Config, run_dir: str | None = None, resume: bool = False, progress:
                 lock.release()
 
 
+def _open_run_dir(cfg: Config, run_dir: str, resume: bool, log) -> tuple[Config, dict | None]:
+    """Stage "run directory": a resumed run's own config (and its results when it is finished:
+    nothing to resume), or a new directory checked empty."""
+    if not resume:
+        dist.agree(lambda: check_new_run_dir(run_dir))
+        return cfg, None
+    cfg = _apply(Config(), dist.agree(lambda: dataclasses.asdict(load_run_config(run_dir))), "").validate()
+    done = dist.agree(lambda: finished_results(run_dir))
+    if done is not None:
+        log(f"{run_dir} is finished ({done.get('updates')} updates, results.json): nothing to resume; "
+            f"its results are left as they were")
+    return cfg, done
+
+
+def _worlds(cfg: Config, resume: bool, main: bool, log) -> tuple[Config, Any, Any]:
+    """Stage "worlds": the (cached) train and test worlds, what only they can tell (the slate fits),
+    the memory estimate before anything is compiled, and the session shards resolved for a new run."""
+    n_dev = check_session_shards(cfg)
+    train_w, test_w = get_worlds(world_sections(cfg), verbose=main)
+    check_loaded_worlds(cfg, train_w, test_w)
+    check_run(view(cfg, MEMORY_SECTIONS), train_w, test_w, spec_of(agent_id(cfg)).sections)
+    if not resume:
+        # 0 = DEFAULT_SESSION_SHARDS for agents that split their sessions (every device over several
+        # processes), one shard for the others: never the machine's device count.
+        most = (n_dev if dist.multi() else DEFAULT_SESSION_SHARDS) if spec_of(agent_id(cfg)).session_shards else 1
+        cfg = resolve_session_shards(cfg, most)
+    check_process_shards(cfg, n_dev, log)
+    if n_dev < cfg.train.session_shards:
+        hint = (f"; PUREREC_HOST_DEVICES={cfg.train.session_shards} (or XLA_FLAGS={FLAG}="
+                f"{cfg.train.session_shards}) gives one CPU device per shard, and the very same numbers"
+                if jax.default_backend() == "cpu" else "")
+        log(f"train.session_shards = {cfg.train.session_shards} on {n_dev} device(s): the shards run vmapped on "
+            f"one device (the same shards, random streams and sums; equal to one device per shard up to float "
+            f"rounding){hint}")
+    return cfg, train_w, test_w
+
+
 def finished_results(run_dir: str) -> dict | None:
     """A finished run's ``results.json`` (None when there is none, or it cannot be read)."""
     path = os.path.join(run_dir, "results.json")
@@ -410,176 +430,248 @@ def finished_results(run_dir: str) -> dict | None:
     return res if isinstance(res, dict) and "updates" in res else None
 
 
-def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool, log, evaluate_at_end: bool,
-                        tensorboard: bool, main: bool, train_w, test_w, checkpointer) -> dict:
-    """``run``'s work once the directory is locked and checked and the worlds are built; signals
-    are deferred to its safe points (``interrupts.check()``)."""
-    if tensorboard:
-        from purerec.report.tensorboard import TensorBoardLog
-    ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    evals_path = os.path.join(run_dir, "evals.jsonl")
-    seeds = list(cfg.train.seeds)
-    t_all = time.perf_counter()
+@dataclass
+class _Run:
+    """What the stages of one run hand each other (this process's view; ``run``'s work once the
+    directory is locked and checked and the worlds are built)."""
 
-    # The evaluation world: the test world, or the validation users on its items (eval.split).
-    p_train, p_test = make_params(train_w, cfg), make_params(eval_world(cfg, train_w, test_w), cfg)
-    shards = cfg.train.session_shards
-    fns = make_train(cfg, p_train, axis_name=SESSIONS if shards > 1 else None)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    k_stage1 = jax.vmap(stage1_key)(keys)
-    k_init = jax.vmap(init_key)(keys)
-    over_seeds = seed_batcher(cfg.train.seed_batching)
-    stage1_v = jax.jit(over_seeds(fns.stage1))
-    init_v, chunk_v, replicated, runner_sharding = _stage2_programs(fns, over_seeds, shards, jax.device_count())
-    if dist.multi():
-        k_init = np.asarray(k_init)  # host values, the same on every process
-    timings = {"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
+    cfg: Config
+    run_dir: str
+    main: bool
+    log: Callable
+    progress: bool
+    checkpointer: Any
+    seeds: list
+    ckpt_dir: str
+    metrics_path: str
+    evals_path: str
+    timings: dict
+    fns: Any = None
+    p_train: Any = None
+    p_test: Any = None
+    k_stage1: Any = None
+    k_init: Any = None
+    stage1_v: Any = None
+    init_v: Any = None
+    chunk_v: Any = None
+    replicated: Any = None
+    runner_sharding: Any = None
+    frozen: Any = None
+    runner: Any = None
+    init_c: Any = None  # the compiled init (a fresh run's; a resumed run compiles it for the untrained row)
+    done_updates: int = 0
+    written: tuple = (0, 0)  # the last update in metrics.jsonl / evals.jsonl: nothing is appended twice
+    tb: Any = None
+    episodes: dict = field(default_factory=dict)
+    recompiles: int = 0
 
-    def save_checkpoint(updates: int) -> None:
-        # Host copies (gathered from every process): Orbax then writes plain arrays in the background.
-        host = dist.host_copy({"frozen": frozen, "runner": runner})
-        if main:
-            path = os.path.join(ckpt_dir, str(updates))
-            checkpoint_io(checkpointer.wait_until_finished, ckpt_dir)
-            checkpoint_io(lambda: checkpointer.save(path, host), path)
-
-    def timed_compile(fn, *args):
+    def timed_compile(self, fn, *args):
         t0 = time.perf_counter()
         compiled = fn.lower(*args).compile()
-        timings["compile_s"] += time.perf_counter() - t0
+        self.timings["compile_s"] += time.perf_counter() - t0
         return compiled
 
-    done_updates, state = None, None
-    init_c = None  # the compiled init (a fresh run's; a resumed run compiles it for the untrained row)
-    written = (0, 0)  # the last update in metrics.jsonl / evals.jsonl: nothing is appended twice
-    if resume:
-        frozen_abs, _ = jax.eval_shape(stage1_v, k_stage1)
-        runner_abs = jax.eval_shape(init_v, k_init, frozen_abs)
-        placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
-        if dist.multi():
-            done_updates, state = _restore_on_main(checkpointer, ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs},
-                                                   cfg, log)
-            if state is not None and replicated is not None:
-                state = {"frozen": dist.place(state["frozen"], replicated),
-                         "runner": dist.place(state["runner"], runner_sharding(runner_abs))}
-        else:
-            if replicated is not None:
-                frozen_abs = jax.tree.map(lambda a: placed(a, replicated), frozen_abs)
-                runner_abs = jax.tree.map(placed, runner_abs, runner_sharding(runner_abs))
-            done_updates, state = restore_checkpoint(checkpointer, ckpt_dir,
-                                                     {"frozen": frozen_abs, "runner": runner_abs}, cfg, log)
-        if done_updates is None:
-            log(f"no intact checkpoint in {ckpt_dir}: starting {run_dir} over from Stage I")
-    if done_updates is None:
+    def save_checkpoint(self, updates: int) -> None:
+        """Host copies (gathered from every process): Orbax then writes plain arrays in the background."""
         t0 = time.perf_counter()
-        if main:
-            stage1_c = timed_compile(stage1_v, k_stage1)
-            t0 = time.perf_counter()
-            frozen, curves = jax.block_until_ready(stage1_c(k_stage1))
-        else:  # Stage I is process 0's: the others receive its products
-            frozen = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(stage1_v, k_stage1)[0])
-        if dist.multi():
-            frozen = dist.broadcast(frozen)
-        if replicated is not None:
-            frozen = dist.place(frozen, replicated)
-        timings["stage1_s"] = time.perf_counter() - t0
-        compiled_before = timings["compile_s"]
-        init_c = timed_compile(init_v, k_init, frozen)
-        dist.barrier("init")
-        runner = jax.block_until_ready(init_c(k_init, frozen))
-        timings["run_s"] += time.perf_counter() - t0 - (timings["compile_s"] - compiled_before)
-        if main:
-            stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
-                          for i, seed in enumerate(seeds)}
-            write_json(os.path.join(run_dir, "stage1.json"), stage1_log)
-            log("stage I: " + ", ".join(f"{k.replace('_', ' ')} {np.mean(v[:, 0]):.4f} -> {np.mean(v[:, -1]):.4f}"
-                                        for k, v in curves.items()))
-        done_updates = 0
-        if main:
-            written = _truncate_metrics(metrics_path, 0), _truncate_metrics(evals_path, 0)
-        t0 = time.perf_counter()
-        save_checkpoint(0)
-        timings["checkpoint_s"] += time.perf_counter() - t0
-    else:
-        frozen, runner = state["frozen"], state["runner"]
-        if main:
-            written = _truncate_metrics(metrics_path, done_updates), _truncate_metrics(evals_path, done_updates)
-        log(f"resumed {run_dir} after update {done_updates}")
-    # Events rebuilt from the (truncated) metrics.jsonl / evals.jsonl: empty for a fresh run.
-    tb = TensorBoardLog.from_run_dir(run_dir, seeds, results=False) if tensorboard and main else None
+        host = dist.host_copy({"frozen": self.frozen, "runner": self.runner})
+        if self.main:
+            path = os.path.join(self.ckpt_dir, str(updates))
+            checkpoint_io(self.checkpointer.wait_until_finished, self.ckpt_dir)
+            checkpoint_io(lambda: self.checkpointer.save(path, host), path)
+        self.timings["checkpoint_s"] += time.perf_counter() - t0
 
-    n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
-    first_chunk = done_updates // cfg.train.chunk_updates
-    chunk_c = timed_compile(chunk_v, runner, frozen)
-    log(f"compiled in {timings['compile_s']:.1f}s ({len(seeds)} seeds in one program, {describe(cfg)['method']})")
-    counter = _counter()
-    counter.count, counter.active = 0, True
-    bar = _progress(n_chunks * cfg.train.chunk_updates, done_updates, progress)
-    target = cfg.train.target_episodes
-    # Read once (a resumed run's earlier chunks), then tallied.
-    episodes = {int(k): v for k, v in dist.agree(lambda: {str(k): v for k, v in _episodes(metrics_path, seeds).items()}).items()}
-    every = cfg.train.eval_every_chunks
-    last_eval: tuple[int, dict] | None = None  # (updates, evaluation) of the latest periodic one
-
-    def evaluate_now(untrained: bool = False) -> dict | None:
+    def evaluate(self, untrained: bool = False) -> dict | None:
         """The test-world evaluation on one device (process 0's; None on the other processes);
         ``untrained`` adds the same agent with learning rates 0 (its runner as initialised)."""
         t0 = time.perf_counter()
         r0 = None
         if untrained:
-            compiled = init_c if init_c is not None else timed_compile(init_v, k_init, frozen)
-            r0 = compiled(k_init, frozen)
+            compiled = self.init_c if self.init_c is not None else self.timed_compile(self.init_v, self.k_init,
+                                                                                         self.frozen)
+            r0 = compiled(self.k_init, self.frozen)
         if dist.multi():
-            fz, rn, r0 = dist.host_copy((frozen, runner, r0))
-            if not main:
+            fz, rn, r0 = dist.host_copy((self.frozen, self.runner, r0))
+            if not self.main:
                 return None
         else:
-            fz, rn, r0 = jax.device_put((frozen, runner, r0), jax.devices()[0])
-        out = evaluate_run(cfg, fns.agent, fz, rn, p_train, p_test, metrics_path, runner0=r0)
-        timings["eval_s"] += time.perf_counter() - t0
+            fz, rn, r0 = jax.device_put((self.frozen, self.runner, r0), jax.devices()[0])
+        out = evaluate_run(self.cfg, self.fns.agent, fz, rn, self.p_train, self.p_test, self.metrics_path, runner0=r0)
+        self.timings["eval_s"] += time.perf_counter() - t0
         return out
+
+
+def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool, log, evaluate_at_end: bool,
+                        tensorboard: bool, main: bool, train_w, test_w, checkpointer) -> dict:
+    """``run``'s work once the directory is locked and checked and the worlds are built, as named
+    stages: the agent's programs, its start (Stage I and init, or the last checkpoint), training in
+    chunks, the evaluation, the record. Signals are deferred to its safe points
+    (``interrupts.check()``)."""
+    t_all = time.perf_counter()
+    r = _Run(cfg=cfg, run_dir=run_dir, main=main, log=log, progress=progress, checkpointer=checkpointer,
+             seeds=list(cfg.train.seeds), ckpt_dir=os.path.abspath(os.path.join(run_dir, "checkpoints")),
+             metrics_path=os.path.join(run_dir, "metrics.jsonl"), evals_path=os.path.join(run_dir, "evals.jsonl"),
+             timings={"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0})
+    _agent_programs(r, train_w, test_w)
+    _start(r, resume)
+    _train(r, tensorboard)
+    timings = dict(r.timings)  # the record's timings: the final evaluation's own compiles are not training's
+    final = r.evaluate(untrained=True) if evaluate_at_end else None
+    interrupts.check()  # the evaluation is done; results.json is written whole or not at all
+    return dist.agree(lambda: _record(r, final, timings, t_all))
+
+
+def _agent_programs(r: _Run, train_w, test_w) -> None:
+    """Stage "agent": the env params of the train world and of the evaluation world (the test world,
+    or the validation users on its items: eval.split), the agent's pure pieces and their batched,
+    sharded programs (compiled where they are first run)."""
+    cfg = r.cfg
+    r.p_train = make_params(train_w, env_sections(cfg))
+    r.p_test = make_params(eval_world(view(cfg, EVAL_WORLD_SECTIONS), train_w, test_w), env_sections(cfg))
+    shards = cfg.train.session_shards
+    r.fns = make_train(cfg, r.p_train, axis_name=SESSIONS if shards > 1 else None)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in r.seeds])
+    r.k_stage1 = jax.vmap(stage1_key)(keys)
+    r.k_init = jax.vmap(init_key)(keys)
+    over_seeds = seed_batcher(cfg.train.seed_batching)
+    r.stage1_v = jax.jit(over_seeds(r.fns.stage1))
+    r.init_v, r.chunk_v, r.replicated, r.runner_sharding = _stage2_programs(r.fns, over_seeds, shards,
+                                                                            jax.device_count())
+    if dist.multi():
+        r.k_init = np.asarray(r.k_init)  # host values, the same on every process
+
+
+def _start(r: _Run, resume: bool) -> None:
+    """Stage "start": a resumed run's last intact checkpoint, else Stage I and the agent's init (and
+    checkpoint 0)."""
+    state, done = None, None
+    if resume:
+        done, state = _restore(r)
+        if done is None:
+            r.log(f"no intact checkpoint in {r.ckpt_dir}: starting {r.run_dir} over from Stage I")
+    if done is None:
+        _stage1_and_init(r)
+    else:
+        r.frozen, r.runner, r.done_updates = state["frozen"], state["runner"], done
+        if r.main:
+            r.written = _truncate_metrics(r.metrics_path, done), _truncate_metrics(r.evals_path, done)
+        r.log(f"resumed {r.run_dir} after update {done}")
+
+
+def _restore(r: _Run):
+    """(updates, {"frozen", "runner"}) of the last intact checkpoint, placed as the programs expect;
+    (None, None) when there is none."""
+    frozen_abs, _ = jax.eval_shape(r.stage1_v, r.k_stage1)
+    runner_abs = jax.eval_shape(r.init_v, r.k_init, frozen_abs)
+    placed = lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+    if dist.multi():
+        done, state = _restore_on_main(r.checkpointer, r.ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs},
+                                       r.cfg, r.log)
+        if state is not None and r.replicated is not None:
+            state = {"frozen": dist.place(state["frozen"], r.replicated),
+                     "runner": dist.place(state["runner"], r.runner_sharding(runner_abs))}
+        return done, state
+    if r.replicated is not None:
+        frozen_abs = jax.tree.map(lambda a: placed(a, r.replicated), frozen_abs)
+        runner_abs = jax.tree.map(placed, runner_abs, r.runner_sharding(runner_abs))
+    return restore_checkpoint(r.checkpointer, r.ckpt_dir, {"frozen": frozen_abs, "runner": runner_abs}, r.cfg, r.log)
+
+
+def _stage1_and_init(r: _Run) -> None:
+    """Stage I (process 0's; the others receive its products), the agent's init, ``stage1.json`` and
+    checkpoint 0."""
+    t0 = time.perf_counter()
+    if r.main:
+        stage1_c = r.timed_compile(r.stage1_v, r.k_stage1)
+        t0 = time.perf_counter()
+        frozen, curves = jax.block_until_ready(stage1_c(r.k_stage1))
+    else:
+        frozen = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(r.stage1_v, r.k_stage1)[0])
+    if dist.multi():
+        frozen = dist.broadcast(frozen)
+    if r.replicated is not None:
+        frozen = dist.place(frozen, r.replicated)
+    r.frozen = frozen
+    r.timings["stage1_s"] = time.perf_counter() - t0
+    compiled_before = r.timings["compile_s"]
+    r.init_c = r.timed_compile(r.init_v, r.k_init, frozen)
+    dist.barrier("init")
+    r.runner = jax.block_until_ready(r.init_c(r.k_init, frozen))
+    r.timings["run_s"] += time.perf_counter() - t0 - (r.timings["compile_s"] - compiled_before)
+    if r.main:
+        stage1_log = {seed: {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
+                      for i, seed in enumerate(r.seeds)}
+        write_json(os.path.join(r.run_dir, "stage1.json"), stage1_log)
+        r.log("stage I: " + ", ".join(f"{k.replace('_', ' ')} {np.mean(v[:, 0]):.4f} -> {np.mean(v[:, -1]):.4f}"
+                                      for k, v in curves.items()))
+        r.written = _truncate_metrics(r.metrics_path, 0), _truncate_metrics(r.evals_path, 0)
+    r.done_updates = 0
+    r.save_checkpoint(0)
+
+
+def _train(r: _Run, tensorboard: bool) -> None:
+    """Stage "train": the remaining chunks of ``train.chunk_updates`` updates until
+    ``train.total_updates`` or the episode cap, each appended to metrics.jsonl and checkpointed
+    (every ``train.eval_every_chunks`` chunks also evaluated into evals.jsonl)."""
+    cfg, seeds = r.cfg, r.seeds
+    if tensorboard and r.main:
+        from purerec.report.tensorboard import TensorBoardLog
+
+        # Events rebuilt from the (truncated) metrics.jsonl / evals.jsonl: empty for a fresh run.
+        r.tb = TensorBoardLog.from_run_dir(r.run_dir, seeds, results=False)
+    tb = r.tb
+    n_chunks = cfg.train.total_updates // cfg.train.chunk_updates
+    first_chunk = r.done_updates // cfg.train.chunk_updates
+    chunk_c = r.timed_compile(r.chunk_v, r.runner, r.frozen)
+    r.log(f"compiled in {r.timings['compile_s']:.1f}s ({len(seeds)} seeds in one program, "
+          f"{describe(agent_id(cfg))['method']})")
+    counter = _counter()
+    counter.count, counter.active = 0, True
+    bar = _progress(n_chunks * cfg.train.chunk_updates, r.done_updates, r.progress)
+    target = cfg.train.target_episodes
+    # Read once (a resumed run's earlier chunks), then tallied.
+    r.episodes = {int(k): v for k, v in dist.agree(
+        lambda: {str(k): v for k, v in _episodes(r.metrics_path, seeds).items()}).items()}
+    every = cfg.train.eval_every_chunks
     try:
         for c in range(first_chunk, n_chunks):
             interrupts.check()  # a safe point: the previous chunk and its checkpoint are handed over
             dist.barrier("chunk")  # the processes may have drifted apart (compiling, writing, evaluating)
             t0 = time.perf_counter()
-            new_runner, logs = jax.block_until_ready(chunk_c(runner, frozen))
-            timings["run_s"] += time.perf_counter() - t0
+            new_runner, logs = jax.block_until_ready(chunk_c(r.runner, r.frozen))
+            r.timings["run_s"] += time.perf_counter() - t0
             logs = dist.host_copy(logs)
             chunk_eps = {seed: float(np.sum(logs["episodes"][i])) for i, seed in enumerate(seeds)}
-            if target and done_updates and any(episodes[s] + chunk_eps[s] > target for s in seeds):
+            if target and r.done_updates and any(r.episodes[s] + chunk_eps[s] > target for s in seeds):
                 # The episode cap: this chunk would take a seed past it, so it is dropped (nothing of it
                 # is written) and the run ends on the previous chunk's state.
-                log(f"the next chunk would take a seed past {target} training episodes: stopping after update "
-                    f"{done_updates}")
+                r.log(f"the next chunk would take a seed past {target} training episodes: stopping after update "
+                      f"{r.done_updates}")
                 break
             _check_finite(logs, c * cfg.train.chunk_updates, seeds)
-            runner = new_runner
-            if main:
-                rows = _append_metrics(metrics_path, logs, c * cfg.train.chunk_updates, seeds, after=written[0])
-                written = (max([written[0], *(r["update"] for r in rows)]), written[1])
+            r.runner = new_runner
+            if r.main:
+                rows = _append_metrics(r.metrics_path, logs, c * cfg.train.chunk_updates, seeds, after=r.written[0])
+                r.written = (max([r.written[0], *(row["update"] for row in rows)]), r.written[1])
                 if tb:
                     tb.scalars(rows)
             for seed in seeds:
-                episodes[seed] += chunk_eps[seed]
-            done_updates = (c + 1) * cfg.train.chunk_updates
-            t0 = time.perf_counter()
-            save_checkpoint(done_updates)
-            timings["checkpoint_s"] += time.perf_counter() - t0
+                r.episodes[seed] += chunk_eps[seed]
+            r.done_updates = (c + 1) * cfg.train.chunk_updates
+            r.save_checkpoint(r.done_updates)
             if every and (c + 1) % every == 0:
                 counter.active = False  # the evaluation's own compilation is not a chunk recompile
-                last_eval = (done_updates, evaluate_now())
+                evaluation = r.evaluate()
                 counter.active = True
-                if main and done_updates > written[1]:
+                if r.main and r.done_updates > r.written[1]:
                     try:
-                        with open(evals_path, "a") as fh:
-                            fh.write(json.dumps({"update": done_updates, **last_eval[1]}, sort_keys=True) + "\n")
+                        with open(r.evals_path, "a") as fh:
+                            fh.write(json.dumps({"update": r.done_updates, **evaluation}, sort_keys=True) + "\n")
                     except OSError as e:
-                        raise write_error(evals_path, e) from None
-                    written = (written[0], done_updates)
+                        raise write_error(r.evals_path, e) from None
+                    r.written = (r.written[0], r.done_updates)
                     if tb:
-                        tb.evaluation(done_updates, last_eval[1])
+                        tb.evaluation(r.done_updates, evaluation)
             if tb:
                 tb.flush()
             bar.update(cfg.train.chunk_updates)
@@ -587,38 +679,35 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
                             R_cum=f"{np.mean(logs['R_cum'][:, -1]):.2f}")
         interrupts.check()
         t0 = time.perf_counter()
-        checkpoint_io(checkpointer.wait_until_finished, ckpt_dir)  # before the evaluation: every checkpoint on disk
-        timings["checkpoint_s"] += time.perf_counter() - t0
+        checkpoint_io(r.checkpointer.wait_until_finished, r.ckpt_dir)  # before the evaluation: every checkpoint on disk
+        r.timings["checkpoint_s"] += time.perf_counter() - t0
     finally:
         counter.active = False
         bar.close()
-    recompiles = counter.count
-    results = {"run_dir": run_dir, "agent": cfg.agent.kind, **describe(cfg), "seeds": seeds, "recompiles_in_loop": recompiles,
-               "updates": done_updates, "session_shards": shards,
-               "timings": dict(timings), "episodes": episodes}
-    final = None
-    if evaluate_at_end:
-        final = evaluate_now(untrained=True)
+    r.recompiles = counter.count
 
-    interrupts.check()  # the evaluation is done; results.json is written whole or not at all
 
-    def finish() -> dict:
-        if evaluate_at_end:
-            results.update(final)
-            results["timings"]["eval_s"] = timings["eval_s"]
-        from purerec.report.tables import plot_run_curves
+def _record(r: _Run, final: dict | None, timings: dict, t_all: float) -> dict:
+    """Stage "record" (process 0's): results.json (written whole), the run's curves.png and the
+    TensorBoard events' last evaluation."""
+    cfg = r.cfg
+    results = {"run_dir": r.run_dir, "agent": cfg.agent.kind, **describe(agent_id(cfg)), "seeds": r.seeds,
+               "recompiles_in_loop": r.recompiles, "updates": r.done_updates,
+               "session_shards": cfg.train.session_shards, "timings": timings, "episodes": r.episodes}
+    if final is not None:
+        results.update(final)
+        results["timings"]["eval_s"] = r.timings["eval_s"]
+    from purerec.report.tables import plot_run_curves
 
-        results["curves_png"] = plot_run_curves(run_dir)
-        if tb:
-            tb.evaluation(done_updates, final, figures={"curves": results["curves_png"]})
-            tb.close()
-        results["timings"]["total_s"] = time.perf_counter() - t_all
-        if dist.multi():
-            results["processes"] = jax.process_count()
-        write_json(os.path.join(run_dir, "results.json"), results)
-        return results
-
-    return dist.agree(finish)
+    results["curves_png"] = plot_run_curves(r.run_dir)
+    if r.tb:
+        r.tb.evaluation(r.done_updates, final, figures={"curves": results["curves_png"]})
+        r.tb.close()
+    results["timings"]["total_s"] = time.perf_counter() - t_all
+    if dist.multi():
+        results["processes"] = jax.process_count()
+    write_json(os.path.join(r.run_dir, "results.json"), results)
+    return results
 
 
 def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
@@ -653,7 +742,7 @@ def check_process_shards(cfg: Config, n_dev: int, log=print) -> None:
         return
     s = cfg.train.session_shards
     if s == 1:
-        log(f"distributed: {describe(cfg)['method']} runs on one device: every process computes the whole run and "
+        log(f"distributed: {describe(agent_id(cfg))['method']} runs on one device: every process computes the whole run and "
             f"process 0 writes it")
     elif s != n_dev:
         from purerec.config import ConfigError
@@ -836,7 +925,7 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     compiled program, and ``gain``: trained minus untrained per seed (Len, R_cum, AD)."""
     seeds = list(cfg.train.seeds)
     n = n_test_sessions(cfg.eval, p_test)
-    observer = make_observer(cfg)
+    observer = make_observer(view(cfg, STATE_SECTIONS + AGENT_ID_SECTIONS))
     devices = jax.local_devices()
     lane = {rule: devices[i % len(devices)] for i, rule in enumerate(EVAL_ACTIONS)}
     on_lane = {rule: jax.device_put(p_test, lane[rule]) for rule in EVAL_ACTIONS}

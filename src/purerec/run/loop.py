@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from purerec import agents
-from purerec.agents.base import Agent, hyper_of
-from purerec.config import Config, ConfigError
+from purerec.agents.base import Agent
+from purerec.run.hyper import hyper_of
+from purerec.config import agent_id, component_sections, Config, ConfigError, view
 from purerec.sim import env as E
 from purerec.state.stage1 import make_stage1
 
@@ -49,12 +50,13 @@ def make_train(cfg: Config, params: E.EnvParams, axis_name: str | None = None) -
     """Pure pieces for the train world. With ``axis_name``, ``init``, ``update`` and ``chunk`` are
     one device's share of a run whose sessions are split in ``train.session_shards`` along that
     mapped axis (``stage1`` and ``train`` stay whole-run pieces for ``axis_name = None``)."""
-    spec = agents.spec_of(cfg)
-    agent = spec.make(cfg, params, axis_name)
+    spec = agents.spec_of(agent_id(cfg))
+    # The agent and Stage I see only the sections they read (``purerec.config.view``), not the Config.
+    agent = spec.make(view(cfg, component_sections(cfg, spec.sections)), params, axis_name)
     if axis_name is not None and agent.state_specs is None:
         raise ConfigError("train.session_shards", cfg.train.session_shards,
                           f"1: agent {spec.kind} does not split its sessions over devices")
-    stage1 = make_stage1(cfg, params)
+    stage1 = make_stage1(view(cfg, component_sections(cfg)), params)
     default_hyper = hyper_of(cfg)
 
     def init(key: jax.Array, frozen, hyper: dict | None = None):

@@ -59,8 +59,12 @@ from purerec.config import (EVAL_ACTIONS, Config, ConfigError, apply_overrides, 
                             resolve_override_name)
 from purerec.agents import describe, spec_of
 from purerec.agents import heads
-from purerec.agents.base import env_params, frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
-from purerec.config import env_identity, run_sections
+from purerec.agents.base import env_params
+from purerec.run.hyper import frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
+from purerec.config import (
+    EVAL_WORLD_SECTIONS, HEAD_SECTIONS, agent_id, component_sections, env_identity, env_sections,
+    run_sections, view, world_sections
+)
 from purerec.core import interrupts
 from purerec.core.errors import RunDirError, SweepSpecError
 from purerec.data.datasets import get_worlds
@@ -215,7 +219,7 @@ def _cfg_hash(cfg: Config) -> str:
     """Run id: a hash of the config sections the run reads (``purerec.config.run_sections``)
     without ``train.session_shards``, which is 1 in every sweep."""
     full = dataclasses.asdict(cfg)
-    d = {name: full[name] for name in run_sections(cfg, spec_of(cfg).sections)}
+    d = {name: full[name] for name in run_sections(cfg, spec_of(agent_id(cfg)).sections)}
     d["train"].pop("session_shards")
     d["env"] = env_identity(cfg)
     d.pop("attraction", None)  # inside env_identity
@@ -289,7 +293,7 @@ def describe_plan(spec: SweepSpec, groups: list[Group], done: set[str], n_device
         c = g.runs[0].cfg
         left = sum(r.run_id not in done for r in g.runs)
         fixed = {k: v for k, v in g.runs[0].point.items() if all(r.point.get(k) == v for r in g.runs)}
-        lines.append(f"  group {i + 1}: {len(g.runs)} runs ({left} to do), {describe(c)['method']}, "
+        lines.append(f"  group {i + 1}: {len(g.runs)} runs ({left} to do), {describe(agent_id(c))['method']}, "
                      f"world {c.world.preset} {c.world.n_items} items, max_len {c.env.max_len}, K {c.dsrm.steps}, "
                      f"{c.train.total_updates} updates; fixed {fixed}")
     return "\n".join(lines)
@@ -334,8 +338,9 @@ def run_group(group: Group, log=print) -> list[dict]:
     n = len(group.runs)
     padded = int(math.ceil(n / n_dev) * n_dev)
     order = list(range(n)) + [n - 1] * (padded - n)
-    train_w, test_w = get_worlds(cfg)
-    p_train, p_test = make_params(train_w, cfg), make_params(eval_world(cfg, train_w, test_w), cfg)
+    train_w, test_w = get_worlds(world_sections(cfg))
+    p_train = make_params(train_w, env_sections(cfg))
+    p_test = make_params(eval_world(view(cfg, EVAL_WORLD_SECTIONS), train_w, test_w), env_sections(cfg))
     fns = make_train(cfg, p_train)
     agent = fns.agent
     keys = np.stack([np.asarray(jax.random.PRNGKey(group.runs[i].seed)) for i in order])
@@ -398,7 +403,8 @@ def run_group(group: Group, log=print) -> list[dict]:
         rec["updates"] = kept
         rec["episodes"] = float(np.sum(logs["episodes"][i][:kept]))
         rec["env_steps"] = kept * r.cfg.train.num_envs * r.cfg.train.rollout_len
-        rec["grad_steps"] = kept * spec_of(r.cfg).grad_steps(r.cfg)
+        spec = spec_of(agent_id(r.cfg))
+        rec["grad_steps"] = kept * spec.grad_steps(view(r.cfg, component_sections(r.cfg, spec.sections)))
         rec["stage1"] = {k: {"first": float(v[i, 0]), "last": float(v[i, -1])} for k, v in curves.items()}
         records.append(rec)
     log(f"  group done: compile {compile_s:.1f}s, run {run_s:.1f}s for {n} runs on {n_dev} device(s)")
@@ -408,10 +414,10 @@ def run_group(group: Group, log=print) -> list[dict]:
 def _row_of(cfg: Config) -> dict:
     """What the report needs to place a run: its row label and table (``purerec.agents.describe``),
     its slate head, whether it is a frozen twin, the split and the action rule of ``metrics``."""
-    d = describe(cfg)
+    d = describe(agent_id(cfg))
     return {"method": d["method"], "table": d["group"], "kind": d["kind"], "purifier": d["purifier"],
             "family": d["family"], "tradeoff": d["tradeoff"], "paper_train_s": d["paper_train_s"],
-            "slate_head": cfg.slate.head, "head": heads.resolve(cfg).label, "frozen": is_frozen(cfg),
+            "slate_head": cfg.slate.head, "head": heads.resolve(view(cfg, HEAD_SECTIONS)).label, "frozen": is_frozen(cfg),
             "split": cfg.eval.split, "action": cfg.eval.action}
 
 

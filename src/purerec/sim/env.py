@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec.config import Config
+from purerec.config import Sections
 from purerec.sim import abandonment
 from purerec.sim import dynamics as DY
 from purerec.sim.feedback import contaminate
@@ -63,7 +63,7 @@ class EnvParams:
         return max(self.obs_window, self.tag_window)
 
 
-def make_params(world: World, cfg: Config) -> EnvParams:
+def make_params(world: World, cfg: Sections) -> EnvParams:
     e, f = cfg.env, cfg.feedback
     dyn = {}
     if e.dynamics == "attraction":

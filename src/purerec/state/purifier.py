@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec.config import DENOISERS, Config, resolve_agent
+from purerec.config import DENOISERS, resolve_agent, Sections
 from purerec.sim import env as E
 from purerec.state import denoise, diffusion, dsrm
 from purerec.state.encoder import StateEncoder
@@ -37,7 +37,7 @@ class Frozen:
 
 @dataclass(frozen=True, eq=False)
 class Observer:
-    cfg: Config
+    cfg: Sections
     encoder: StateEncoder
     denoiser: dsrm.Denoiser
     sched: diffusion.Schedule
@@ -78,7 +78,7 @@ class Observer:
         return s, jnp.concatenate([s, ctx], axis=-1)
 
 
-def make_observer(cfg: Config) -> Observer:
+def make_observer(cfg: Sections) -> Observer:
     d = cfg.encoder.state_dim
     return Observer(
         cfg=cfg, encoder=StateEncoder(d, cfg.encoder.hidden), denoiser=dsrm.make_denoiser(cfg.dsrm, d),

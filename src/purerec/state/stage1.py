@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purerec.config import DENOISERS, Config, DenoiseConfig, resolve_agent
+from purerec.config import DENOISERS, DenoiseConfig, resolve_agent, Sections
 from purerec.sim import env as E
 from purerec.sim.logs import BEHAVIOUR
 from purerec.sim.rollout import unroll
@@ -59,7 +59,7 @@ def _fit(key, loss, params, lr: float, steps: int, n: int, batch: int):
     return params, curve
 
 
-def make_stage1(cfg: Config, params: E.EnvParams):
+def make_stage1(cfg: Sections, params: E.EnvParams):
     """A pure ``stage1(key) -> (Frozen, loss curves)`` for the train world. DSRM is trained only
     when the run's purifier is ``dsrm``, a denoiser only when it is that denoiser (their parameters
     keep their initial values otherwise, so every run's ``Frozen`` has one structure)."""

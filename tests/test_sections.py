@@ -1,0 +1,133 @@
+"""Components below ``purerec.run`` receive a view of the sections they read, not the whole
+Config (issue "The house"): ``config.view`` and what ``run.loop.make_train`` hands the agent and
+Stage I. Traced with ``jax.eval_shape`` (nothing is compiled)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import pytest
+
+from purerec import agents
+from purerec.config import AGENTS, Config, Sections, apply_overrides, component_sections, view
+from purerec.run import loop
+from purerec.state import stage1 as stage1_mod
+
+from conftest import small_config
+
+
+def test_a_view_holds_only_its_sections():
+    cfg = small_config()
+    v = view(cfg, ("env", "ppo", "env"))
+    assert isinstance(v, Sections) and not isinstance(v, Config)
+    assert [f.name for f in dataclasses.fields(v)] == ["env", "ppo"]
+    assert v.env is cfg.env and v.ppo is cfg.ppo
+    with pytest.raises(AttributeError):
+        v.td3  # noqa: B018  (a section it does not hold)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.env = cfg.env
+    assert view(v, ("env",)).env is cfg.env  # a narrower view of a view
+    assert view(cfg, ("env", "ppo")) == v and hash(view(cfg, ("env", "ppo"))) == hash(v)
+
+
+@pytest.mark.parametrize("kind", AGENTS)
+def test_make_train_hands_every_agent_its_sections_only(kind, small_cfg, small_params, monkeypatch):
+    cfg = apply_overrides(small_cfg, {"agent.kind": kind, "train.num_envs": 8, "train.rollout_len": 4,
+                                      "ppo.minibatches": 1, "a2c.minibatches": 1, "train.stage1_sessions": 8})
+    spec = agents.spec_of(cfg)
+    seen = {}
+    real_make, real_stage1 = spec.make, stage1_mod.make_stage1
+
+    def spy_make(c, *a, **k):
+        seen["agent"] = c
+        return real_make(c, *a, **k)
+
+    def spy_stage1(c, *a, **k):
+        seen["stage1"] = c
+        return real_stage1(c, *a, **k)
+
+    monkeypatch.setattr(type(spec), "make", property(lambda self: spy_make))
+    monkeypatch.setattr(loop, "make_stage1", spy_stage1)
+    fns = loop.make_train(cfg, small_params)
+    for who in ("agent", "stage1"):
+        assert isinstance(seen[who], Sections) and not isinstance(seen[who], Config), who
+    own = set(spec.sections)
+    held = {f.name for f in dataclasses.fields(seen["agent"])}
+    assert held == set(component_sections(cfg, spec.sections)) and own <= held
+    others = {f.name for f in dataclasses.fields(Config)} - held
+    assert others, "the view should leave out at least one section (another agent's)"
+    # The whole program traces with the views: no agent reads a section it did not declare.
+    key = jax.random.PRNGKey(0)
+    frozen, state, logs, _ = jax.eval_shape(fns.train, key)
+    assert "episodes" in logs
+
+
+def test_no_component_below_run_receives_the_whole_config(tmp_path):
+    """A whole small run (worlds, Stage I, training, evaluation with the untrained twin, records),
+    watched by a profiler: no function of a module below ``purerec.run`` is called with a ``Config``
+    argument (the run layer hands each the view of what it reads)."""
+    import os
+    import sys
+    import threading
+
+    import purerec
+    from purerec.config import apply_overrides
+    from purerec.run.experiment import run
+
+    src = os.path.dirname(purerec.__file__)
+    below = tuple(os.path.join(src, p) + os.sep for p in ("core", "sim", "data", "state", "agents", "report"))
+    hits = set()
+
+    def watch(frame, event, arg):
+        if event != "call" or not frame.f_code.co_filename.startswith(below):
+            return
+        code = frame.f_code
+        for name in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]:
+            if isinstance(frame.f_locals.get(name), Config):
+                hits.add(f"{os.path.relpath(code.co_filename, src)}:{code.co_name}({name})")
+
+    cfg = small_config()
+    cfg = apply_overrides(cfg, {
+        "agent.kind": "dsrm_hrl", "train.num_envs": 16, "train.rollout_len": 4, "train.total_updates": 2,
+        "train.chunk_updates": 1, "train.seeds": [1], "train.stage1_sessions": 16, "encoder.train_steps": 5,
+        "dsrm.steps": 3, "dsrm.train_steps": 5, "eval.n_sessions": 16, "eval.repeats": 1, "ppo.minibatches": 1,
+        "train.eval_every_chunks": 1}).validate()
+    sys.setprofile(watch)
+    threading.setprofile(watch)
+    try:
+        res = run(cfg, run_dir=str(tmp_path / "r"), progress=False, log=lambda *a: None)
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    assert res["updates"] == 2
+    assert not hits, f"called with the whole Config: {sorted(hits)}"
+
+
+def test_the_watch_sees_a_whole_config(small_cfg):
+    """The profiler check above can fail: a direct call with the Config is reported."""
+    import os
+    import sys
+
+    import purerec
+    from purerec.sim import env as E
+
+    src = os.path.dirname(purerec.__file__)
+    seen = []
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(os.path.join(src, "sim")):
+            code = frame.f_code
+            if any(isinstance(frame.f_locals.get(n), Config) for n in code.co_varnames[:code.co_argcount]):
+                seen.append(code.co_name)
+
+    from purerec.data.datasets import get_worlds
+    from purerec.config import world_sections
+
+    world = get_worlds(world_sections(small_cfg), use_cache=False)[1]
+    sys.setprofile(watch)
+    try:
+        E.make_params(world, small_cfg)
+    finally:
+        sys.setprofile(None)
+    assert seen == ["make_params"]
