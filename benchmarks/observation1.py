@@ -23,7 +23,7 @@ import sys
 
 from purerec.cli import split_args
 from purerec.config import load_config, world_sections
-from purerec.data.calibration import PLAYS_CAVEAT, card_for_config, format_card
+from purerec.data.calibration import card_for_config, format_card, PLAYS_CAVEAT
 from purerec.data.datasets import get_worlds
 
 DEFAULT_ENVS = ("envs/kuairec.toml", "envs/kuairand.toml")

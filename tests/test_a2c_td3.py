@@ -12,8 +12,8 @@ import pytest
 
 from conftest import small_config
 from purerec.agents import get as get_spec
-from purerec.run.hyper import hyper_of
 from purerec.config import Config, ConfigError
+from purerec.run.hyper import hyper_of
 from purerec.sim.env import make_params
 from purerec.state.stage1 import make_stage1
 

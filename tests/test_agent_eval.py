@@ -20,8 +20,7 @@ from purerec.config import EvalConfig
 from purerec.data.datasets import get_worlds
 from purerec.run import evaluation
 from purerec.run.loop import make_train
-from purerec.sim import env as E
-from purerec.sim import metrics as M
+from purerec.sim import env as E, metrics as M
 from purerec.sim.env import make_params
 from purerec.sim.rollout import rollout
 from purerec.state.purifier import make_observer

@@ -14,10 +14,10 @@ import pytest
 from conftest import small_config
 from purerec.agents import get as get_spec
 from purerec.agents.base import env_params
-from purerec.run.hyper import hyper_of
 from purerec.agents.bcq import allowed, bcq_loss, bcq_slate, log_dataset
 from purerec.config import Config, ConfigError
-from purerec.sim.env import Obs, batch_reset, make_params
+from purerec.run.hyper import hyper_of
+from purerec.sim.env import batch_reset, make_params, Obs
 from purerec.sim.logs import Logs
 from purerec.state.purifier import make_observer
 from purerec.state.stage1 import make_stage1

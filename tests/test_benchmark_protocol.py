@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec.agents import REGISTRY
-from purerec.agents import heads
-from purerec.run.hyper import frozen_config, is_frozen, learning_rate_paths
+from purerec.agents import heads, REGISTRY
 from purerec.config import AGENTS, Config, load_config
 from purerec.core.errors import SweepSpecError
 from purerec.data.validation import eval_world, fresh_users, validation_world
 from purerec.run import sweep, tuning
+from purerec.run.hyper import frozen_config, is_frozen, learning_rate_paths
 from test_sweep import write_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

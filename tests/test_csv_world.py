@@ -17,9 +17,9 @@ import pytest
 
 from purerec.config import ConfigError, load_config
 from purerec.data import calibration
-from purerec.data.loaders import DataFormatError, MissingFileError, load_user_csv
+from purerec.data.loaders import DataFormatError, load_user_csv, MissingFileError
 from purerec.data.loaders.user_csv import _user_split, describe_split
-from purerec.sim.world import World, popular_flags
+from purerec.sim.world import popular_flags, World
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from purerec.run.distributed import Launch, LaunchError, launch_from
+from purerec.run.distributed import Launch, launch_from, LaunchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train.py")

@@ -16,9 +16,9 @@ import pytest
 from conftest import small_config
 from offpolicy_checks import check_next_inputs
 from purerec.agents import get as get_spec
-from purerec.run.hyper import hyper_of
 from purerec.agents.dnair import distinct_outside, epsilon_slate, novelty
 from purerec.config import Config, ConfigError
+from purerec.run.hyper import hyper_of
 from purerec.sim.env import batch_reset, make_params
 from purerec.state.stage1 import make_stage1
 

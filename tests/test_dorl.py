@@ -15,7 +15,7 @@ from conftest import small_config
 from purerec.agents import user_model as U
 from purerec.config import apply_overrides
 from purerec.sim import env as E
-from purerec.sim.logs import Logs, collect
+from purerec.sim.logs import collect, Logs
 from purerec.sim.rollout import unroll
 from purerec.state.stage1 import make_stage1
 

@@ -211,3 +211,24 @@ def test_dynamics_metrics_match_numpy():
     J = np.mean([(p_clk[:e + 1, b] - lam * p_h[:e + 1, b]).sum() for b, e in ends.items()])
     assert abs(got["J"] - J) < 1e-5
     assert abs(got["drift"] - np.mean([drift[e, b] for b, e in ends.items()])) < 1e-6
+
+
+def test_click_target_premium_puts_the_median_users_top_k_click_at_the_target():
+    """``log_click_premium``: with that c, the median over users of p_CLK of each user's top-k safe
+    slate (on the initial profile) is the target (checked by brute force in NumPy)."""
+    from purerec.sim.dynamics import log_click_premium
+
+    rng = np.random.default_rng(3)
+    U, V = rng.normal(size=(41, 4)), rng.normal(size=(30, 4))
+    safe = np.ones(30, bool)
+    safe[[2, 5, 7]] = False
+    k, target = 3, 0.6
+    c = np.exp(log_click_premium(U, V, safe, k, target, chunk=7))  # several chunks
+    p = []
+    for u in U:
+        s = np.sort(np.where(safe, V @ u, -np.inf))[-k:]
+        e = np.exp(s).sum()
+        p.append(e / (e + c))
+    assert abs(np.median(p) - target) < 1e-9
+    with pytest.raises(ValueError, match="safe items"):
+        log_click_premium(U, V, np.zeros(30, bool), k, target)

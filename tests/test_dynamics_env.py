@@ -12,8 +12,7 @@ import pytest
 
 from purerec.config import AttractionConfig, ConfigError
 from purerec.data.datasets import get_worlds
-from purerec.sim import dynamics as DY
-from purerec.sim import env as E
+from purerec.sim import dynamics as DY, env as E
 from purerec.sim.policies import oracle_policy, random_policy
 from purerec.sim.rollout import rollout
 from tests.conftest import small_config

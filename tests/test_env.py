@@ -12,9 +12,7 @@ import pytest
 
 from purerec.config import Config, EnvConfig, FeedbackConfig
 from purerec.run.evaluation import evaluate
-from purerec.sim import abandonment
-from purerec.sim import env as E
-from purerec.sim import metrics as M
+from purerec.sim import abandonment, env as E, metrics as M
 from purerec.sim.env import make_params
 from purerec.sim.policies import most_popular_policy, oracle_policy, random_policy
 from purerec.sim.rollout import rollout

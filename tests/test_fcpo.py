@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from purerec.agents import cpo
-from purerec.agents import get as get_spec
-from purerec.run.hyper import hyper_of
+from purerec.agents import cpo, get as get_spec
 from purerec.config import ConfigError
+from purerec.run.hyper import hyper_of
 from purerec.sim.env import make_params
 from purerec.state.stage1 import make_stage1
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from purerec.agents import heads
-from purerec.run.hyper import frozen_config
 from purerec.agents.bcq import bcq_slate
 from purerec.config import AGENTS, DISCRETE_SLATE_AGENTS
+from purerec.run.hyper import frozen_config
 from test_benchmark_protocol import _tiny
 
 GROUPED_FIXED = heads.Head("grouped", False)

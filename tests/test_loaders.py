@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from purerec.config import Config, WorldConfig
-from purerec.data.loaders import DataFormatError, MissingFileError, load_kuairand, load_kuairec
+from purerec.data.loaders import DataFormatError, load_kuairand, load_kuairec, MissingFileError
 from purerec.data.loaders.kuairand import parse_tag
 from purerec.data.loaders.kuairec import parse_feat
 from purerec.data.truth import fit_truth

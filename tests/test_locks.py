@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from purerec.core.errors import RunDirError
-from purerec.core.runlock import LOCK_NAME, DirLock
+from purerec.core.runlock import DirLock, LOCK_NAME
 from purerec.run.experiment import _append_metrics, _truncate_metrics, check_new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,10 +13,9 @@ import pytest
 
 from conftest import small_config
 from offpolicy_checks import check_next_inputs
-from purerec.agents import get as get_spec
-from purerec.agents import mofir
-from purerec.run.hyper import hyper_of
+from purerec.agents import get as get_spec, mofir
 from purerec.config import Config
+from purerec.run.hyper import hyper_of
 from purerec.sim.env import batch_reset, make_params
 from purerec.state.stage1 import make_stage1
 

@@ -10,7 +10,7 @@ import jax
 import pytest
 
 from purerec import agents
-from purerec.config import AGENTS, Config, Sections, apply_overrides, component_sections, view
+from purerec.config import AGENTS, apply_overrides, component_sections, Config, Sections, view
 from purerec.run import loop
 from purerec.state import stage1 as stage1_mod
 
@@ -64,7 +64,8 @@ def test_make_train_hands_every_agent_its_sections_only(kind, small_cfg, small_p
 
 
 def test_no_component_below_run_receives_the_whole_config(tmp_path):
-    """A whole small run (worlds, Stage I, training, evaluation with the untrained twin, records),
+    """A whole small run (worlds, Stage I, training, evaluation with the untrained twin, records)
+    and the reference rows,
     watched by a profiler: no function of a module below ``purerec.run`` is called with a ``Config``
     argument (the run layer hands each the view of what it reads)."""
     import os
@@ -73,6 +74,7 @@ def test_no_component_below_run_receives_the_whole_config(tmp_path):
 
     import purerec
     from purerec.config import apply_overrides
+    from purerec.run.evaluation import reference_rows
     from purerec.run.experiment import run
 
     src = os.path.dirname(purerec.__file__)
@@ -97,6 +99,7 @@ def test_no_component_below_run_receives_the_whole_config(tmp_path):
     threading.setprofile(watch)
     try:
         res = run(cfg, run_dir=str(tmp_path / "r"), progress=False, log=lambda *a: None)
+        reference_rows(cfg)  # the reference rows' cache key and worlds, as train.py and sweeps ask for them
     finally:
         sys.setprofile(None)
         threading.setprofile(None)
@@ -131,3 +134,37 @@ def test_the_watch_sees_a_whole_config(small_cfg):
     finally:
         sys.setprofile(None)
     assert seen == ["make_params"]
+
+
+def test_every_field_has_a_one_line_help_and_help_config_prints_it(capsys):
+    from purerec.cli import main
+    from purerec.core.fields import field_docs
+
+    cfg = Config()
+    for sec in dataclasses.fields(cfg):
+        cls = type(getattr(cfg, sec.name))
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            h = docs.get(f.name, "")
+            assert h and "\n" not in h and len(h) <= 120, f"{sec.name}.{f.name}: help {h!r}"
+    assert main(["--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "--ppo.actor-lr" in out and field_docs(type(cfg.ppo))["actor_lr"] in out
+    assert "[attraction]" in out and out.count("\n  --") + 1 >= sum(len(dataclasses.fields(getattr(cfg, s.name)))
+                                                                    for s in dataclasses.fields(cfg))
+
+
+def test_field_docs_reads_the_docstring_under_each_field():
+    from dataclasses import dataclass
+
+    from purerec.core.fields import field_docs
+
+    @dataclass(frozen=True)
+    class Probe:
+        a: int = 1
+        """The a."""
+        b: float = 2.0
+        c: str = "x"
+        """The c."""
+
+    assert field_docs(Probe) == {"a": "The a.", "c": "The c."}

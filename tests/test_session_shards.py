@@ -24,8 +24,8 @@ import pytest
 
 from conftest import small_config
 from purerec.agents import losses as ppo
-from purerec.config import DEFAULT_SESSION_SHARDS, ConfigError, resolve_session_shards
-from purerec.core.hostdevices import MIN_HOST_DEVICES, HostDevicesError, host_device_count
+from purerec.config import ConfigError, DEFAULT_SESSION_SHARDS, resolve_session_shards
+from purerec.core.hostdevices import host_device_count, HostDevicesError, MIN_HOST_DEVICES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"

@@ -17,7 +17,7 @@ from conftest import small_config
 from purerec.config import Config
 from purerec.core.errors import RunDirError
 from purerec.run import evaluation
-from purerec.run.experiment import TrainingError, run
+from purerec.run.experiment import run, TrainingError
 from purerec.run.loop import make_train
 from purerec.sim.env import make_params
 from purerec.sim.policies import REFERENCE_POLICIES

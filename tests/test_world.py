@@ -12,7 +12,7 @@ import pytest
 from purerec.data.datasets import get_worlds
 from purerec.data.synthetic import generate
 from purerec.sim import world as W
-from purerec.sim.world import World, load_world, popular_flags, save_world, subset_world
+from purerec.sim.world import load_world, popular_flags, save_world, subset_world, World
 
 
 def _np(world: World) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ Several processes or hosts (``train.py`` and ``train.py sweep``; see purerec.run
   --init-timeout S  stop with an error when the processes have not all met after S seconds (120)
 Any config field can be overridden as ``--section.field value`` or, when the name is unique,
 ``--field value`` (dashes or underscores); tuple fields take several values
-(``--seeds 11 15 19``). ``--help-config`` lists every field with its default.
+(``--seeds 11 15 19``). ``--help-config`` lists every field with its default and a line of help.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any
 
 from purerec.config import agent_id, Config, ConfigError, env_sections, field_paths, world_sections
 from purerec.core.errors import PurerecError
-from purerec.run.distributed import FLAGS as DIST_FLAGS
-from purerec.run.distributed import launch_from
+from purerec.core.fields import field_docs
+from purerec.run.distributed import FLAGS as DIST_FLAGS, launch_from
 
 
 def split_args(argv: list[str], flags: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -99,12 +99,15 @@ def _is_number(s: str) -> bool:
 
 
 def describe_config(cfg: Any) -> str:
+    """Every config field as ``--section.field  default  help``, one section after another."""
     lines = []
     for path in field_paths(cfg):
-        node = cfg
-        for part in path.split("."):
-            node = getattr(node, part)
-        lines.append(f"  --{path.replace('_', '-'):<36} {node!r}")
+        section, name = path.split(".")
+        node = getattr(cfg, section)
+        if name == next(iter(field_docs(type(node))), None):
+            lines.append(f"[{section}]")
+        flag = f"--{path.replace('_', '-')}"
+        lines.append(f"  {flag:<36} {getattr(node, name)!r:<14} {field_docs(type(node)).get(name, '')}")
     return "\n".join(lines)
 
 
@@ -151,7 +154,8 @@ def _dynamics_words(cfg: Config) -> str:
     if cfg.env.dynamics == "none":
         return ""
     a = cfg.attraction
-    c = f"c {a.premium_c:g}" if a.premium_c > 0 else "c by the authors' rule"
+    c = (f"c {a.premium_c:g}" if a.premium_c > 0 else f"c for a median top-k click of {a.click_target:g}"
+         if a.click_target > 0 else "c by the authors' rule")
     return (f"; preferences move (attraction, {a.mode} mode, {a.block} block: alpha_H {a.alpha_h:g}, alpha_NH "
             f"{a.alpha_nh:g}, beta {a.beta:g}, {c}, lambda {a.harm_lambda:g}, agents' reward {a.reward})")
 

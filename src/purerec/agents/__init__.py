@@ -12,7 +12,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from purerec.config import AGENT_KINDS, resolve_agent, Sections
+from purerec.state.sections import AGENT_KINDS, resolve_agent
+
+from purerec.core.fields import Sections
 
 GROUPS = ("method", "ablation", "baseline")
 # The paper's row families (Table 2 groups its baselines by them).

@@ -47,8 +47,9 @@ from flax import struct
 
 from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
-from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, MLP, Critic, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.config import ConfigError, Sections
+from purerec.agents.nets import Critic, gaussian_entropy, gaussian_log_prob, item_basis, LOG_STD_MAX, LOG_STD_MIN, MLP
+from purerec.core.errors import ConfigError
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer

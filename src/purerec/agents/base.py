@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purerec.config import Sections
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 
 
@@ -79,7 +79,7 @@ class Shards:
 def no_session_shards(cfg: Sections, axis_name: str | None, kind: str) -> None:
     """The config error of an agent that does not split its sessions over devices."""
     if axis_name is not None:
-        from purerec.config import ConfigError
+        from purerec.core.errors import ConfigError
 
         raise ConfigError("train.session_shards", cfg.train.session_shards,
                           f"1: {kind} does not split sessions over devices")

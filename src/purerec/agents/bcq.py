@@ -62,11 +62,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerec.agents import heads as slate_heads
-from purerec.agents import losses, optim
+from purerec.agents import heads as slate_heads, losses, optim
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
-from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
-from purerec.config import Sections
+from purerec.agents.nets import item_basis, item_values, item_values_at, MLP
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import collect
 from purerec.sim.rollout import rollout_stats, unroll

@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec.agents import a2c
-from purerec.agents import user_model as U
+from purerec.agents import a2c, user_model as U
 from purerec.agents.base import Agent, env_params, no_session_shards
-from purerec.config import Sections
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import collect
 from purerec.state.purifier import Frozen

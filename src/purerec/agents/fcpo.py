@@ -82,10 +82,11 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from purerec.agents import cpo, heads, optim, returns
-from purerec.agents.a2c import HyperActor, hyper_acts, warm_start
+from purerec.agents.a2c import hyper_acts, HyperActor, warm_start
 from purerec.agents.base import Agent, env_params, no_session_shards
-from purerec.agents.nets import LOG_STD_MAX, LOG_STD_MIN, Critic, gaussian_log_prob, item_basis
-from purerec.config import ConfigError, Sections
+from purerec.agents.nets import Critic, gaussian_log_prob, item_basis, LOG_STD_MAX, LOG_STD_MIN
+from purerec.core.errors import ConfigError
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer

@@ -45,13 +45,13 @@ from jax.sharding import PartitionSpec
 
 from purerec.agents import heads, losses, optim, returns
 from purerec.agents.base import Acts, Agent, env_params, shards_of
-from purerec.agents.nets import Critic, FlatActor, Manager, Worker, gaussian_entropy, gaussian_log_prob, item_basis
-from purerec.config import resolve_agent, Sections
-from purerec.sim import env as E
-from purerec.sim import slate
+from purerec.agents.nets import Critic, FlatActor, gaussian_entropy, gaussian_log_prob, item_basis, Manager, Worker
+from purerec.core.fields import Sections
+from purerec.sim import env as E, slate
 from purerec.sim.metrics import gini, gini_of_counts
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer
+from purerec.state.sections import resolve_agent
 
 Z_EPS = 1e-4
 

@@ -62,8 +62,9 @@ from flax import struct
 from purerec.agents import heads, optim, replay
 from purerec.agents.a2c import HyperActor, warm_start
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
-from purerec.agents.nets import MLP, item_basis
-from purerec.config import ConfigError, Sections
+from purerec.agents.nets import item_basis, MLP
+from purerec.core.errors import ConfigError
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer

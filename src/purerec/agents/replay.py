@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import flashbax as fbx
 
-from purerec.config import ReplayConfig
+from purerec.agents.sections import ReplayConfig
 
 
 def make_buffer(cfg: ReplayConfig):

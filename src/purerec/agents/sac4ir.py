@@ -46,8 +46,8 @@ from flax import struct
 
 from purerec.agents import heads, losses, optim, replay
 from purerec.agents.base import Acts, Agent, env_params, no_session_shards
-from purerec.agents.nets import MLP, item_basis, item_values, item_values_at
-from purerec.config import Sections
+from purerec.agents.nets import item_basis, item_values, item_values_at, MLP
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.rollout import rollout_stats, unroll
 from purerec.state.purifier import Frozen, make_observer

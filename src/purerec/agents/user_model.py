@@ -54,10 +54,10 @@ from flax import struct
 
 from purerec.agents import optim
 from purerec.agents.nets import item_basis
-from purerec.config import Sections
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import Logs
-from purerec.state.purifier import Frozen, Observer, make_observer
+from purerec.state.purifier import Frozen, make_observer, Observer
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 1.0
 MAX_GRAD_NORM = 10.0

@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Callable, IO
 
-from purerec.core.errors import WriteError, write_error
+from purerec.core.errors import write_error, WriteError
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = False) -> None:

@@ -11,6 +11,14 @@ class PurerecError(Exception):
     """Base of the errors the CLI reports as one line."""
 
 
+class ConfigError(PurerecError, ValueError):
+    """A config value is out of range; the message names the field and the fix."""
+
+    def __init__(self, field_name, value, allowed: str):
+        self.field = field_name
+        super().__init__(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
+
+
 class RunDirError(PurerecError, ValueError):
     """A run directory cannot be used as asked (it holds another run, is a file, is read-only)."""
 

@@ -30,8 +30,8 @@ import os
 import sys
 import time
 
-from purerec.config import Sections
-from purerec.sim.world import World, load_world, save_world
+from purerec.core.fields import Sections
+from purerec.sim.world import load_world, save_world, World
 
 CACHE_VERSION = 1
 

@@ -31,10 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.config import FeedbackConfig, WorldConfig
+from purerec.sim.sections import FeedbackConfig
+
 from purerec.data.mf import item_embeddings
+from purerec.data.sections import WorldConfig
 from purerec.sim.feedback import contaminate
-from purerec.sim.world import World, popular_flags, subset_world
+from purerec.sim.world import popular_flags, subset_world, World
 
 
 def tag_distribution(n_tags: int, zipf: float, cutoff: float) -> np.ndarray:

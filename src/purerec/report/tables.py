@@ -212,7 +212,7 @@ def _registry_facts(kind: str) -> tuple[str, str | None]:
     """(family, trade-off field) of an agent kind, for records written before records carried them."""
     try:
         from purerec.agents import REGISTRY
-        from purerec.config import AGENT_ALIASES
+        from purerec.state.sections import AGENT_ALIASES
     except ImportError:
         return "", None
     spec = REGISTRY.get(AGENT_ALIASES.get(kind, (kind,))[0])
@@ -875,6 +875,141 @@ def _plot_diffusion(runs: list[Run], presets: list[str], order, path: str) -> st
 # the report
 
 
+# --------------------------------------------------------------------------------------------
+# preferences that move ("Preferences that move": env.dynamics = attraction)
+
+DYNAMICS_METRICS = ("J", "R_cum_true", "CTR", "harm", "drift")
+MYOPIC = "myopic_topk"  # the reference row the harm paper's planning question is asked against
+# Two-sided 95% Student t quantiles by degrees of freedom (the seed intervals; 3 seeds: df 2).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def world_key(config: dict) -> str:
+    """The key of a record's world in ``reference.json`` under its preset: the max_len and, with
+    preference dynamics, the attraction strengths, so that a sweep over them keeps each world's
+    reference rows apart (a static world's key is its max_len, as before)."""
+    L = _get(config, "env", "max_len")
+    if _get(config, "env", "dynamics", default="none") != "attraction":
+        return str(L)
+    a = config.get("attraction", {}) or {}
+    return " ".join([str(L)] + [f"{k}={float(a.get(k, 0.0)):g}" for k in ("alpha_h", "alpha_nh", "beta")])
+
+
+def _has_dynamics(r: Run) -> bool:
+    return _get(r.config, "env", "dynamics", default="none") == "attraction"
+
+
+def _static_world(key: str) -> bool:
+    """A dynamics world whose attractions are both 0: profiles never move (the static control)."""
+    return "alpha_h=0 " in key + " " and "alpha_nh=0 " in key + " "
+
+
+def interval(d: np.ndarray) -> tuple[float, float, float] | None:
+    """(mean, low, high): the two-sided 95% Student t interval of the mean of ``d`` (one value per
+    seed); None with fewer than 2 values."""
+    d = np.asarray(d, dtype=np.float64)
+    if d.size < 2:
+        return None
+    half = T975.get(d.size - 1, 1.96) * float(np.std(d, ddof=1)) / np.sqrt(d.size)
+    return float(np.mean(d)), float(np.mean(d)) - half, float(np.mean(d)) + half
+
+
+def fmt_interval(d: np.ndarray) -> str:
+    iv = interval(d)
+    if iv is None:
+        return fmt_gain(np.asarray(d, dtype=np.float64))
+    m, lo, hi = iv
+    return f"{_fmt(m)} [{_fmt(lo)}, {_fmt(hi)}]" + (" *" if lo > 0 or hi < 0 else "")
+
+
+def _by_seed(runs: list[Run], metric: str) -> dict[str, float]:
+    return {json.dumps(r.seed): v for r in runs if (v := _metric(r, metric)) is not None}
+
+
+def planning_rows(trained: list[Run], frozen: list[Run], refs: dict[str, dict]) -> list[dict]:
+    """Per method and drifting world: the gain over the myopic reference with drift minus the same
+    gain in the static control (per seed, paired by seed), on J and on R_cum_true, and trained
+    minus frozen on J in the drifting world. ``refs``: {world_key: reference rows}."""
+    twins = {f.twin_key(): f for f in frozen}
+    keys = sorted({world_key(r.config) for r in trained})
+    static = [k for k in keys if _static_world(k)]
+    out = []
+    for kind in sorted({r.kind for r in trained}):
+        for k in keys:
+            if _static_world(k) or len(static) != 1 or MYOPIC not in refs.get(k, {}) or MYOPIC not in refs.get(static[0], {}):
+                continue
+            drift = [r for r in trained if r.kind == kind and world_key(r.config) == k]
+            ctrl = [r for r in trained if r.kind == kind and world_key(r.config) == static[0]]
+            row = {"method": kind, "world": k, "control": static[0]}
+            for m in ("J", "R_cum_true"):
+                d, c = _by_seed(drift, m), _by_seed(ctrl, m)
+                seeds = sorted(set(d) & set(c))
+                g_d = np.asarray([d[s] - refs[k][MYOPIC][m] for s in seeds])
+                g_c = np.asarray([c[s] - refs[static[0]][MYOPIC][m] for s in seeds])
+                row[f"gain_{m}"], row[f"control_gain_{m}"], row[f"did_{m}"] = g_d, g_c, g_d - g_c
+            row["learning_J"] = _gains(drift, twins, "J")
+            out.append(row)
+    return out
+
+
+def _dynamics_section(trained: list[Run], frozen: list[Run], order: dict[str, int], presets: list[str],
+                      reference: dict) -> list[str]:
+    """The "Preferences that move" tables: each world's dynamics metrics per method, and whether
+    planning pays (the harm paper's question, asked of the learners)."""
+    lines = ["## Preferences that move", "",
+             "Runs with `env.dynamics = attraction`: J = sum_t (p_CLK - lambda p_H) per session, the true "
+             "cumulative response R_cum_true, click-through CTR, harm (mean p_H) and the profile's drift; "
+             f"reference rows of the same world below each table. `J - {MYOPIC}`: the trained agent minus "
+             "the myopic top-k on the current profile (a truth-knowing rule), per seed; intervals are 95% "
+             "Student t over seeds, `*` where one excludes 0.", ""]
+    for p in presets:
+        tp = [r for r in trained if r.preset == p and _has_dynamics(r)]
+        fp = [r for r in frozen if r.preset == p and _has_dynamics(r)]
+        if not tp:
+            continue
+        refs = reference.get(p, {}) or {}
+        lines += [f"### World: {p}", ""]
+        for k in sorted({world_key(r.config) for r in tp}):
+            rs = [r for r in tp if world_key(r.config) == k]
+            twins = {f.twin_key(): f for f in fp}
+            header = ["method", *DYNAMICS_METRICS, f"J - {MYOPIC}", "ΔJ (trained − frozen)"]
+            rows = []
+            for kind in sorted({r.kind for r in rs}, key=lambda x: order.get(x, 99)):
+                mine = [r for r in rs if r.kind == kind]
+                gap = "–"
+                if MYOPIC in refs.get(k, {}):
+                    gap = fmt_interval(_values(mine, "J") - refs[k][MYOPIC]["J"])
+                rows.append([_md_escape(kind), *[mean_std(_values(mine, m)) for m in DYNAMICS_METRICS], gap,
+                             fmt_interval(_gains(mine, twins, "J"))])
+            for name, row in (refs.get(k) or {}).items():
+                if "J" in row:
+                    rows.append([f"_{_md_escape(name)}_ (reference)",
+                                 *[_fmt(row[m]) if m in row else "–" for m in DYNAMICS_METRICS], "–", "–"])
+            world = k.split(" ", 1)
+            lines += [f"#### max_len {world[0]}" + (f", {world[1]}" if len(world) > 1 else ""), ""]
+            lines += _md_table(header, rows) + [""]
+        plan = planning_rows(tp, fp, refs)
+        if plan:
+            lines += ["#### Does planning pay?", "",
+                      f"Per seed: (trained − {MYOPIC}) in the drifting world minus the same gain in the static "
+                      "control (both attractions 0), on J and on R_cum_true; and trained − frozen on J in the "
+                      "drifting world. Planning pays for a method when both differences and the learning gain "
+                      "exclude 0 (`*`).", ""]
+            rows = []
+            for r in plan:
+                rows.append([_md_escape(r["method"]), r["world"], fmt_interval(r["gain_J"]),
+                             fmt_interval(r["control_gain_J"]), fmt_interval(r["did_J"]), fmt_interval(r["did_R_cum_true"]),
+                             fmt_interval(r["learning_J"])])
+            lines += _md_table(["method", "drifting world", f"J - {MYOPIC} (drift)", f"J - {MYOPIC} (static)",
+                                "difference J", "difference R_cum_true", "ΔJ trained − frozen"], rows) + [""]
+            pays = [r["method"] for r in plan if all(
+                (iv := interval(r[x])) is not None and iv[1] > 0 for x in ("did_J", "did_R_cum_true", "learning_J"))]
+            lines += [("Planning pays (all three intervals above 0) for: " + ", ".join(pays)) if pays else
+                      "No method shows planning paying: for none do the J and R_cum_true differences and the "
+                      "learning gain all have intervals above 0.", ""]
+    return lines
+
+
 def write_report(sweep_dir: str) -> str:
     """Write ``sweep_dir/report.md`` (atomically) and the PNG plots the data allows; return its path.
 
@@ -990,6 +1125,8 @@ def write_report(sweep_dir: str) -> str:
                       "The method and its ablations (rows whose record's table is `method` or `ablation`).",
                       ""] + abl_tables
 
+        if any(_has_dynamics(r) for r in trained):
+            lines += _dynamics_section(trained, frozen, order, presets, reference)
         lines += ["## Table 4: training wall time", ""] + _timing_table(trained, order, presets) + [""]
         lines += ["## Training budget", ""] + _budget_table(trained, order, presets) + [""]
 

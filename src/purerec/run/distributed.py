@@ -222,7 +222,7 @@ def agree(fn, what: str = "process 0"):
 
 
 def _error_class(name: str):
-    from purerec.config import ConfigError
+    from purerec.core.errors import ConfigError
     from purerec.core import errors
 
     for cls in (ConfigError, TrainingError, LaunchError):

@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.config import EVAL_WORLD_SECTIONS, env_sections, EvalConfig, view, world_sections
-from purerec.sim import env as E
-from purerec.sim import metrics as M
+from purerec.config import env_sections, EVAL_WORLD_SECTIONS, view, world_sections
+
+from purerec.run.sections import EvalConfig
+
+from purerec.sim import env as E, metrics as M
 from purerec.sim.rollout import rollout
 
 REPORT_METRICS = ("Len", "R_each", "R_cum", "AD")
@@ -130,9 +132,10 @@ def reference_rows(cfg, verbose: bool = False) -> dict[str, dict[str, float]]:
     ev = dataclasses.asdict(cfg.eval)
     if ev["split"] == "test":  # the key of the rows cached before the validation split existed
         ev.pop("split")
-    key = json.dumps([_fingerprint(cfg), dataclasses.asdict(cfg.feedback), env_identity(cfg),
+    key = json.dumps([_fingerprint(world_sections(cfg)), dataclasses.asdict(cfg.feedback), env_identity(cfg),
                       ev, sorted(policies), REFERENCE_VERSION], sort_keys=True)
-    path = os.path.join(cache_dir(cfg), f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
+    path = os.path.join(cache_dir(world_sections(cfg)),
+                        f"reference-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json")
     try:
         with open(path) as fh:
             cached = json.load(fh)

@@ -43,10 +43,9 @@ from jax.sharding import PartitionSpec as P
 
 from purerec.agents import describe, spec_of
 from purerec.config import (
-    AGENT_ID_SECTIONS, DEFAULT_SESSION_SHARDS, EVAL_WORLD_SECTIONS, MEMORY_SECTIONS, STATE_SECTIONS, _apply,
-    agent_id, Config, env_sections, resolve_session_shards, view, world_sections
+    _apply, agent_id, AGENT_ID_SECTIONS, Config, env_sections, EVAL_WORLD_SECTIONS, MEMORY_SECTIONS,
+    resolve_session_shards, STATE_SECTIONS, view, world_sections,
 )
-from purerec.config import EVAL_ACTIONS
 from purerec.core import interrupts
 from purerec.core.atomic import atomic_write
 from purerec.core.errors import CheckpointError, Interrupted, PurerecError, RunDirError, TrainingError, write_error
@@ -58,6 +57,7 @@ from purerec.data.validation import eval_world
 from purerec.run import distributed as dist
 from purerec.run.evaluation import n_test_sessions, seed_summary, test_protocol, train_report
 from purerec.run.loop import init_key, make_train, stage1_key
+from purerec.run.sections import DEFAULT_SESSION_SHARDS, EVAL_ACTIONS
 from purerec.sim.env import make_params
 from purerec.state.fidelity import fidelity
 from purerec.state.purifier import make_observer
@@ -714,7 +714,7 @@ def check_loaded_worlds(cfg: Config, train_w, test_w) -> None:
     """What only the loaded worlds can tell (real data sets their sizes): the slate fits in each."""
     n = min(train_w.n_items, test_w.n_items)
     if cfg.env.slate_size > n:
-        from purerec.config import ConfigError
+        from purerec.core.errors import ConfigError
 
         raise ConfigError("env.slate_size", cfg.env.slate_size,
                           f"at most {n}: the loaded {'train' if train_w.n_items == n else 'test'} world has only "
@@ -727,7 +727,7 @@ def check_session_shards(cfg: Config) -> int:
     ``train.session_shards`` must not exceed them."""
     n_dev = jax.device_count()
     if dist.multi() and cfg.train.session_shards > n_dev:
-        from purerec.config import ConfigError
+        from purerec.core.errors import ConfigError
 
         raise ConfigError("train.session_shards", cfg.train.session_shards,
                           f"at most the {n_dev} device(s) of the {jax.process_count()} processes: lower it (0 = every "
@@ -745,7 +745,7 @@ def check_process_shards(cfg: Config, n_dev: int, log=print) -> None:
         log(f"distributed: {describe(agent_id(cfg))['method']} runs on one device: every process computes the whole run and "
             f"process 0 writes it")
     elif s != n_dev:
-        from purerec.config import ConfigError
+        from purerec.core.errors import ConfigError
 
         raise ConfigError("train.session_shards", s,
                           f"{n_dev} (every device of the {jax.process_count()} processes) or 0 when several "

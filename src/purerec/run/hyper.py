@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from purerec.agents import spec_of
-from purerec.config import Config, agent_id, apply_overrides, run_sections, traced_paths
+from purerec.config import agent_id, apply_overrides, Config, run_sections, traced_paths
 
 
 def hyper_paths(cfg: Config) -> tuple[str, ...]:

@@ -21,8 +21,9 @@ import jax.numpy as jnp
 
 from purerec import agents
 from purerec.agents.base import Agent
+from purerec.config import agent_id, component_sections, Config, view
+from purerec.core.errors import ConfigError
 from purerec.run.hyper import hyper_of
-from purerec.config import agent_id, component_sections, Config, ConfigError, view
 from purerec.sim import env as E
 from purerec.state.stage1 import make_stage1
 

@@ -54,24 +54,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purerec.run import distributed
-from purerec.config import (EVAL_ACTIONS, Config, ConfigError, apply_overrides, load_config, load_toml,
-                            resolve_override_name)
-from purerec.agents import describe, spec_of
-from purerec.agents import heads
+from purerec.agents import describe, heads, spec_of
 from purerec.agents.base import env_params
-from purerec.run.hyper import frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
 from purerec.config import (
-    EVAL_WORLD_SECTIONS, HEAD_SECTIONS, agent_id, component_sections, env_identity, env_sections,
-    run_sections, view, world_sections
+    agent_id, apply_overrides, component_sections, Config, env_identity, env_sections, EVAL_WORLD_SECTIONS,
+    HEAD_SECTIONS, load_config, load_toml, resolve_override_name, run_sections, view, world_sections,
 )
 from purerec.core import interrupts
-from purerec.core.errors import RunDirError, SweepSpecError
+from purerec.core.errors import ConfigError, RunDirError, SweepSpecError
 from purerec.data.datasets import get_worlds
 from purerec.data.validation import eval_world
+from purerec.run import distributed
 from purerec.run.evaluation import n_test_sessions, reference_rows, test_metrics
 from purerec.run.experiment import seed_batcher, write_json
+from purerec.report.tables import world_key
+from purerec.run.hyper import frozen_config, hyper_of, hyper_paths, is_frozen, learning_rate_paths
 from purerec.run.loop import make_train
+from purerec.run.sections import EVAL_ACTIONS
 from purerec.sim.env import make_params
 
 
@@ -525,12 +524,14 @@ def _run_sweep(spec, out_dir, budget, dry_run, log, reuse, runs, groups, writer,
 
 
 def reference_for(runs: list[RunSpec]) -> dict:
-    """{preset: {max_len: {policy: row}}}: the reference rows (test protocol, cached) for every world
-    and session length of a sweep, shown under the agents in its report's tables."""
+    """{preset: {world key: {policy: row}}}: the reference rows (test protocol, cached) for every world
+    and session length of a sweep, shown under the agents in its report's tables; the key is the
+    max_len, with preference dynamics also the attraction strengths (``report.tables.world_key``)."""
     out: dict = {}
     for r in runs:
         c = r.cfg
-        by_len = out.setdefault(c.world.preset, {})
-        if str(c.env.max_len) not in by_len:
-            by_len[str(c.env.max_len)] = reference_rows(c)
+        by_world = out.setdefault(c.world.preset, {})
+        key = world_key(dataclasses.asdict(c))  # the max_len; with dynamics also the attraction strengths
+        if key not in by_world:
+            by_world[key] = reference_rows(c)
     return out

@@ -177,6 +177,36 @@ def world_premium(world, k: int) -> float:
     return premium_rule(np.asarray(world.true_user), np.asarray(world.true_item), ~np.asarray(world.harmful), k)
 
 
+def log_click_premium(user_vecs: np.ndarray, item_vecs: np.ndarray, safe: np.ndarray, k: int, target: float,
+                      chunk: int = 1024) -> float:
+    """log c at which the median user's top-k safe slate on the initial profile is clicked with
+    probability ``target`` (p_CLK = sigmoid(lse(slate logits) - log c), so log c = median lse -
+    logit(target)): the harm paper's regime of p_CLK > 0.5, set by a rule on the world's own
+    profiles, not by looking at any policy's outcome. float64, users in chunks."""
+    u = np.asarray(user_vecs, np.float64)
+    v = np.asarray(item_vecs, np.float64)[np.asarray(safe)]
+    if v.shape[0] < k:
+        raise ValueError(f"the click-target rule needs at least k = {k} safe items, the world has {v.shape[0]}")
+    lse = []
+    for i in range(0, u.shape[0], chunk):
+        top = -np.partition(-(u[i:i + chunk] @ v.T), k - 1, axis=1)[:, :k]
+        m = top.max(1, keepdims=True)
+        lse.append(m[:, 0] + np.log(np.exp(top - m).sum(1)))
+    return float(np.median(np.concatenate(lse)) - np.log(target / (1.0 - target)))
+
+
+def premium(world, a, k: int) -> tuple[float, str]:
+    """(c, the rule that set it) of a world under the ``[attraction]`` section ``a``: ``premium_c``
+    when given; else the click-target rule when ``click_target`` is set; else the authors' rule."""
+    if a.premium_c > 0:
+        return float(a.premium_c), "given"
+    if a.click_target > 0:
+        log_c = log_click_premium(np.asarray(world.true_user), np.asarray(world.true_item), ~np.asarray(world.harmful),
+                                  k, a.click_target)
+        return float(np.exp(log_c)), f"median top-k click {a.click_target:g}"
+    return world_premium(world, k), "the authors' rule"
+
+
 def taste_scale(world) -> float:
     """kappa = mean ||user taste|| / mean ||item taste|| (the factors without their two bias
     coordinates): the ``taste`` block's attraction moves a taste toward kappa q_v, a point on the
@@ -212,14 +242,14 @@ def card(cfg, train, test) -> dict:
     a, k = cfg.attraction, cfg.env.slate_size
     out = {}
     for name, w in (("train", train), ("test", test)):
-        c = a.premium_c if a.premium_c > 0 else world_premium(w, k)
+        c, rule = premium(w, a, k)
         out[name] = {"harmful_share": float(np.asarray(w.harmful).mean()), "premium_c": float(c),
-                     "premium_rule": a.premium_c <= 0, "kappa": taste_scale(w)}
+                     "premium_rule": rule, "kappa": taste_scale(w)}
     return out
 
 
 def format_card(c: dict) -> str:
-    rule = "the authors' rule" if c["train"]["premium_rule"] else "given"
+    rule = c["train"]["premium_rule"]
     return ("  preference dynamics: harmful items " + ", ".join(f"{n} {v['harmful_share']:.1%}" for n, v in c.items())
             + f"; premium c ({rule}, k items per slate) " + ", ".join(f"{n} {v['premium_c']:.4g}" for n, v in c.items())
             + "; taste scale kappa " + ", ".join(f"{n} {v['kappa']:.3g}" for n, v in c.items()))

@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec.config import Sections
-from purerec.sim import abandonment
-from purerec.sim import dynamics as DY
+from purerec.core.fields import Sections
+from purerec.sim import abandonment, dynamics as DY
 from purerec.sim.feedback import contaminate
-from purerec.sim.world import World, true_response
+from purerec.sim.world import true_response, World
 
 
 @struct.dataclass
@@ -71,7 +70,7 @@ def make_params(world: World, cfg: Sections) -> EnvParams:
         if world.harmful is None:
             raise ValueError("env.dynamics = 'attraction' needs a world with harm labels "
                              "(purerec.sim.dynamics.label_harm; datasets.get_worlds adds them)")
-        c = a.premium_c if a.premium_c > 0 else DY.world_premium(world, e.slate_size)
+        c = DY.premium(world, a, e.slate_size)[0]
         dyn = dict(alpha_h=jnp.float32(a.alpha_h), alpha_nh=jnp.float32(a.alpha_nh), beta=jnp.float32(a.beta),
                    premium_c=jnp.float32(c), harm_lambda=jnp.float32(a.harm_lambda),
                    drift_scale=jnp.float32(DY.taste_scale(world)), dynamics="attraction", drift_mode=a.mode,

@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.sim import env as E
-from purerec.sim import slate
+from purerec.sim import env as E, slate
 from purerec.sim.rollout import unroll
 
 

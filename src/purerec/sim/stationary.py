@@ -221,7 +221,7 @@ def world_model(world, cfg) -> Model:
     """The stationary analysis's model of a world: its true item factors (the paper's full-vector
     attraction), harm labels, [attraction]'s alphas and beta, and c (given, or the authors' rule)."""
     a = cfg.attraction
-    c = a.premium_c if a.premium_c > 0 else DY.world_premium(world, cfg.env.slate_size)
+    c = DY.premium(world, a, cfg.env.slate_size)[0]
     return Model(V=jnp.asarray(world.true_item), harmful=jnp.asarray(world.harmful), alpha_h=jnp.float32(a.alpha_h),
                  alpha_nh=jnp.float32(a.alpha_nh), beta=jnp.float32(a.beta), premium_c=jnp.float32(c))
 

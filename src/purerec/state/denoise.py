@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from purerec.config import DenoiseConfig
+from purerec.state.sections import DenoiseConfig
 
 POSITIVE = 0.5  # observed feedback above this counts as a positive (a "click")
 BOD_REG = 1e-3  # BOD's embedding-norm term in the generator objective

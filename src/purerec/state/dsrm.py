@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purerec.config import DSRMConfig
 from purerec.state import diffusion
+from purerec.state.sections import DSRMConfig
 
 
 def sinusoidal_embedding(k: jax.Array, dim: int) -> jax.Array:

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from purerec.config import DENOISERS, resolve_agent, Sections
+from purerec.state.sections import DENOISERS, resolve_agent
+
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.state import denoise, diffusion, dsrm
 from purerec.state.encoder import StateEncoder

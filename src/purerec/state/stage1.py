@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purerec.config import DENOISERS, DenoiseConfig, resolve_agent, Sections
+from purerec.state.sections import DenoiseConfig, DENOISERS, resolve_agent
+
+from purerec.core.fields import Sections
 from purerec.sim import env as E
 from purerec.sim.logs import BEHAVIOUR
 from purerec.sim.rollout import unroll

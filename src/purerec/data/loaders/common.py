@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.config import WorldConfig
 from purerec.core import memory
 from purerec.data.loaders.csvio import DataFormatError, line_of_record
 from purerec.data.mf import item_embeddings
+from purerec.data.sections import WorldConfig
 from purerec.data.truth import fit_truth, pair_response
-from purerec.sim.world import World, popular_flags
+from purerec.sim.world import popular_flags, World
 
 
 class Interactions(NamedTuple):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from purerec.config import WorldConfig
 from purerec.data.loaders.common import assemble_worlds, interactions, parse_int_list, tag_table
 from purerec.data.loaders.csvio import read_columns, require_file, require_glob
+from purerec.data.sections import WorldConfig
 from purerec.sim.world import World
 
 STANDARD = "log_standard_*.csv"

@@ -20,9 +20,9 @@ Semantics (details in ``purerec.data.loaders.common``):
 
 from __future__ import annotations
 
-from purerec.config import WorldConfig
 from purerec.data.loaders.common import assemble_worlds, interactions, parse_int_list, tag_table
 from purerec.data.loaders.csvio import read_columns, require_file
+from purerec.data.sections import WorldConfig
 from purerec.sim.world import World
 
 BIG = "big_matrix.csv"

@@ -76,9 +76,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from purerec.config import WorldConfig
-from purerec.data.loaders.common import Interactions, TagTable, assemble_worlds, average_pairs, response
+from purerec.data.loaders.common import assemble_worlds, average_pairs, Interactions, response, TagTable
 from purerec.data.loaders.csvio import DataFormatError, line_of_record, read_columns, read_header, require_file
+from purerec.data.sections import WorldConfig
 from purerec.sim.world import World
 
 INTERACTIONS = "interactions.csv"
