@@ -10,7 +10,7 @@ import jax
 import pytest
 
 from purerec import agents
-from purerec.config import AGENTS, apply_overrides, component_sections, Config, Sections, view
+from purerec.config import AGENT_KINDS, apply_overrides, component_sections, Config, Sections, view
 from purerec.run import loop
 from purerec.state import stage1 as stage1_mod
 
@@ -31,7 +31,7 @@ def test_a_view_holds_only_its_sections():
     assert view(cfg, ("env", "ppo")) == v and hash(view(cfg, ("env", "ppo"))) == hash(v)
 
 
-@pytest.mark.parametrize("kind", AGENTS)
+@pytest.mark.parametrize("kind", AGENT_KINDS + ("dsrm_hrl", "hrl_bod"))
 def test_make_train_hands_every_agent_its_sections_only(kind, small_cfg, small_params, monkeypatch):
     cfg = apply_overrides(small_cfg, {"agent.kind": kind, "train.num_envs": 8, "train.rollout_len": 4,
                                       "ppo.minibatches": 1, "a2c.minibatches": 1, "train.stage1_sessions": 8})
@@ -91,10 +91,10 @@ def test_no_component_below_run_receives_the_whole_config(tmp_path):
 
     cfg = small_config()
     cfg = apply_overrides(cfg, {
-        "agent.kind": "dsrm_hrl", "train.num_envs": 16, "train.rollout_len": 4, "train.total_updates": 2,
+        "agent.kind": "dsrm_hrl", "train.num_envs": 16, "train.rollout_len": 4, "train.total_updates": 1,
         "train.chunk_updates": 1, "train.seeds": [1], "train.stage1_sessions": 16, "encoder.train_steps": 5,
         "dsrm.steps": 3, "dsrm.train_steps": 5, "eval.n_sessions": 16, "eval.repeats": 1, "ppo.minibatches": 1,
-        "train.eval_every_chunks": 1}).validate()
+        "train.target_episodes": 0}).validate()
     sys.setprofile(watch)
     threading.setprofile(watch)
     try:
@@ -103,7 +103,7 @@ def test_no_component_below_run_receives_the_whole_config(tmp_path):
     finally:
         sys.setprofile(None)
         threading.setprofile(None)
-    assert res["updates"] == 2
+    assert res["updates"] == 1
     assert not hits, f"called with the whole Config: {sorted(hits)}"
 
 
