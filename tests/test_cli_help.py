@@ -49,3 +49,22 @@ def test_usage_errors_still_exit_2(capsys):
     assert "usage: train.py report DIR" in capsys.readouterr().err
     assert main(["logs"]) == 2
     assert "usage: train.py logs --out DIR" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``train.py --help-config | head``: when the reader goes away the command stops without the
+    misleading file-system error line, with the shell's SIGPIPE status (128 + 13)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        p = subprocess.run([sys.executable, os.path.join(root, "train.py"), "--help-config"], stdout=w,
+                           stderr=subprocess.PIPE, text=True, timeout=120, cwd=root)
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert "error" not in p.stderr and "Broken pipe" not in p.stderr

@@ -646,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}{fix}", file=sys.stderr)
             one_line = True
             return 2
+        except BrokenPipeError:  # the reader of our output went away (``train.py --help-config | head``)
+            if whole_process:  # nothing more can reach it: no error line, and no flush error at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            one_line = True
+            return 141 if whole_process else 0  # 128 + SIGPIPE, as a shell pipeline reports it
         except OSError as e:
             if debug:
                 raise
