@@ -419,6 +419,7 @@ def stationary_main(argv: list[str]) -> int:
     import json
 
     import jax
+    import numpy as np
 
     from purerec.data.datasets import get_worlds
     from purerec.sim import stationary
@@ -431,7 +432,7 @@ def stationary_main(argv: list[str]) -> int:
         if seed == seeds[0]:
             from purerec.sim.dynamics import card, format_card
 
-            print(format_card(card(c, train, test)))
+            print(format_card(card(env_sections(c), train, test)))
         t = stationary.users_table(jax.random.PRNGKey(seed), test, env_sections(c), min(n_users, test.n_users), lambdas,
                                    pool_size=pool, n_samples=samples, steps=steps)
         tables.append(jax.device_get(t))
@@ -443,7 +444,9 @@ def stationary_main(argv: list[str]) -> int:
     if opts.get("out"):
         from purerec.core.atomic import atomic_write
 
-        atomic_write(opts["out"], lambda fh: json.dump({str(k): v for k, v in summary.items()}, fh, indent=2))
+        per_user = {str(s): {p: np.asarray(t[p]["J"]).tolist() for p in stationary.POLICIES} for s, t in zip(seeds, tables)}
+        atomic_write(opts["out"], lambda fh: json.dump({**{str(k): v for k, v in summary.items()},
+                                                         "lambdas": lambdas, "per_user_J": per_user}, fh))
     return 0
 
 

@@ -255,8 +255,9 @@ def users_table(key, world, cfg, n_users: int, lambdas, pool_size: int = 100, n_
 
 def summarize(tables: list[dict], lambdas) -> dict:
     """Over seeds (one table each): per lambda, each policy's mean J, p_CLK, p_H and drift (mean
-    and [min, max] over seeds), the shares of users with grad_u0 >= alt >= u0 and grad > alt on
-    J, and grad's gain over alt."""
+    and [min, max] over seeds), the shares of users with grad_u0 >= alt >= u0, grad >= alt >= u0
+    (grad: the better of the ascents from u0 and from alt), alt >= u0 and grad > alt on J, and
+    grad's gain over alt."""
     import numpy as np
 
     out = {}
@@ -271,6 +272,9 @@ def summarize(tables: list[dict], lambdas) -> dict:
         row["share grad_u0>=alt>=u0"] = over(lambda t: float(np.mean((J(t, "grad_u0") >= J(t, "alt") - 1e-6)
                                                                      & (J(t, "alt") >= J(t, "u0") - 1e-6))))
         row["share grad_u0>=alt"] = over(lambda t: float(np.mean(J(t, "grad_u0") >= J(t, "alt") - 1e-6)))
+        row["share alt>=u0"] = over(lambda t: float(np.mean(J(t, "alt") >= J(t, "u0") - 1e-6)))
+        row["share grad>=alt>=u0"] = over(lambda t: float(np.mean((J(t, "grad") >= J(t, "alt") - 1e-6)
+                                                                  & (J(t, "alt") >= J(t, "u0") - 1e-6))))
         row["share grad>alt"] = over(lambda t: float(np.mean(J(t, "grad") > J(t, "alt") + 1e-4 * np.abs(J(t, "alt")))))
         row["grad-alt"] = over(lambda t: float(np.mean(J(t, "grad") - J(t, "alt"))))
         row["max relative gain over alt"] = over(
@@ -289,11 +293,14 @@ def format_summary(summary: dict) -> str:
         r = summary[lam]
         lines.append(f"| {lam:g} | " + " | ".join(cell(r[f"{p}.J"]) for p in POLICIES)
                      + f" | {r['u0.p_clk'][0]:.3f} / {r['grad.p_clk'][0]:.3f} | {r['u0.p_h'][0]:.4f} / {r['grad.p_h'][0]:.4f} |")
-    lines += ["", "| lambda | users: grad_u0 >= alt >= u0 | users: grad_u0 >= alt | users: grad > alt | "
-              "mean grad - alt | max relative gain over alt |", "|---|---|---|---|---|---|"]
+    lines += ["", "| lambda | users: grad_u0 >= alt >= u0 | users: grad >= alt >= u0 | users: alt >= u0 | "
+              "users: grad_u0 >= alt | users: grad > alt | mean grad - alt | max relative gain over alt |",
+              "|---|---|---|---|---|---|---|---|"]
     for lam in lams:
         r = summary[lam]
-        lines.append(f"| {lam:g} | {cell(r['share grad_u0>=alt>=u0'], '{:.2f}')} | {cell(r['share grad_u0>=alt'], '{:.2f}')} | "
+        lines.append(f"| {lam:g} | {cell(r['share grad_u0>=alt>=u0'], '{:.2f}')} | "
+                     f"{cell(r['share grad>=alt>=u0'], '{:.2f}')} | {cell(r['share alt>=u0'], '{:.2f}')} | "
+                     f"{cell(r['share grad_u0>=alt'], '{:.2f}')} | "
                      f"{cell(r['share grad>alt'], '{:.2f}')} | {cell(r['grad-alt'])} | "
                      f"{cell(r['max relative gain over alt'], '{:.1%}')} |")
     return "\n".join(lines)
