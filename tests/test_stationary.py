@@ -100,3 +100,12 @@ def test_policies_on_the_toy_grad_at_least_u0():
     for pol in t:
         np.testing.assert_allclose(np.asarray(t[pol]["J"]),
                                    np.asarray(t[pol]["p_clk"]) - lam * np.asarray(t[pol]["p_h"]), rtol=1e-5, atol=1e-6)
+
+
+def test_orderings_forgive_float32_rounding_only():
+    """``at_least``: equal up to float32 rounding counts as >=; a real loss (1e-4 relative) does not."""
+    from purerec.sim.stationary import at_least
+
+    b = np.array([-10.0, -10.0, 0.3, 0.0])
+    a = np.array([np.float32(-10.0) - 5e-6, -10.001, 0.3 - 1e-8, -2e-6])
+    assert at_least(a, b).tolist() == [True, False, True, False]
