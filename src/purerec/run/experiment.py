@@ -442,9 +442,6 @@ class _Run:
     progress: bool
     checkpointer: Any
     seeds: list
-    ckpt_dir: str
-    metrics_path: str
-    evals_path: str
     timings: dict
     fns: Any = None
     p_train: Any = None
@@ -464,6 +461,18 @@ class _Run:
     tb: Any = None
     episodes: dict = field(default_factory=dict)
     recompiles: int = 0
+
+    @property
+    def ckpt_dir(self) -> str:
+        return os.path.abspath(os.path.join(self.run_dir, "checkpoints"))
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.run_dir, "metrics.jsonl")
+
+    @property
+    def evals_path(self) -> str:
+        return os.path.join(self.run_dir, "evals.jsonl")
 
     def timed_compile(self, fn, *args):
         t0 = time.perf_counter()
@@ -509,9 +518,7 @@ def _train_and_evaluate(cfg: Config, run_dir: str, resume: bool, progress: bool,
     (``interrupts.check()``)."""
     t_all = time.perf_counter()
     r = _Run(cfg=cfg, run_dir=run_dir, main=main, log=log, progress=progress, checkpointer=checkpointer,
-             seeds=list(cfg.train.seeds), ckpt_dir=os.path.abspath(os.path.join(run_dir, "checkpoints")),
-             metrics_path=os.path.join(run_dir, "metrics.jsonl"), evals_path=os.path.join(run_dir, "evals.jsonl"),
-             timings={"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0})
+             seeds=list(cfg.train.seeds), timings={"compile_s": 0.0, "run_s": 0.0, "stage1_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0})
     _agent_programs(r, train_w, test_w)
     _start(r, resume)
     _train(r, tensorboard)
