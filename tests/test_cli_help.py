@@ -1,4 +1,6 @@
-"""Every sub-command answers ``--help`` (and ``-h``) with its own usage, exit 0, and runs nothing."""
+"""Every sub-command answers ``--help`` (and ``-h``) with its own usage (tyro's, built from the
+sub-command's dataclass in ``purerec.cli``), exit 0, and runs nothing; each option's help is the
+docstring under its field."""
 
 from __future__ import annotations
 
@@ -8,14 +10,16 @@ from purerec.cli import main
 
 # (argv, the usage line's start, options the usage must name)
 CASES = [
-    (["--help"], "Command line: ``python train.py", ["--env FILE", "--resume DIR", "--reference", "--help-config"]),
-    (["-h"], "Command line: ``python train.py", ["--env FILE", "--resume DIR"]),
-    (["sweep", "--help"], "usage: train.py sweep FILE",
+    (["--help"], "usage: train.py [-h]", ["--env FILE", "--resume DIR", "--reference", "--help-config", "--section.field"]),
+    (["-h"], "usage: train.py [-h]", ["--env FILE", "--resume DIR"]),
+    (["sweep", "--help"], "usage: train.py sweep",
      ["--dry-run", "--budget X", "--out DIR", "--reuse DIR[,DIR]", "--coordinator", "--distributed"]),
-    (["sweep", "sweeps/x.toml", "--budget", "0.1", "-h"], "usage: train.py sweep FILE", ["--dry-run"]),
-    (["report", "--help"], "usage: train.py report DIR", ["DIR", "runs/"]),
-    (["logs", "--help"], "usage: train.py logs --out DIR", ["--out DIR", "--env FILE", "--seed N", "logs.npz"]),
-    (["logs", "--out", "d", "--help"], "usage: train.py logs --out DIR", ["--seed N"]),
+    (["sweep", "sweeps/x.toml", "--budget", "0.1", "-h"], "usage: train.py sweep", ["--dry-run"]),
+    (["report", "--help"], "usage: train.py report", ["DIR", "runs/"]),
+    (["logs", "--help"], "usage: train.py logs", ["--out DIR", "--env FILE", "--seed N", "logs.npz"]),
+    (["logs", "--out", "d", "--help"], "usage: train.py logs", ["--seed N"]),
+    (["tune", "--help"], "usage: train.py tune", ["FILE", "--tuned DIR", "validation"]),
+    (["stationary", "--help"], "usage: train.py stationary", ["--lambdas", "--users N", "grad"]),
 ]
 
 
@@ -44,11 +48,37 @@ def test_sub_command_usages_differ(capsys):
 
 
 def test_usage_errors_still_exit_2(capsys):
-    """Without --help the old usage errors stand (exit 2, one line)."""
-    assert main(["report"]) == 2
-    assert "usage: train.py report DIR" in capsys.readouterr().err
-    assert main(["logs"]) == 2
-    assert "usage: train.py logs --out DIR" in capsys.readouterr().err
+    """Without --help a missing argument is a usage error: exit 2, one line naming what is missing
+    and the sub-command's --help (tyro's boxed message, flattened)."""
+    for argv, missing in ((["report"], "Missing from train.py report: DIR"),
+                          (["logs"], "Missing from train.py logs: --out DIR"),
+                          (["sweep"], "Missing from train.py sweep: FILE"),
+                          (["sweep", "s.toml", "--budget"], "--budget")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and missing in err[0], (argv, err)
+        assert f"see train.py {argv[0]} --help" in err[0]
+
+
+@pytest.mark.parametrize("cmd", ["", "sweep", "tune", "report", "logs", "stationary"])
+def test_each_option_is_documented_by_its_field_docstring(cmd, capsys):
+    """The help of every option is the docstring written under its dataclass field (tyro reads them;
+    ``purerec.core.fields.field_docs`` reads them the same way for ``--help-config``)."""
+    import dataclasses
+
+    from purerec.cli import COMMANDS, TrainArgs
+    from purerec.core.fields import field_docs
+
+    cls = COMMANDS.get(cmd, TrainArgs)
+    assert main([cmd, "--help"] if cmd else ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    docs = {}
+    for klass in reversed(cls.__mro__):  # the inherited options (--debug, the launch flags) too
+        if dataclasses.is_dataclass(klass):
+            docs.update(field_docs(klass))
+    assert set(docs) == {f.name for f in dataclasses.fields(cls)}, "a field without a docstring"
+    for name, doc in docs.items():
+        assert " ".join(doc.split()) in text, (cmd, name)
 
 
 def test_a_closed_pipe_ends_quietly():

@@ -1,45 +1,30 @@
-"""Command line: ``python train.py [--env FILE] [--field value ...]``.
+"""Command line: ``python train.py [sub-command] [options] [--section.field value ...]``.
 
-Trains DSRM-HRL (default) or any registered agent (``--agent KIND``: dsrm_hrl, hrl, flat, a2c,
-td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod; ``--state.purifier
-none|dsrm|tce|rce|bod`` crosses any of them with a purifier) and evaluates it on the test world.
-Sweeps: ``python train.py sweep sweeps/X.toml [--dry-run] [--budget 0.1] [--out DIR]`` and
-``python train.py report DIR``; tuning on the validation split: ``python train.py tune
-sweeps/tune/<world>.toml`` (writes the chosen configs to sweeps/tuned/). Logged data of the train world for other tools:
-``python train.py logs --out DIR [--env FILE] [--seed N]``; the harm paper's stationary-profile
-policies on a world with preference dynamics: ``python train.py stationary --env
-envs/kuairec-drift.toml``; each sub-command answers ``--help``. Options:
-  --env FILE        environment spec (default envs/kuairec.toml)
-  --out DIR         run directory (default runs/<time>-<agent>)
-  --resume DIR      continue a killed run from its last checkpoint
-  --reference       only roll out the reference policies (random, most-popular, oracle)
-  --no-progress     no progress bar
-  --log tensorboard also write TensorBoard event files to DIR/tensorboard (pip install -e '.[tensorboard]';
-                    metrics.jsonl stays the record; a resumed run keeps logging)
-  --debug           show the traceback of an error (errors are one line otherwise)
-Several processes or hosts (``train.py`` and ``train.py sweep``; see purerec.run.distributed):
-  --coordinator HOST:PORT --num-processes N --process-id I
-                    start process I of N (process 0 serves HOST:PORT); or set PUREREC_COORDINATOR,
-                    PUREREC_NUM_PROCESSES, PUREREC_PROCESS_ID
-  --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
-  --init-timeout S  stop with an error when the processes have not all met after S seconds (120)
-Any config field can be overridden as ``--section.field value`` or, when the name is unique,
-``--field value`` (dashes or underscores); tuple fields take several values
-(``--seeds 11 15 19``). ``--help-config`` lists every field with its default and a line of help.
+Built on tyro: each sub-command (training, ``sweep``, ``tune``, ``report``, ``logs``,
+``stationary``) is a dataclass below whose fields are its options and whose attribute docstrings
+are their help (``train.py <sub-command> --help``). The config fields are options too, read by
+``purerec.config`` on top of the ``--env`` TOML file (``parse`` says why); ``--help-config`` lists
+them with their help. Every error a user can cause ends as one line ``error: ...`` (``main``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
+import re
 import shlex
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any, Optional
+
+import tyro
 
 from purerec.config import agent_id, Config, ConfigError, env_sections, field_paths, world_sections
-from purerec.core.errors import PurerecError
+from purerec.core.errors import PurerecError, UsageError
 from purerec.core.fields import field_docs
-from purerec.run.distributed import FLAGS as DIST_FLAGS, launch_from
+from purerec.run.distributed import launch_from
 
 
 def split_args(argv: list[str], flags: dict[str, int]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -212,131 +197,235 @@ def timing_line(t: dict, reference_s: float = 0.0) -> str:
             f"= {100 * ev / max(total, 1e-9):.0f}% of the wall time")
 
 
-_DIST_USAGE = """Several processes or hosts (see purerec.run.distributed):
-  --coordinator HOST:PORT --num-processes N --process-id I
-                    start process I of N (process 0 serves HOST:PORT)
-  --distributed     join the cluster JAX detects (SLURM, Open MPI, Kubernetes)
-  --init-timeout S  stop with an error when the processes have not all met after S seconds (120)"""
+# ---------------------------------------------------------------------------------------------
+# The sub-commands' own options, one dataclass each: tyro builds their flags, types, defaults and
+# ``--help`` from the fields and the docstring under each. Config fields (``--section.field v``)
+# are not declared here: they are what tyro leaves over (``return_unknown_args``) and go through
+# ``purerec.config.apply_overrides``, on top of the ``--env`` TOML file (see ``parse``).
 
-SWEEP_USAGE = f"""usage: train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]]
-
-Run every config x seed of the sweep spec FILE (sweeps/*.toml) that has no finished record yet,
-then write DIR/report.md (re-running skips finished runs).
-  FILE              the sweep spec (TOML; see sweeps/ and purerec.run.sweep)
-  --dry-run         print the plan (groups, runs, runs to do) and run nothing
-  --budget X        scale each run's training budget by X in (0, 10] (default 1)
-  --out DIR         sweep directory (default runs/sweeps/<name>)
-  --reuse DIR[,DIR] copy the finished runs with the same run id from other sweep directories
-  --debug           show the traceback of an error
-{_DIST_USAGE}"""
-
-TUNE_USAGE = f"""usage: train.py tune FILE [--dry-run] [--budget X] [--out DIR] [--tuned DIR]
-
-Run the tuning sweep FILE (sweeps/tune/*.toml: `tune = true`, every run on the validation split,
-tuning seeds disjoint from the reporting seeds), then write, per world and agent, the grid point and
-action rule with the best mean validation R_cum to DIR/<preset>/<agent>.toml (with the command and
-every candidate's figures), the defaults that `tuned = "sweeps/tuned"` sweeps such as table2 apply.
-  FILE              the tuning sweep spec
-  --dry-run         print the plan and run nothing
-  --budget X        scale each run's training budget by X in (0, 10] (default 1)
-  --out DIR         sweep directory (default runs/sweeps/<name>)
-  --tuned DIR       where the chosen configs go (default sweeps/tuned)
-  --debug           show the traceback of an error
-{_DIST_USAGE}"""
-
-REPORT_USAGE = """usage: train.py report DIR
-
-Write DIR/report.md (tables) and its plots from the run records of a sweep directory written by
-`train.py sweep`, and print the markdown.
-  DIR               a sweep directory (holding runs/)
-  --debug           show the traceback of an error"""
-
-STATIONARY_USAGE = """usage: train.py stationary [--env FILE] [--users N] [--seeds S ...] [--lambdas L ...]
-                            [--pool N] [--samples S] [--steps N] [--out FILE] [--field value ...]
-
-The harm paper's stationary-profile comparison (purerec.sim.stationary) on the test world of a world
-with preference dynamics (env.dynamics = "attraction"): for N random users, the stationary
-objective J = p_CLK - lambda p_H of unif (uniform over safe items), u0 (top-k on the initial
-profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, mean
-and [min, max] over seeds (each seed: its own users, random numbers and harm direction).
-  --env FILE        environment spec (default envs/kuairec-drift.toml)
-  --users N         users per seed (default 100, the paper's)
-  --seeds S ...     seeds (default 11 15 19)
-  --lambdas L ...   harm weights (default 1 10 100)
-  --pool N          grad's candidate items per user, the best safe items on u0 (default 100)
-  --samples S       common-random-number slates for grad's estimator (default 256)
-  --steps N         projected gradient steps (default 100)
-  --out FILE        also write the summary as JSON
-  --field value     any config override, as for training
-  --debug           show the traceback of an error"""
+_FILE = tyro.conf.arg(metavar="FILE")
+_DIR = tyro.conf.arg(metavar="DIR")
 
 
-LOGS_USAGE = """usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Common:
+    """Options every sub-command takes."""
 
-Export the train world's logged sessions (offline.sessions parallel sessions x env.max_len steps of
-the popularity logging policy) as DIR/logs.npz + DIR/logs.json (the schema).
-  --out DIR         output directory (required)
-  --env FILE        environment spec (default envs/kuairec.toml)
-  --seed N          the logging policy's seed (default 0)
-  --field value     any config override, as for training (`train.py --help-config` lists them)
-  --debug           show the traceback of an error"""
+    debug: bool = False
+    """show the traceback of an error (errors are one line otherwise)"""
 
 
-def _wants_help(argv: list[str]) -> bool:
-    """``--help`` / ``-h`` anywhere among the options."""
-    return any(a in ("--help", "-h") for a in argv)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Launching(Common):
+    """Several processes or hosts (see purerec.run.distributed); each value is checked by
+    ``launch_from``, which also reads the PUREREC_* / JAX variables when a flag is absent."""
+
+    coordinator: Annotated[Optional[str], tyro.conf.arg(metavar="HOST:PORT")] = None
+    """start process I of N (process 0 serves HOST:PORT); or set PUREREC_COORDINATOR"""
+    num_processes: Annotated[Optional[str], tyro.conf.arg(metavar="N")] = None
+    """how many processes the launch has (with --coordinator); or PUREREC_NUM_PROCESSES"""
+    process_id: Annotated[Optional[str], tyro.conf.arg(metavar="I")] = None
+    """this process's index in [0, N) (with --coordinator); or PUREREC_PROCESS_ID"""
+    distributed: bool = False
+    """join the cluster JAX detects (SLURM, Open MPI, Kubernetes)"""
+    init_timeout: Annotated[Optional[str], tyro.conf.arg(metavar="S")] = None
+    """stop with an error when the processes have not all met after S seconds (None: 120)"""
+
+    def launch(self):
+        """The checked launch (``purerec.run.distributed.Launch``), or None for one process."""
+        return launch_from({"coordinator": self.coordinator, "num-processes": self.num_processes,
+                            "process-id": self.process_id, "distributed": self.distributed,
+                            "init-timeout": self.init_timeout})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainArgs(Launching):
+    """Train an agent (default DSRM-HRL; --agent KIND for any registered one: dsrm_hrl, hrl, flat, a2c,
+    td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod) and evaluate it on the test
+    world. Sub-commands: sweep, tune, report, logs, stationary (each answers --help). Any config field
+    is an option too: --section.field VALUE, or --field VALUE when the name is unique (dashes or
+    underscores; tuple fields take several values: --seeds 11 15 19); --help-config lists them all."""
+
+    env: Annotated[str, _FILE] = "envs/kuairec.toml"
+    """environment spec (TOML; see envs/)"""
+    out: Annotated[Optional[str], _DIR] = None
+    """run directory (None: runs/<time>-<agent>)"""
+    resume: Annotated[Optional[str], _DIR] = None
+    """continue a killed run from its last checkpoint (alone: the run keeps its config)"""
+    reference: bool = False
+    """only roll out the reference policies (random, most-popular, balanced, oracle)"""
+    progress: bool = True
+    """--no-progress: no progress bar"""
+    log: Annotated[Optional[str], tyro.conf.arg(metavar="tensorboard")] = None
+    """also write TensorBoard event files to DIR/tensorboard (needs pip install -e '.[tensorboard]')"""
+    help_config: bool = False
+    """list every config field with its default and a line of help, then exit"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepArgs(Launching):
+    """Run every config x seed of the sweep spec FILE (sweeps/*.toml) that has no finished record yet,
+    then write DIR/report.md (re-running skips finished runs)."""
+
+    file: Annotated[tyro.conf.Positional[str], _FILE]
+    """the sweep spec (TOML; see sweeps/ and purerec.run.sweep)"""
+    dry_run: bool = False
+    """print the plan (groups, runs, runs to do) and run nothing"""
+    budget: Annotated[float, tyro.conf.arg(metavar="X")] = 1.0
+    """scale each run's training budget by X in (0, 10]"""
+    out: Annotated[Optional[str], _DIR] = None
+    """sweep directory (None: runs/sweeps/<name>)"""
+    reuse: Annotated[str, tyro.conf.arg(metavar="DIR[,DIR]")] = ""
+    """copy the finished runs with the same run id from other sweep directories"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TuneArgs(Launching):
+    """Run the tuning sweep FILE (sweeps/tune/*.toml: `tune = true`, every run on the validation split,
+    tuning seeds disjoint from the reporting seeds), then write, per world and agent, the grid point and
+    action rule with the best mean validation R_cum to DIR/<preset>/<agent>.toml (with the command and
+    every candidate's figures): the defaults that `tuned = "sweeps/tuned"` sweeps such as table2 apply."""
+
+    file: Annotated[tyro.conf.Positional[str], _FILE]
+    """the tuning sweep spec"""
+    dry_run: bool = False
+    """print the plan and run nothing"""
+    budget: Annotated[float, tyro.conf.arg(metavar="X")] = 1.0
+    """scale each run's training budget by X in (0, 10]"""
+    out: Annotated[Optional[str], _DIR] = None
+    """sweep directory (None: runs/sweeps/<name>)"""
+    tuned: Annotated[str, _DIR] = os.path.join("sweeps", "tuned")
+    """where the chosen configs go"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportArgs(Common):
+    """Write DIR/report.md (tables) and its plots from the run records of a sweep directory written by
+    `train.py sweep`, and print the markdown."""
+
+    dir: Annotated[tyro.conf.Positional[str], _DIR]
+    """a sweep directory (holding runs/)"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogsArgs(Common):
+    """Export the train world's logged sessions (offline.sessions parallel sessions x env.max_len steps of
+    the popularity logging policy) as DIR/logs.npz + DIR/logs.json (the schema). Config fields are
+    options too (--field VALUE, as for training)."""
+
+    out: Annotated[str, _DIR]
+    """output directory"""
+    env: Annotated[str, _FILE] = "envs/kuairec.toml"
+    """environment spec"""
+    seed: Annotated[int, tyro.conf.arg(metavar="N")] = 0
+    """the logging policy's seed"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StationaryArgs(Common):
+    """The harm paper's stationary-profile comparison (purerec.sim.stationary) on the test world of a
+    world with preference dynamics (env.dynamics = "attraction"): for N random users, the stationary
+    objective J = p_CLK - lambda p_H of unif (uniform over safe items), u0 (top-k on the initial
+    profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, mean and
+    [min, max] over seeds (each seed: its own users, random numbers and harm direction). Config fields are
+    options too (--field VALUE, as for training)."""
+
+    env: Annotated[str, _FILE] = "envs/kuairec-drift.toml"
+    """environment spec (a world with env.dynamics = "attraction")"""
+    users: Annotated[int, tyro.conf.arg(metavar="N")] = 100
+    """users per seed (the paper's 100)"""
+    seeds: Annotated[tuple[int, ...], tyro.conf.arg(metavar="S")] = (11, 15, 19)
+    """seeds"""
+    lambdas: Annotated[tuple[float, ...], tyro.conf.arg(metavar="L")] = (1.0, 10.0, 100.0)
+    """harm weights (>= 0)"""
+    pool: Annotated[int, tyro.conf.arg(metavar="N")] = 100
+    """grad's candidate items per user: the best safe items on u0"""
+    samples: Annotated[int, tyro.conf.arg(metavar="S")] = 256
+    """common-random-number slates for grad's estimator"""
+    steps: Annotated[int, tyro.conf.arg(metavar="N")] = 100
+    """projected gradient steps"""
+    out: Annotated[Optional[str], _FILE] = None
+    """also write the summary (and every user's J) as JSON"""
+
+
+COMMANDS = {"sweep": SweepArgs, "tune": TuneArgs, "report": ReportArgs, "logs": LogsArgs,
+            "stationary": StationaryArgs}
+
+
+class Helped(Exception):
+    """tyro printed a sub-command's ``--help``: the command is done (exit 0)."""
+
+
+def _flatten(text: str) -> str:
+    """tyro's boxed error as one line: the box drawn away, what follows its first rule (the
+    argument's help, 'For full helptext ...') dropped."""
+    lines = []
+    for raw in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
+        line = raw.strip().strip("│╭╮╰╯").strip()
+        if line and set(line) <= {"─"}:
+            break
+        line = line.strip("─ ")
+        if line:
+            lines.append(line)
+    return ": ".join(lines[:1] + [" ".join(lines[1:])]) if len(lines) > 1 else " ".join(lines)
+
+
+def parse(cls, argv: list[str], prog: str):
+    """(``cls`` instance, config overrides) from ``argv``: tyro parses the sub-command's own options
+    and leaves the rest, which ``split_args`` reads as ``--section.field value`` overrides. A parse
+    error becomes one ``UsageError`` line naming the option; ``--help`` raises ``Helped``."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            args, rest = tyro.cli(cls, args=argv, prog=prog, return_unknown_args=True,
+                                  config=(tyro.conf.FlagCreatePairsOff,))
+    except SystemExit as e:
+        if not e.code:
+            raise Helped() from None
+        raise UsageError(f"{prog}: {_flatten(buf.getvalue())} (see {prog} --help)") from None
+    _, overrides, positionals = split_args(rest, {})
+    return args, overrides, positionals
 
 
 def sweep_main(cmd: str, argv: list[str]) -> int:
-    """``train.py sweep FILE [--dry-run] [--budget X] [--out DIR] [--reuse DIR[,DIR]] [--distributed]`` /
-    ``train.py report DIR``. ``--reuse`` copies the finished runs of other sweep directories that
-    have the same run id (the same config) instead of running them again."""
-    if _wants_help(argv):
-        print({"sweep": SWEEP_USAGE, "tune": TUNE_USAGE}.get(cmd, REPORT_USAGE))
+    """``train.py sweep|tune FILE ...`` (``SweepArgs`` / ``TuneArgs``) and ``train.py report DIR``
+    (``ReportArgs``). ``--reuse`` copies the finished runs of other sweep directories that have the
+    same run id (the same config) instead of running them again."""
+    args, overrides, pos = parse(COMMANDS[cmd], argv, f"train.py {cmd}")
+    if overrides or pos:
+        extra = " ".join([*pos, *("--" + k for k in overrides)])
+        raise UsageError(f"train.py {cmd}: unexpected {extra} (a sweep's configs come from its spec; see "
+                         f"train.py {cmd} --help)")
+    if cmd == "report":
+        from purerec.report.tables import write_report
+
+        if not os.path.isdir(os.path.join(args.dir, "runs")):
+            raise ConfigError("report", args.dir, "a sweep directory (holding runs/) written by `train.py sweep`")
+        path = write_report(args.dir)
+        print(open(path).read())
+        print(f"report written to {path}")
         return 0
-    flags = {"dry-run": 0, "budget": 1, "out": 1, "reuse": 1, **DIST_FLAGS}
-    if cmd == "tune":
-        flags = {**flags, "tuned": 1}
-        flags.pop("reuse")
-    try:
-        opts, overrides, pos = split_args(argv, flags)
-        launch = launch_from(opts) if cmd in ("sweep", "tune") else None
-        if len(pos) != 1 or overrides:
-            raise ConfigError(cmd, argv, f"usage: train.py {cmd} {'FILE [--dry-run] [--budget X] [--out DIR]' if cmd == 'sweep' else 'DIR'}")
-        if cmd == "report":
-            from purerec.report.tables import write_report
+    launch = args.launch()
+    from purerec.run.sweep import load_sweep, run_sweep
 
-            if not os.path.isdir(os.path.join(pos[0], "runs")):
-                raise ConfigError("report", pos[0], "a sweep directory (holding runs/) written by `train.py sweep`")
-            path = write_report(pos[0])
-            print(open(path).read())
-            print(f"report written to {path}")
-            return 0
-        from purerec.run.sweep import load_sweep, run_sweep
+    spec = load_sweep(args.file)
+    if cmd == "tune" and not spec.tune:
+        raise ConfigError("tune", args.file, "a tuning sweep spec (`tune = true` in [sweep], e.g. sweeps/tune/kuairec.toml)")
+    if not 0 < args.budget <= 10:
+        raise ConfigError("--budget", args.budget, "a number in (0, 10], e.g. 0.1")
+    out = args.out or os.path.join("runs", "sweeps", spec.name)
+    reuse = tuple(d for d in getattr(args, "reuse", "").split(",") if d)
+    for d in reuse:
+        if not os.path.isdir(os.path.join(d, "runs")):
+            raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
+    log = print
+    if launch:
+        from purerec.run import distributed
 
-        spec = load_sweep(pos[0])
-        if cmd == "tune" and not spec.tune:
-            raise ConfigError("tune", pos[0], "a tuning sweep spec (`tune = true` in [sweep], e.g. sweeps/tune/kuairec.toml)")
-        try:
-            budget = float(opts.get("budget", 1.0))
-        except ValueError:
-            raise ConfigError("--budget", opts["budget"], "a number in (0, 10], e.g. 0.1") from None
-        out = opts.get("out") or os.path.join("runs", "sweeps", spec.name)
-        reuse = tuple(d for d in str(opts.get("reuse", "")).split(",") if d)
-        for d in reuse:
-            if not os.path.isdir(os.path.join(d, "runs")):
-                raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
-        log = print
-        if launch:
-            from purerec.run import distributed
-
-            distributed.initialize(launch)
-            log = print if distributed.is_main() else (lambda *a, **k: None)
-        res = run_sweep(spec, out, budget=budget, dry_run=bool(opts.get("dry-run")), reuse=reuse, log=log)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not opts.get("dry-run"):
+        distributed.initialize(launch)
+        log = print if distributed.is_main() else (lambda *a, **k: None)
+    res = run_sweep(spec, out, budget=args.budget, dry_run=args.dry_run, reuse=reuse, log=log)
+    if not args.dry_run:
         import jax
 
         if jax.process_index() == 0:
@@ -349,8 +438,7 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
                 from purerec.run.tuning import choose
 
                 command = "python train.py tune " + " ".join(shlex.quote(a) for a in argv)
-                for f in choose(list(res["records"].values()), opts.get("tuned") or os.path.join("sweeps", "tuned"),
-                                command):
+                for f in choose(list(res["records"].values()), args.tuned, command):
                     print(f"chosen: {f}")
         if launch:
             from purerec.run import distributed
@@ -364,58 +452,24 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
 
 
 def stationary_main(argv: list[str]) -> int:
-    """``train.py stationary ...`` (``STATIONARY_USAGE``)."""
+    """``train.py stationary ...`` (``StationaryArgs``)."""
     from purerec.config import load_config
 
-    if _wants_help(argv):
-        print(STATIONARY_USAGE)
-        return 0
-    multi = {"seeds", "lambdas"}
-    rest, lists = [], {}
-    i = 0
-    while i < len(argv):  # the multi-valued options first (split_args takes one value per flag)
-        name = argv[i][2:] if argv[i].startswith("--") else None
-        if name in multi:
-            j = i + 1
-            while j < len(argv) and not argv[j].startswith("--"):
-                j += 1
-            lists[name] = argv[i + 1:j]
-            i = j
-        else:
-            rest.append(argv[i])
-            i += 1
-    try:
-        opts, overrides, pos = split_args(rest, {"env": 1, "users": 1, "pool": 1, "samples": 1, "steps": 1, "out": 1})
-        if pos:
-            raise ConfigError("stationary", pos, "options only; see `train.py stationary --help`")
-
-        def number(name, default, kind=int, lo=1):
-            try:
-                v = kind(opts.get(name, default))
-            except ValueError:
-                raise ConfigError(f"--{name}", opts[name], f"a number >= {lo}") from None
-            if v < lo:
-                raise ConfigError(f"--{name}", v, f"a number >= {lo}")
-            return v
-
-        n_users, pool, samples, steps = (number("users", 100), number("pool", 100), number("samples", 256),
-                                         number("steps", 100))
-        try:
-            seeds = [int(x) for x in lists.get("seeds", ["11", "15", "19"])]
-            lambdas = [float(x) for x in lists.get("lambdas", ["1", "10", "100"])]
-        except ValueError:
-            raise ConfigError("--seeds/--lambdas", lists, "integers (seeds) and numbers (lambdas)") from None
-        if not seeds or not lambdas or min(lambdas) < 0:
-            raise ConfigError("--seeds/--lambdas", lists, "at least one seed and one lambda >= 0")
-        env_file = opts.get("env", "envs/kuairec-drift.toml")
-        cfg = load_config(env_file, overrides)
-        if cfg.env.dynamics != "attraction":
-            raise ConfigError("env.dynamics", cfg.env.dynamics, "'attraction' for the stationary analysis (e.g. "
-                              "--env envs/kuairec-drift.toml)")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    import dataclasses
+    args, overrides, pos = parse(StationaryArgs, argv, "train.py stationary")
+    if pos:
+        raise UsageError(f"train.py stationary: unexpected {' '.join(pos)} (options only; see train.py stationary "
+                         f"--help)")
+    for name in ("users", "pool", "samples", "steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name}", getattr(args, name), "a number >= 1")
+    seeds, lambdas, n_users = list(args.seeds), list(args.lambdas), args.users
+    if not seeds or not lambdas or min(lambdas) < 0:
+        raise ConfigError("--seeds/--lambdas", (seeds, lambdas), "at least one seed and one lambda >= 0")
+    env_file = args.env
+    cfg = load_config(env_file, overrides)
+    if cfg.env.dynamics != "attraction":
+        raise ConfigError("env.dynamics", cfg.env.dynamics, "'attraction' for the stationary analysis (e.g. "
+                          "--env envs/kuairec-drift.toml)")
     import json
 
     import jax
@@ -434,47 +488,37 @@ def stationary_main(argv: list[str]) -> int:
 
             print(format_card(card(env_sections(c), train, test)))
         t = stationary.users_table(jax.random.PRNGKey(seed), test, env_sections(c), min(n_users, test.n_users), lambdas,
-                                   pool_size=pool, n_samples=samples, steps=steps)
+                                   pool_size=args.pool, n_samples=args.samples, steps=args.steps)
         tables.append(jax.device_get(t))
         print(f"seed {seed}: {min(n_users, test.n_users)} users in {time.perf_counter() - t0:.1f}s", flush=True)
     summary = stationary.summarize(tables, lambdas)
     print(f"\nStationary-profile policies ({env_file}, test world, {n_users} users x seeds {seeds}; "
-          f"k = {cfg.env.slate_size}, pool {pool}, {samples} sampled slates, {steps} steps; mean [min, max] over seeds)\n")
+          f"k = {cfg.env.slate_size}, pool {args.pool}, {args.samples} sampled slates, {args.steps} steps; mean "
+          f"[min, max] over seeds)\n")
     print(stationary.format_summary(summary))
-    if opts.get("out"):
+    if args.out:
         from purerec.core.atomic import atomic_write
 
         per_user = {str(s): {p: np.asarray(t[p]["J"]).tolist() for p in stationary.POLICIES} for s, t in zip(seeds, tables)}
-        atomic_write(opts["out"], lambda fh: json.dump({**{str(k): v for k, v in summary.items()},
-                                                         "lambdas": lambdas, "per_user_J": per_user}, fh))
+        atomic_write(args.out, lambda fh: json.dump({**{str(k): v for k, v in summary.items()},
+                                                      "lambdas": lambdas, "per_user_J": per_user}, fh))
     return 0
 
 
 def logs_main(argv: list[str]) -> int:
-    """``train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]``: export the train
-    world's logged sessions (``purerec.sim.logs``; ``offline.sessions`` parallel sessions x
+    """``train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]`` (``LogsArgs``): export
+    the train world's logged sessions (``purerec.sim.logs``; ``offline.sessions`` parallel sessions x
     ``env.max_len`` steps of the popularity logging policy) as ``DIR/logs.npz`` + ``DIR/logs.json``."""
     from purerec.config import load_config
 
-    if _wants_help(argv):
-        print(LOGS_USAGE)
-        return 0
-    try:
-        opts, overrides, pos = split_args(argv, {"out": 1, "env": 1, "seed": 1})
-        if pos or not opts.get("out"):
-            raise ConfigError("logs", argv, "usage: train.py logs --out DIR [--env FILE] [--seed N] [--field value ...]")
-        try:
-            seed = int(opts.get("seed", 0))
-        except ValueError:
-            raise ConfigError("--seed", opts["seed"], "an integer") from None
-        env_file = opts.get("env", "envs/kuairec.toml")
-        cfg = load_config(env_file, overrides)
-        from purerec.sim.logs import check_out_dir
+    args, overrides, pos = parse(LogsArgs, argv, "train.py logs")
+    if pos:
+        raise UsageError(f"train.py logs: unexpected {' '.join(pos)} (options only; see train.py logs --help)")
+    seed, env_file = args.seed, args.env
+    cfg = load_config(env_file, overrides)
+    from purerec.sim.logs import check_out_dir
 
-        check_out_dir(opts["out"])  # before the logs are collected
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_out_dir(args.out)  # before the logs are collected
     import jax
     import numpy as np
 
@@ -488,7 +532,7 @@ def logs_main(argv: list[str]) -> int:
     data = jax.jit(lambda k: logs.collect(k, params, n, params.max_len))(jax.random.PRNGKey(seed))
     meta = {"env": env_file, "seed": seed, "world": "train", "policy": "popularity (Plackett-Luce over log(1 + pop))",
             "parallel_sessions": n, "steps": params.max_len, "overrides": overrides}
-    path = logs.save(data, opts["out"], n, world, meta)
+    path = logs.save(data, args.out, n, world, meta)
     counts = np.asarray(logs.exposure_counts(data, world.n_items))
     pop = np.asarray(world.item_pop)
     share = counts[np.asarray(world.popular)].sum() / max(counts.sum(), 1)
@@ -498,37 +542,33 @@ def logs_main(argv: list[str]) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-    """``train.py [--env FILE] [--out DIR | --resume DIR] [--reference] [--field value ...]``."""
+    """``train.py [--env FILE] [--out DIR | --resume DIR] [--reference] [--field value ...]`` (``TrainArgs``)."""
     from purerec.config import load_config
 
-    flags = {"env": 1, "help-config": 0, "reference": 0, "help": 0, "resume": 1, "out": 1, "no-progress": 0,
-             "log": 1, **DIST_FLAGS}
-    opts, overrides, pos = split_args(argv, flags)
-    launch = launch_from(opts)
-    if opts.get("help") or "-h" in pos:
-        print(__doc__)
-        return 0
-    if opts.get("help-config"):
+    args, overrides, pos = parse(TrainArgs, argv, "train.py")
+    if args.help_config:
         print(describe_config(Config()))
         return 0
     if pos:
         hint = (f"; to use it as the environment spec write --env {pos[0]}" if pos[0].endswith(".toml") else
-                "; the subcommands are sweep, tune, report and logs")
+                "; the subcommands are " + ", ".join(COMMANDS))
         raise ConfigError("arguments", pos, f"options only (--name value){hint}")
-    if opts.get("resume") and (overrides or opts.get("env") or opts.get("out") or opts.get("reference")):
-        raise ConfigError("--resume", opts["resume"], "alone: a resumed run keeps its saved config and run "
+    env_given = any(a == "--env" or a.startswith("--env=") for a in argv)
+    if args.resume and (overrides or env_given or args.out or args.reference):
+        raise ConfigError("--resume", args.resume, "alone: a resumed run keeps its saved config and run "
                           "directory; drop the other options (--env, --out, --reference, overrides)")
-    if opts.get("log") not in (None, "tensorboard"):
-        raise ConfigError("--log", opts["log"], "'tensorboard' (metrics.jsonl is always written)")
-    if opts.get("resume") and opts.get("log"):
-        raise ConfigError("--log", opts["log"], "not with --resume: a resumed run keeps logging to TensorBoard if it "
+    if args.log not in (None, "tensorboard"):
+        raise ConfigError("--log", args.log, "'tensorboard' (metrics.jsonl is always written)")
+    if args.resume and args.log:
+        raise ConfigError("--log", args.log, "not with --resume: a resumed run keeps logging to TensorBoard if it "
                           "did (it has DIR/tensorboard)")
-    tensorboard = opts.get("log") == "tensorboard"
+    launch = args.launch()
+    tensorboard = args.log == "tensorboard"
     if tensorboard:
         from purerec.report.tensorboard import require
 
         require()  # before anything is computed or written
-    if launch and opts.get("reference"):
+    if launch and args.reference:
         raise ConfigError("--reference", True, "one process: the reference policies need no launch over hosts")
     main_process = True
     if launch:
@@ -536,16 +576,16 @@ def train_main(argv: list[str]) -> int:
 
         distributed.initialize(launch)
         main_process = distributed.is_main()
-    if opts.get("resume"):
+    if args.resume:
         from purerec.run.experiment import load_run_config
 
         # Over several processes only process 0 reads the run directory (``run`` hands its config on).
-        cfg = load_run_config(opts["resume"]) if main_process else Config()
+        cfg = load_run_config(args.resume) if main_process else Config()
     else:
-        cfg = load_config(opts.get("env", "envs/kuairec.toml"), overrides)
-    if opts.get("reference"):
-        if opts.get("out"):
-            raise ConfigError("--out", opts["out"], "not used with --reference (it writes no run directory)")
+        cfg = load_config(args.env, overrides)
+    if args.reference:
+        if args.out:
+            raise ConfigError("--out", args.out, "not used with --reference (it writes no run directory)")
         from purerec.data.datasets import get_worlds
         from purerec.run.experiment import check_loaded_worlds
 
@@ -557,7 +597,7 @@ def train_main(argv: list[str]) -> int:
     from purerec.run.experiment import run
 
     if not main_process:  # the others compute their share; process 0 writes and reports
-        res = run(cfg, run_dir=opts.get("resume") or opts.get("out"), resume=bool(opts.get("resume")), progress=False,
+        res = run(cfg, run_dir=args.resume or args.out, resume=bool(args.resume), progress=False,
                   tensorboard=tensorboard)
         from purerec.run import distributed
 
@@ -565,10 +605,10 @@ def train_main(argv: list[str]) -> int:
         print(f"process {launch.process_id if launch.process_id is not None else '(detected)'}: done; process 0 "
               f"wrote {res['run_dir']}")
         return 0
-    if opts.get("resume"):
-        res = run(cfg, run_dir=opts["resume"], resume=True, progress=not opts.get("no-progress"))
+    if args.resume:
+        res = run(cfg, run_dir=args.resume, resume=True, progress=args.progress)
     else:
-        res = run(cfg, run_dir=opts.get("out"), progress=not opts.get("no-progress"), tensorboard=tensorboard)
+        res = run(cfg, run_dir=args.out, progress=args.progress, tensorboard=tensorboard)
     t0 = time.perf_counter()
     reference = run_reference(cfg)  # cached with the world after its first computation
     print_results(cfg, res, reference, time.perf_counter() - t0)
@@ -634,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
                 one_line = True
                 return interrupts.exit_code(interrupts.pending())
             return code
+        except Helped:  # a sub-command's --help: printed, nothing run
+            return 0
         except Interrupted as e:
             print(_interrupted(e, argv), file=sys.stderr)
             one_line = True

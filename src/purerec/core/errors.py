@@ -19,6 +19,11 @@ class ConfigError(PurerecError, ValueError):
         super().__init__(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
 
 
+class UsageError(PurerecError, ValueError):
+    """The command line does not parse (an unknown sub-command option, a value of the wrong type, a
+    missing argument); the message names the option and the sub-command's ``--help``."""
+
+
 class RunDirError(PurerecError, ValueError):
     """A run directory cannot be used as asked (it holds another run, is a file, is read-only)."""
 
