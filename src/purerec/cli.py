@@ -241,7 +241,7 @@ class Launching(Common):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainArgs(Launching):
     """Train an agent (default DSRM-HRL; --agent KIND for any registered one: dsrm_hrl, hrl, flat, a2c,
-    td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce, hrl_rce, hrl_bod) and evaluate it on the test
+    td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hsrl, hsrl_flat, hrl_tce, hrl_rce, hrl_bod) and evaluate it on the test
     world. Sub-commands: sweep, tune, report, logs, stationary (each answers --help). Any config field
     is an option too: --section.field VALUE, or --field VALUE when the name is unique (dashes or
     underscores; tuple fields take several values: --seeds 11 15 19); --help-config lists them all."""

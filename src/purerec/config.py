@@ -33,7 +33,7 @@ from purerec.state.sections import (  # re-exported (__all__)
 from purerec.agents.sections import (  # re-exported (__all__)
     AGENT_ACTIONS, SLATE_HEADS, SLATE_TAILS, SCORES, FAIR_REWARDS, AgentConfig, SlateConfig, PPOConfig,
     ReplayConfig, A2CConfig, TD3Config, DNaIRConfig, SAC4IRConfig, OfflineConfig, BCQConfig,
-    DORLConfig, MOFIRConfig, FCPO_COSTS, DISCRETE_SLATE_AGENTS, FCPOConfig,
+    DORLConfig, MOFIRConfig, FCPO_COSTS, DISCRETE_SLATE_AGENTS, FCPOConfig, HSRL_UPDATES, HSRLConfig,
 )
 from purerec.run.sections import (  # re-exported (__all__)
     EVAL_PROTOCOLS, EVAL_ACTIONS, EVAL_SPLITS, EvalConfig, SEED_BATCHING, DEFAULT_SESSION_SHARDS,
@@ -64,6 +64,7 @@ class Config:
     dorl: DORLConfig = field(default_factory=DORLConfig)
     mofir: MOFIRConfig = field(default_factory=MOFIRConfig)
     fcpo: FCPOConfig = field(default_factory=FCPOConfig)
+    hsrl: HSRLConfig = field(default_factory=HSRLConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -334,7 +335,8 @@ __all__ = [
     'DEFAULT_PURIFIER', 'EncoderConfig', 'DSRMConfig', 'StateConfig', 'resolve_agent', 'DenoiseConfig',
     'AGENT_ACTIONS', 'SLATE_HEADS', 'SLATE_TAILS', 'SCORES', 'FAIR_REWARDS', 'AgentConfig', 'SlateConfig',
     'PPOConfig', 'ReplayConfig', 'A2CConfig', 'TD3Config', 'DNaIRConfig', 'SAC4IRConfig', 'OfflineConfig',
-    'BCQConfig', 'DORLConfig', 'MOFIRConfig', 'FCPO_COSTS', 'DISCRETE_SLATE_AGENTS', 'FCPOConfig',
+    'BCQConfig', 'DORLConfig', 'MOFIRConfig', 'FCPO_COSTS', 'DISCRETE_SLATE_AGENTS', 'FCPOConfig', 'HSRL_UPDATES',
+    'HSRLConfig',
     'EVAL_PROTOCOLS', 'EVAL_ACTIONS', 'EVAL_SPLITS', 'EvalConfig', 'SEED_BATCHING', 'DEFAULT_SESSION_SHARDS',
     'STAGE1_BEHAVIOURS', 'TrainConfig', 'Config', 'SHARED_SECTIONS', 'run_sections', 'env_identity', 'Sections',
     'view', 'ENV_SECTIONS', 'WORLD_SECTIONS', 'AGENT_ID_SECTIONS', 'HEAD_SECTIONS',

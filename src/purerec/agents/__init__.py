@@ -85,6 +85,15 @@ REGISTRY: dict[str, AgentSpec] = {
     "fcpo": AgentSpec("fcpo", "FCPO", "baseline", ("fcpo",), "fcpo", family="fairness-aware RL",
                       tradeoff="fcpo.cost_limit", native="top-K of the hyper-action's scores (FCPO's public code)",
                       grad_steps=lambda c: 1 + c.fcpo.critic_epochs * c.fcpo.critic_minibatches),
+    "hsrl": AgentSpec("hsrl", "HSRL", "baseline", ("hsrl", "ppo", "replay"), "hsrl", family="general RL",
+                      native="top-K of the summed level log-probabilities (HSRL's public code, topk_rate 1)",
+                      grad_steps=lambda c: c.replay.grad_steps if c.hsrl.update == "faithful"
+                      else c.ppo.epochs * c.ppo.minibatches),
+    "hsrl_flat": AgentSpec("hsrl_flat", "HSRL-flat (softmax over items)", "baseline", ("hsrl", "ppo", "replay"),
+                           "hsrl", family="general RL",
+                           native="top-K of one softmax over all items (HSRL's flat comparison)",
+                           grad_steps=lambda c: c.replay.grad_steps if c.hsrl.update == "faithful"
+                           else c.ppo.epochs * c.ppo.minibatches),
 }
 assert tuple(REGISTRY) == AGENT_KINDS, "purerec.config.AGENT_KINDS must list the registry's kinds"
 

@@ -42,7 +42,7 @@ class AgentConfig:
     """
 
     kind: str = "dsrm_hrl"
-    """The agent: dsrm_hrl, hrl, flat, a2c, td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hrl_tce/rce/bod."""
+    """The agent: dsrm_hrl, hrl, flat, a2c, td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hsrl, hsrl_flat, hrl_tce/rce/bod."""
     lambda_fair: float = traced(1.0)
     """lambda of the manager's reward r + lambda Fair (HRL)."""
     manager_interval: int = 4
@@ -469,7 +469,7 @@ FCPO_COSTS = ("popular", "imbalance")
 
 
 # Agents whose slates come from per-item values: a learned tail share is one more discrete choice.
-DISCRETE_SLATE_AGENTS = ("dnair", "sac4ir", "bcq")
+DISCRETE_SLATE_AGENTS = ("dnair", "sac4ir", "bcq", "hsrl", "hsrl_flat")
 
 
 @dataclass(frozen=True)
@@ -529,4 +529,63 @@ class FCPOConfig:
         _check(self.critic_minibatches >= 1, f"{p}.critic_minibatches", self.critic_minibatches, "an integer >= 1")
         _check(1 <= self.critic_epochs <= 100, f"{p}.critic_epochs", self.critic_epochs, "an integer in [1, 100]")
         _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")
+
+
+HSRL_UPDATES = ("faithful", "ppo")
+
+
+@dataclass(frozen=True)
+class HSRLConfig:
+    """HSRL (Wang et al. 2025): items as Semantic IDs (residual balanced k-means,
+    ``purerec.data.semantic_ids``) and a coarse-to-fine policy, one softmax per level with a soft
+    residual context, item probability = the renormalised product of its levels' (``purerec.agents.hsrl``).
+    ``hsrl_flat`` is the same agent with one softmax over all items instead (the scaling study's
+    comparison)."""
+
+    levels: int = 3
+    """Levels L of a Semantic ID (the public code's 3)."""
+    codes: int = 64
+    """Codes V per level (64: 64^3 codes for our 3-11k items; the public code uses 16-256)."""
+    collision_digit: bool = True
+    """Append a last token, the item's rank among items sharing its code (TIGER), so a code names one item."""
+    kmeans_iters: int = 10
+    """Lloyd iterations of the balanced k-means per level."""
+    sid_seed: int = 0
+    """Seed of the k-means initialisation (the same seed gives the same IDs)."""
+    width: int = 32
+    """Width of the level contexts and token tables (the public code's SASRec d = 32)."""
+    hidden: int = 64
+    """Hidden width of the state MLP and the critic."""
+    update: str = "faithful"
+    """faithful (the public code's off-policy A2C with replay, clipped advantage, Polyak target critic) or ppo."""
+    actor_lr: float = traced(1e-3)
+    """Actor learning rate (the public code's 1e-3; traced, 0 = frozen)."""
+    critic_lr: float = traced(1e-3)
+    """Critic learning rate (traced)."""
+    gamma: float = traced(0.9)
+    """Discount factor (the public code's 0.9; traced)."""
+    ent_coef: float = traced(0.1)
+    """Entropy bonus over the level softmaxes (the public code's 0.1; traced)."""
+    tau: float = traced(0.01)
+    """Polyak rate of the target critic (faithful; the public code's 0.01; traced)."""
+    adv_clip: float = 1.0
+    """Advantages are clipped to [-adv_clip, adv_clip] (faithful; the public code's 1)."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip."""
+
+    def validate(self, p: str = "hsrl") -> None:
+        _check(1 <= self.levels <= 8, f"{p}.levels", self.levels, "an integer in [1, 8]")
+        _check(2 <= self.codes <= 4096, f"{p}.codes", self.codes, "an integer in [2, 4096]")
+        _check(1 <= self.kmeans_iters <= 1000, f"{p}.kmeans_iters", self.kmeans_iters, "an integer in [1, 1000]")
+        _check(self.sid_seed >= 0, f"{p}.sid_seed", self.sid_seed, "an integer >= 0")
+        _check(1 <= self.width <= 4096, f"{p}.width", self.width, "an integer in [1, 4096]")
+        _check(1 <= self.hidden <= 4096, f"{p}.hidden", self.hidden, "an integer in [1, 4096]")
+        _check(self.update in HSRL_UPDATES, f"{p}.update", self.update, f"one of {HSRL_UPDATES}")
+        _check_rate(p, "actor_lr", self.actor_lr)
+        _check_rate(p, "critic_lr", self.critic_lr)
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", self.gamma, "in [0, 1]")
+        _check(self.ent_coef >= 0, f"{p}.ent_coef", self.ent_coef, ">= 0")
+        _check(0 < self.tau <= 1, f"{p}.tau", self.tau, "in (0, 1]")
+        _check(self.adv_clip > 0, f"{p}.adv_clip", self.adv_clip, "> 0")
         _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", self.max_grad_norm, "> 0")

@@ -20,7 +20,7 @@ REVERSE_STARTS = ("noise", "observed")
 
 # Registered agent kinds (``purerec.agents.REGISTRY``; kept here so that validation needs no import
 # of the agents) and the preset aliases that also choose the purifier.
-AGENT_KINDS = ("hrl", "flat", "a2c", "td3", "bcq", "mofir", "dorl", "dnair", "sac4ir", "fcpo")
+AGENT_KINDS = ("hrl", "flat", "a2c", "td3", "bcq", "mofir", "dorl", "dnair", "sac4ir", "fcpo", "hsrl", "hsrl_flat")
 
 
 AGENT_ALIASES = {"dsrm_hrl": ("hrl", "dsrm"), "hrl_tce": ("hrl", "tce"), "hrl_rce": ("hrl", "rce"),
