@@ -41,6 +41,7 @@ items), the critic on c_0, the same updates and entropy (of the item softmax).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -150,15 +151,34 @@ def codebook(cfg: Sections, item_emb: np.ndarray) -> sid.Codebook:
                 book = None
         except (OSError, ValueError, KeyError):
             book = None  # unreadable: fitted again and overwritten
+    fitted_s = None
     if book is None:
+        t0 = time.perf_counter()
         book = sid.fit(item_emb, c.levels, c.codes, c.kmeans_iters, c.sid_seed)
+        fitted_s = time.perf_counter() - t0
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             atomic_write(path, lambda fh: np.savez(fh, centres=book.centres), binary=True)
         except OSError:
             pass  # the cache is an optimisation: a read-only cache fits again next time
     _BOOKS[key] = book
+    print(card(item_emb, book, c.collision_digit, fitted_s))
     return book
+
+
+def card(item_emb: np.ndarray, book: sid.Codebook, digit: bool, fitted_s: float | None = None) -> str:
+    """The train world's SID card (one line): levels, codes, collisions before and after the
+    collision digit, and the reconstruction error per level (``semantic_ids.stats``)."""
+    codes = sid.encode(item_emb, book)
+    st = sid.stats(item_emb, book, codes)
+    after = sid.stats(item_emb, book, sid.with_collision_digit(codes, book.codes))["collision_rate"] if digit else None
+    how = f"fitted in {fitted_s:.1f}s" if fitted_s is not None else "from the cache"
+    return (f"Semantic IDs ({len(codes)} train items, {how}): {book.levels} levels x {book.codes} codes"
+            f"{' + a collision digit' if digit else ''}; items sharing their code with another "
+            f"{100 * st['collision_rate']:.1f}% (at most {st['max_sharing']} on one code)"
+            + (f", {100 * after:.1f}% with the digit" if digit else "")
+            + "; reconstruction error (share of the embedding variance left) "
+            + " / ".join(f"{e:.2f}" for e in st["recon_error"]))
 
 
 class Heads(NamedTuple):
