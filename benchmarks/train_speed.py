@@ -294,7 +294,7 @@ def parse(argv: list[str]):
                     help="seeds of the second configuration: 11, 15, 19, ... (default 3: 11 15 19)")
     ap.add_argument("--agent", default="dsrm_hrl",
                     help="agent kind or alias (dsrm_hrl, hrl, flat, a2c, td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, "
-                         "hrl_tce, hrl_rce, hrl_bod), a comma-separated list of them, or 'all': 1 seed each")
+                         "hsrl, hsrl_flat, hrl_tce, hrl_rce, hrl_bod), a comma-separated list of them, or 'all': 1 seed each")
     ap.add_argument("--json", default=None, help="also write the measurements to this JSON file")
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help=argparse.SUPPRESS)

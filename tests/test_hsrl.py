@@ -185,3 +185,31 @@ def test_new_items_at_test_time_need_no_retraining(small_worlds):
     assert codes.shape == (n, cfg.hsrl.levels + 1) and codes.min() >= 0 and codes.max() < cfg.hsrl.codes
     shown = np.asarray(traj["slates"]).reshape(-1)
     assert np.isin(shown, new).any()  # sampled slates reach the unseen items
+
+
+@pytest.mark.parametrize("update, frozen", [("faithful", True), pytest.param("ppo", False, marks=pytest.mark.slow),
+                                            pytest.param("ppo", True, marks=pytest.mark.slow)])
+def test_learning_finds_the_probe_worlds_best_items_and_a_frozen_learner_does_not(update, frozen):
+    """The contract's probe world (4 liked items of 40): trained HSRL (the faithful update in the
+    contract test, ppo here) reaches the best slate's reward; with its learning rates 0 it stays
+    near random (its initial codes-only softmax knows nothing of the user)."""
+    from purerec.config import apply_overrides
+    from purerec.run import evaluation
+    from purerec.run.loop import make_train
+    from purerec.sim.env import make_params
+    from test_contract import N_USERS, probe_config, probe_world
+
+    over = {"hsrl.update": update}
+    if frozen:
+        over.update({"hsrl.actor_lr": 0.0, "hsrl.critic_lr": 0.0})
+    cfg = apply_overrides(probe_config("hsrl"), over).validate()
+    params = make_params(probe_world(), cfg)
+    fns = make_train(cfg, params)
+    fz, state, _, _ = jax.jit(fns.train)(jax.random.PRNGKey(0))
+    row = evaluation.test_protocol(fns.agent.act.greedy, params, cfg.eval, fns.agent.policy_params(fz, state),
+                                   fns.agent.init_carry(N_USERS))
+    best = 1 / (1 + np.exp(-3.0))
+    if frozen:
+        assert row["R_each"] < 0.3 * best, row["R_each"]
+    else:
+        assert row["R_each"] > 0.8 * best, row["R_each"]
