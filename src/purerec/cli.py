@@ -326,9 +326,9 @@ class StationaryArgs(Common):
     """The harm paper's stationary-profile comparison (purerec.sim.stationary) on the test world of a
     world with preference dynamics (env.dynamics = "attraction"): for N random users, the stationary
     objective J = p_CLK - lambda p_H of unif (uniform over safe items), u0 (top-k on the initial
-    profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, mean and
-    [min, max] over seeds (each seed: its own users, random numbers and harm direction). Config fields are
-    options too (--field VALUE, as for training)."""
+    profile), alt (alternating optimisation) and grad (the paper's gradient method), per lambda, the
+    mean and the [min, max] over seeds (each seed: its own users, random numbers and harm direction).
+    Config fields are options too (--field VALUE, as for training)."""
 
     env: Annotated[str, _FILE] = "envs/kuairec-drift.toml"
     """environment spec (a world with env.dynamics = "attraction")"""
