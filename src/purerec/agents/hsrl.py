@@ -101,6 +101,15 @@ def item_logits(level_logp: jax.Array, codes: jax.Array) -> jax.Array:
     return sum(level_logp[..., lvl, :][..., codes[:, lvl]] for lvl in range(codes.shape[1]))
 
 
+def materialized_item_logits(level_logp: jax.Array, codes: jax.Array) -> jax.Array:
+    """``item_logits`` computed into its own buffer (a ``cond`` on an always-true predicate of the
+    unbatched codes, so it stays a ``cond`` under ``vmap``): XLA:CPU otherwise fuses the gather
+    into the top-K / Plackett-Luce draw that reads the logits, which made acting about 8x slower
+    than the flat softmax's on 10k items."""
+    return jax.lax.cond(codes[0, 0] >= 0, lambda lp: item_logits(lp, codes),
+                        lambda lp: jnp.zeros(lp.shape[:-2] + codes.shape[:1], lp.dtype), level_logp)
+
+
 def level_entropy(level_logp: jax.Array) -> jax.Array:
     """f32[...]: sum over levels of the entropy of each level's softmax."""
     return -jnp.sum(jnp.exp(level_logp) * level_logp, axis=(-2, -1))
@@ -246,7 +255,7 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
             logp = jax.nn.log_softmax(logits)
             ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
         else:
-            logits, ent = item_logits(out, items), level_entropy(out)
+            logits, ent = materialized_item_logits(out, items), level_entropy(out)
         share = None if share_actor is None else share_actor.apply(pa["share"], x)
         return Heads(ctx, logits, ent, share)
 
