@@ -15,6 +15,9 @@ An agent is a set of pure functions (``Agent``) made once per program by its mod
   (exploring) policy. The carry is per-session memory (HRL's goal), ``init_carry(n)`` for n.
 * ``state_specs(axis_name)``: partition specs of S for session shards, or None when the agent
   does not support them (a config error).
+* ``for_world(pp, params) -> pp``: the policy params completed with what acting on ``params``'
+  world needs and would otherwise recompute every step (HSRL's Semantic IDs of that world's
+  items); the evaluation calls it once per world. Identity by default; ``act`` works without it.
 
 ``hyper`` is a dict of traced scalars keyed by dotted config path (the fields declared
 ``traced`` in the sections the run reads), so runs that differ only in them share a program.
@@ -44,6 +47,7 @@ class Agent(NamedTuple):
     act: Acts
     init_carry: Callable = lambda n: jnp.zeros((n,))
     state_specs: Callable | None = None
+    for_world: Callable = lambda pp, params: pp
 
 
 def env_params(params: E.EnvParams, hyper: dict) -> E.EnvParams:

@@ -413,10 +413,14 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
     def policy_params(frozen: Frozen, S: HSRLState):
         return frozen, S.actor.params, S.hyper["slate.tail_share"]
 
+    def for_world(pp, p: E.EnvParams):
+        """The policy params with the world's item codes (or features) appended, computed once."""
+        return (*pp[:3], world_items(p.world))
+
     def heads_of(key, obs, p: E.EnvParams, pp) -> Heads:
         frozen, pa = pp[:2]
         _, x = observer.inputs(frozen, key, obs, p)
-        return outputs(pa, x, world_items(p.world))
+        return outputs(pa, x, pp[3] if len(pp) > 3 else world_items(p.world))
 
     def greedy(key, obs, env_state, p: E.EnvParams, pp, carry):
         hd = heads_of(key, obs, p, pp)
@@ -432,4 +436,5 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         return heads.sample(head, k_a, hd.logits, p.world.popular, p.slate_size, pp[2], share), carry
 
     return Agent(init=init, update=update_faithful if faithful else update_ppo, policy_params=policy_params,
-                 act=Acts(greedy=greedy, sample=sample), init_carry=lambda n: jnp.zeros((n,)), state_specs=None)
+                 act=Acts(greedy=greedy, sample=sample), init_carry=lambda n: jnp.zeros((n,)), state_specs=None,
+                 for_world=for_world)

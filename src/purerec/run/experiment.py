@@ -942,7 +942,7 @@ def evaluate_run(cfg: Config, agent, frozen, runner, p_train, p_test, metrics_pa
     per_rule: dict[str, dict] = {rule: {} for rule in EVAL_ACTIONS}
 
     def rule_row(rule: str, pp) -> dict:
-        pp, carry = jax.device_put((pp, agent.init_carry(n)), lane[rule])
+        pp, carry = jax.device_put((agent.for_world(pp, p_test), agent.init_carry(n)), lane[rule])
         return test_protocol(getattr(agent.act, rule), on_lane[rule], cfg.eval, pp, carry)
 
     with ThreadPoolExecutor(max_workers=len(EVAL_ACTIONS) + 2) as pool:

@@ -366,8 +366,9 @@ def run_group(group: Group, log=print) -> list[dict]:
         # The test protocol (on eval.split) under each action rule; the mean over its repeats.
         carry = agent.init_carry(n_test_sessions(cfg.eval, tp))
         metrics = {}
+        pp = agent.for_world(agent.policy_params(frozen, state), tp)
         for action in actions:
-            per_rep = test_metrics(getattr(agent.act, action), tp, cfg.eval, agent.policy_params(frozen, state), carry)
+            per_rep = test_metrics(getattr(agent.act, action), tp, cfg.eval, pp, carry)
             metrics[action] = jax.tree.map(lambda v: v.mean(0), per_rep)
         return logs, curves, metrics
 
