@@ -229,27 +229,17 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         (obs, env_state, _), tr = unroll(k_roll, rollout_policy(frozen, S.q.params, ep, h["dnair.epsilon"],
                                                                  h["slate.tail_share"]), ep,
                                          S.obs, S.env_state, jnp.zeros((B,)), T)
-        x = tr.extras  # [T, B, D]
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
-        x_next = jnp.concatenate([x[1:], x_last[None]], axis=0)
         bonus = nov_train[tr.slate].mean(-1)  # [T, B]
         shaped = tr.reward + h["dnair.novelty_weight"] * bonus
-        items = {"x": x, "slate": tr.slate, "reward": shaped, "done": tr.done.astype(jnp.float32), "x_next": x_next}
-        buf = buffer.add(S.buffer, jax.tree.map(lambda a: a.reshape((T * B,) + a.shape[2:]), items))
-
-        def learn(carry):
-            carry, logs = jax.lax.scan(lambda c, k: grad_step(h, buf, c, k), carry,
-                                       jax.random.split(k_learn, cfg.replay.grad_steps))
-            return carry, jax.tree.map(jnp.mean, logs)
-
-        def skip(carry):
-            zero = jnp.float32(0.0)
-            return carry, {"dnair_loss": zero, "dnair_q": zero, "dnair_target": zero}
-
-        learned = buffer.can_sample(buf)
-        (q, q_t), logs = jax.lax.cond(learned, learn, skip, (S.q, S.q_target))
+        buf = replay.add_rollout(buffer, S.buffer, tr.extras, x_last, slate=tr.slate, reward=shaped,
+                                 done=tr.done.astype(jnp.float32))
+        zero = jnp.float32(0.0)
+        (q, q_t), logs, learned = replay.learn_when_ready(
+            buffer, buf, lambda b, c, k: grad_step(h, b, c, k), (S.q, S.q_target), k_learn, cfg.replay.grad_steps,
+            lambda c: {"dnair_loss": zero, "dnair_q": zero, "dnair_target": zero})
         logs = {**rollout_stats(tr, K, B), **logs, "dnair_bonus": bonus.mean(), "dnair_reward_shaped": shaped.mean(),
-                "dnair_learned": learned.astype(jnp.float32)}
+                "dnair_learned": learned}
         S = S.replace(q=q, q_target=q_t, buffer=buf, obs=obs, env_state=env_state, key=key, update=S.update + 1)
         return S, logs
 

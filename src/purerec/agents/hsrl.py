@@ -348,25 +348,15 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         key, k_roll, k_last, k_learn = jax.random.split(S.key, 4)
         act = rollout_policy(frozen, S.actor.params, S.critic.params, ep, h["slate.tail_share"])
         (obs, env_state, _), tr = unroll(k_roll, act, ep, S.obs, S.env_state, jnp.zeros((B,)), T)
-        x = tr.extras["x"]
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
-        x_next = jnp.concatenate([x[1:], x_last[None]], axis=0)
-        items = {"x": x, "slate": tr.slate, "reward": tr.reward, "done": tr.done.astype(jnp.float32),
-                 "x_next": x_next}
-        buf = buffer.add(S.buffer, jax.tree.map(lambda v: v.reshape((T * B,) + v.shape[2:]), items))
-
-        def learn(carry):
-            carry, logs = jax.lax.scan(lambda cr, k: grad_step(h, buf, cr, k), carry,
-                                       jax.random.split(k_learn, cfg.replay.grad_steps))
-            return carry, jax.tree.map(jnp.mean, logs)
-
-        def skip(carry):
-            return carry, {k: jnp.float32(0.0) for k in ("hsrl_critic_loss", "hsrl_actor_loss", "hsrl_entropy",
-                                                           "hsrl_value")}
-
-        learned = buffer.can_sample(buf)
-        (a, q, q_t), logs = jax.lax.cond(learned, learn, skip, (S.actor, S.critic, S.critic_target))
-        logs = {**rollout_stats(tr, K, B), **logs, "hsrl_learned": learned.astype(jnp.float32)}
+        buf = replay.add_rollout(buffer, S.buffer, tr.extras["x"], x_last, slate=tr.slate, reward=tr.reward,
+                                 done=tr.done.astype(jnp.float32))
+        idle = lambda c: {k: jnp.float32(0.0) for k in ("hsrl_critic_loss", "hsrl_actor_loss", "hsrl_entropy",
+                                                         "hsrl_value")}
+        (a, q, q_t), logs, learned = replay.learn_when_ready(
+            buffer, buf, lambda b, cr, k: grad_step(h, b, cr, k), (S.actor, S.critic, S.critic_target), k_learn,
+            cfg.replay.grad_steps, idle)
+        logs = {**rollout_stats(tr, K, B), **logs, "hsrl_learned": learned}
         S = S.replace(actor=a, critic=q, critic_target=q_t, buffer=buf, obs=obs, env_state=env_state, key=key,
                       update=S.update + 1)
         return S, logs

@@ -202,27 +202,20 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         key, k_roll, k_last, k_learn = jax.random.split(S.key, 4)
         policy = rollout_policy(frozen, S.actor.params, ep, h["slate.tail_share"])
         (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, jnp.zeros((B,)), T)
-        x = tr.extras  # [T, B, D]
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
-        x_next = jnp.concatenate([x[1:], x_last[None]], axis=0)
-        items = {"x": x, "slate": tr.slate, "reward": tr.feedback, "done": tr.done.astype(jnp.float32),
-                 "x_next": x_next}
-        buf = buffer.add(S.buffer, jax.tree.map(lambda v: v.reshape((T * B,) + v.shape[2:]), items))
+        buf = replay.add_rollout(buffer, S.buffer, tr.extras, x_last, slate=tr.slate, reward=tr.feedback,
+                                 done=tr.done.astype(jnp.float32))
 
-        def learn(carry):
-            carry, logs = jax.lax.scan(lambda cr, k: grad_step(h, buf, cr, k), carry,
-                                       jax.random.split(k_learn, cfg.replay.grad_steps))
-            return carry, jax.tree.map(jnp.mean, logs)
-
-        def skip(carry):
+        def idle(carry):
             zero = jnp.float32(0.0)
             logs = {k: zero for k in ("sac4ir_critic_loss", "sac4ir_actor_loss", "sac4ir_entropy",
                                       "sac4ir_alpha_loss", "sac4ir_q")}
-            return carry, {**logs, "sac4ir_alpha": jnp.exp(carry[3].params)}
+            return {**logs, "sac4ir_alpha": jnp.exp(carry[3].params)}
 
-        learned = buffer.can_sample(buf)
-        (a, q, q_t, la), logs = jax.lax.cond(learned, learn, skip, (S.actor, S.critic, S.critic_target, S.log_alpha))
-        logs = {**rollout_stats(tr, K, B), **logs, "sac4ir_learned": learned.astype(jnp.float32)}
+        (a, q, q_t, la), logs, learned = replay.learn_when_ready(
+            buffer, buf, lambda b, cr, k: grad_step(h, b, cr, k), (S.actor, S.critic, S.critic_target, S.log_alpha),
+            k_learn, cfg.replay.grad_steps, idle)
+        logs = {**rollout_stats(tr, K, B), **logs, "sac4ir_learned": learned}
         S = S.replace(actor=a, critic=q, critic_target=q_t, log_alpha=la, buffer=buf, obs=obs, env_state=env_state,
                       key=key, update=S.update + 1)
         return S, logs
