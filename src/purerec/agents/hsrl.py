@@ -246,7 +246,8 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
             return item_basis(world.item_emb, world.item_pop, "dot")
         return world_codes(world.item_emb, centres, c.collision_digit)
 
-    train_items = jax.device_get(jax.jit(world_items)(params.world))
+    world_items_jit = jax.jit(world_items)  # one program, reused for every world of this shape
+    train_items = jax.device_get(world_items_jit(params.world))
 
     def outputs(pa, x, items) -> Heads:
         ctx, out = policy.apply(pa["policy"], x)
@@ -405,7 +406,7 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
 
     def for_world(pp, p: E.EnvParams):
         """The policy params with the world's item codes (or features) appended, computed once."""
-        return (*pp[:3], world_items(p.world))
+        return (*pp[:3], world_items_jit(p.world))
 
     def heads_of(key, obs, p: E.EnvParams, pp) -> Heads:
         frozen, pa = pp[:2]
