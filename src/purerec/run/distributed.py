@@ -37,7 +37,6 @@ ENV = {"coordinator": ("PUREREC_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
        "num-processes": ("PUREREC_NUM_PROCESSES", "JAX_NUM_PROCESSES"),
        "process-id": ("PUREREC_PROCESS_ID", "JAX_PROCESS_ID"),
        "init-timeout": ("PUREREC_INIT_TIMEOUT",)}
-FLAGS = {"distributed": 0, "coordinator": 1, "num-processes": 1, "process-id": 1, "init-timeout": 1}
 DEFAULT_TIMEOUT_S = 120.0
 WAIT_MS = 7 * 24 * 3600 * 1000  # how long the other processes wait for process 0's answer
 
@@ -70,7 +69,8 @@ def _int(name: str, value, lo: int, hi: int | None, what: str) -> int:
 
 
 def launch_from(opts: dict, environ=None) -> Launch | None:
-    """The launch that the options (``FLAGS``) and environment ask for, checked; None = one process."""
+    """The launch that the options (``purerec.cli.Launching``: coordinator, num-processes, process-id,
+    distributed, init-timeout) and environment ask for, checked; None = one process."""
     environ = os.environ if environ is None else environ
     given = {}
     for name, variables in ENV.items():
