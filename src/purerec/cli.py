@@ -136,22 +136,30 @@ def protocol_line(cfg: Config, n_sessions: int | None = None) -> str:
 
 
 def _dynamics_words(cfg: Config) -> str:
+    pf = cfg.platform
+    loop = (f"; a platform with memory (exposure decay rho {pf.rho:g}, labels recomputed every "
+            f"{pf.relabel_every} steps)" if pf.loop else "")
     if cfg.env.dynamics == "none":
-        return ""
+        return loop
     a = cfg.attraction
     c = (f"c {a.premium_c:g}" if a.premium_c > 0 else f"c for a median top-k click of {a.click_target:g}"
          if a.click_target > 0 else "c by the authors' rule")
     return (f"; preferences move (attraction, {a.mode} mode, {a.block} block: alpha_H {a.alpha_h:g}, alpha_NH "
-            f"{a.alpha_nh:g}, beta {a.beta:g}, {c}, lambda {a.harm_lambda:g}, agents' reward {a.reward})")
+            f"{a.alpha_nh:g}, beta {a.beta:g}, {c}, lambda {a.harm_lambda:g}, agents' reward {a.reward})" + loop)
 
 
 TABLE_COLUMNS = ["Len", "R_each", "R_cum", "AD", "Gini", "coverage", "long_tail_share"]
 DYNAMICS_COLUMNS = ["R_cum_true", "CTR", "harm", "harm_picks", "J", "drift"]  # purerec.sim.metrics.dynamics_metrics
 
 
+PLATFORM_COLUMNS = ["gini_pop", "gini_total", "label_flips", "turnover"]  # purerec.sim.platform.stats
+
+
 def table_columns(cfg: Config) -> list[str]:
-    """The printed columns: the harm paper's quantities too when preferences move."""
-    return TABLE_COLUMNS + (DYNAMICS_COLUMNS if cfg.env.dynamics != "none" else [])
+    """The printed columns: the harm paper's quantities too when preferences move, the long-term
+    fairness figures on a platform with memory."""
+    return (TABLE_COLUMNS + (DYNAMICS_COLUMNS if cfg.env.dynamics != "none" else [])
+            + (PLATFORM_COLUMNS if cfg.platform.loop else []))
 
 
 FIDELITY = ["probe_cos_observed", "probe_cos_purified", "state_cos_observed", "state_cos_purified"]

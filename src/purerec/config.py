@@ -24,7 +24,7 @@ from purerec.data.sections import (  # re-exported (__all__)
 )
 from purerec.sim.sections import (  # re-exported (__all__)
     EXIT_RULES, FAIR_SCOPES, AD_FORMS, FeedbackConfig, EnvConfig, DYNAMICS, DRIFT_MODES, DRIFT_BLOCKS,
-    HARM_REWARDS, AttractionConfig,
+    HARM_REWARDS, AttractionConfig, COST_LABELS, PlatformConfig,
 )
 from purerec.state.sections import (  # re-exported (__all__)
     SCHEDULES, DSRM_TARGETS, REVERSE_STARTS, AGENT_KINDS, AGENT_ALIASES, AGENTS, PURIFIERS, DENOISERS,
@@ -47,6 +47,7 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     attraction: AttractionConfig = field(default_factory=AttractionConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dsrm: DSRMConfig = field(default_factory=DSRMConfig)
@@ -77,6 +78,10 @@ class Config:
                 section.validate(n_items=min(self.world.n_items, self.world.n_test_items))
             else:
                 section.validate()
+        if self.platform.persist == "user":
+            _check(self.platform.loop and self.env.dynamics == "attraction", "platform.persist",
+                   self.platform.persist, "'none' unless platform.loop = true and env.dynamics = 'attraction' "
+                   "(the profiles users come back with are the platform's and move only under attraction)")
         if self.agent.action == "plackett_luce" and resolve_agent(agent_id(self))[0] in ("hrl", "flat"):
             from purerec.agents.heads import resolve  # the registry's default heads (imports no config)
 
@@ -107,18 +112,21 @@ def run_sections(cfg: Config, agent_sections: tuple[str, ...]) -> tuple[str, ...
     purifier = resolve_agent(agent_id(cfg))[1]
     extra = ("dsrm",) if purifier == "dsrm" else ("denoise",) if purifier in DENOISERS else ()
     dyn = ("attraction",) if cfg.env.dynamics == "attraction" else ()
+    dyn += ("platform",) if cfg.platform.loop else ()
     return SHARED_SECTIONS + dyn + extra + tuple(agent_sections)
 
 
 def env_identity(cfg: Config) -> dict:
     """The env section as run ids and cache keys see it: ``env.dynamics`` (and the [attraction]
-    section) only when the dynamics are on, so the default world's ids and keys are those from
+    section) only when the dynamics are on, the [platform] section only when its loop is on, so the default world's ids and keys are those from
     before the option existed (opt-in dynamics leave everything already computed valid)."""
     d = dataclasses.asdict(cfg.env)
     if cfg.env.dynamics == "none":
         d.pop("dynamics")
     else:
         d["attraction"] = dataclasses.asdict(cfg.attraction)
+    if cfg.platform.loop:  # likewise the platform state ("Worlds with memory")
+        d["platform"] = dataclasses.asdict(cfg.platform)
     return d
 
 
@@ -135,7 +143,7 @@ def view(cfg: Any, names: tuple[str, ...]) -> Sections:
 
 
 # The views the run layer hands the layers below (each names what that component reads).
-ENV_SECTIONS = ("env", "feedback", "attraction")  # sim.env.make_params, the reference policies
+ENV_SECTIONS = ("env", "feedback", "attraction", "platform")  # sim.env.make_params, the reference policies
 WORLD_SECTIONS = ("world", "feedback", "env", "attraction")  # data.datasets.get_worlds (and its cache key)
 AGENT_ID_SECTIONS = ("agent", "state")  # the registry: kind and purifier (``resolve_agent``)
 HEAD_SECTIONS = ("slate", "agent", "state")  # agents.heads.resolve: the static slate head
@@ -163,7 +171,7 @@ STATE_SECTIONS = ("encoder", "dsrm", "denoise", "state")
 def component_sections(cfg: Any, agent_sections: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The sections an agent (with its own ``agent_sections``) and Stage I read: the run's sections
     (``run_sections``) and the state layer's (``STATE_SECTIONS``)."""
-    return tuple(dict.fromkeys(run_sections(cfg, agent_sections) + STATE_SECTIONS + ("attraction",)))
+    return tuple(dict.fromkeys(run_sections(cfg, agent_sections) + STATE_SECTIONS + ("attraction", "platform")))
 
 
 def traced_paths(cfg: Config, sections: tuple[str, ...]) -> tuple[str, ...]:
@@ -330,7 +338,7 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
 __all__ = [
     'ConfigError', 'PurerecError', 'traced', 'MAX_SESSIONS', 'MAX_BATCH', 'MAX_WORLD', '_finite', '_check',
     'WORLD_SOURCES', 'PRESETS', 'WorldConfig', 'EXIT_RULES', 'FAIR_SCOPES', 'AD_FORMS', 'FeedbackConfig',
-    'EnvConfig', 'DYNAMICS', 'DRIFT_MODES', 'DRIFT_BLOCKS', 'HARM_REWARDS', 'AttractionConfig', 'SCHEDULES',
+    'EnvConfig', 'DYNAMICS', 'DRIFT_MODES', 'DRIFT_BLOCKS', 'HARM_REWARDS', 'AttractionConfig', 'COST_LABELS', 'PlatformConfig', 'SCHEDULES',
     'DSRM_TARGETS', 'REVERSE_STARTS', 'AGENT_KINDS', 'AGENT_ALIASES', 'AGENTS', 'PURIFIERS', 'DENOISERS',
     'DEFAULT_PURIFIER', 'EncoderConfig', 'DSRMConfig', 'StateConfig', 'resolve_agent', 'DenoiseConfig',
     'AGENT_ACTIONS', 'SLATE_HEADS', 'SLATE_TAILS', 'SCORES', 'FAIR_REWARDS', 'AgentConfig', 'SlateConfig',

@@ -336,6 +336,9 @@ class PurerecVectorEnv(gym.vector.VectorEnv):
         self.obs_window = int(params.obs_window)
         self.max_len = int(params.max_len)
         self.episode_stats = bool(episode_stats)
+        if params.loop:
+            raise ConfigError("platform.loop", True, "false for the Gymnasium adapter: its sessions are independent "
+                              "(a platform with memory runs inside purerec's own loop, purerec.sim.env.batch_step)")
         if self.slate_size > self.n_items:
             raise ConfigError("env.slate_size", self.slate_size,
                               f"at most {self.n_items}: the world has only {self.n_items} items (a slate holds "

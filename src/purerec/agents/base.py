@@ -52,11 +52,13 @@ class Agent(NamedTuple):
 
 def env_params(params: E.EnvParams, hyper: dict) -> E.EnvParams:
     """The env params with the traced dynamics fields taken from ``hyper`` (the attraction model's
-    when the dynamics are on: ``hyper`` holds them only then)."""
+    when the dynamics are on, the platform's decay when its loop is on: ``hyper`` holds them only then)."""
     params = params.replace(temper_offset=hyper["env.temper_offset"], fair_threshold=hyper["env.fair_threshold"],
                             fair_penalty=hyper["env.fair_penalty"])
     if params.dynamics == "attraction":
         params = params.replace(**{f: hyper[f"attraction.{f}"] for f in ("alpha_h", "alpha_nh", "beta", "harm_lambda")})
+    if params.loop:
+        params = params.replace(rho=hyper["platform.rho"])
     return params
 
 

@@ -66,6 +66,10 @@ greedy test rows, reference random Len 12.56 / R_cum 5.95, most_popular 14.01 / 
   (0.35, 0.65), and a scalar κ splits slates into all-popular or all-long-tail, so meeting the
   *mean* per-step limit with a mixture of unbalanced slates does not lengthen sessions.
 
+On a platform with memory (``platform.loop``) the cost counts the platform's current labels, as
+the FCPO paper describes (its public code computes the labels once); ``platform.cost_labels =
+frozen`` counts the logs' labels instead (the comparison with static labels).
+
 Logs: ``rollout_stats`` plus ``cost`` (mean popular items per step), ``J_c``, ``constraint``
 (c), ``case`` (0 inactive, 1 active, 2 infeasible recovery), ``step_frac`` (accepted fraction,
 0 = rejected), ``kl`` (of the accepted step), ``nu``, ``reward_critic_loss``,
@@ -142,6 +146,7 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         raise ConfigError("fcpo.critic_minibatches", c.critic_minibatches,
                           f"a divisor of num_envs * rollout_len ({n})")
     n_mb, mb_size = c.critic_minibatches, n // c.critic_minibatches
+    frozen_labels = params.loop and cfg.platform.cost_labels == "frozen"
 
     def init(key: jax.Array, frozen: Frozen, hyper: dict) -> FCPOState:
         k_env, k_a, k_r, k_c, k_run = jax.random.split(key, 5)
@@ -173,7 +178,10 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
 
         (obs, env_state, _), tr = unroll(k_roll, policy, ep, S.obs, S.env_state, (), T)
         _, x_last = observer.inputs(frozen, k_last, obs, ep)
-        cost = step_cost(tr.n_popular, K, c.cost)  # in [0, 1]: the cost / K (see the docstring)
+        n_pop = tr.n_popular  # on the labels the sessions saw (the platform's current ones on a loop world)
+        if frozen_labels:  # the comparison with static labels: counted on the logs' labels
+            n_pop = params.world.popular[tr.slate].sum(-1, dtype=jnp.int32)
+        cost = step_cost(n_pop, K, c.cost)  # in [0, 1]: the cost / K (see the docstring)
         g_, lam_ = h["fcpo.gamma"], h["fcpo.gae_lambda"]
         adv_r, target_r = returns.gae(tr.reward, tr.extras["vr"], tr.done, critic.apply(vr_p, x_last), g_, lam_)
         adv_c, target_c = returns.gae(cost, tr.extras["vc"], tr.done, critic.apply(vc_p, x_last), g_, lam_)

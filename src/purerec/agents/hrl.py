@@ -92,6 +92,8 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
     basis = item_basis(world.item_emb, world.item_pop, a.score)
     n_items, k_slate = world.n_items, params.slate_size
     sh = shards_of(cfg, axis_name)
+    if params.loop and axis_name:  # the platform's exposure counts are summed over the shards
+        params = params.replace(shard_axis=axis_name)
     B_all, T = cfg.train.num_envs, cfg.train.rollout_len
     B = B_all // sh.n  # this device's sessions
     hyper_action = a.action == "hyper"
@@ -303,7 +305,8 @@ def make(cfg: Sections, params: E.EnvParams, axis_name: str | None = None) -> Ag
         """Partition specs (a prefix of the state with ``lead`` leading seed axes): the per-session
         arrays are split along their session axis, everything else is replicated."""
         split, rep = PartitionSpec(*(None,) * lead, axis_name), PartitionSpec()
-        return HRLState(worker=rep, manager=rep if hier else None, env_state=split, obs=split, u=split,
+        env_state = E.LoopState(sessions=split, platform=rep) if params.loop else split  # one platform per shard
+        return HRLState(worker=rep, manager=rep if hier else None, env_state=env_state, obs=split, u=split,
                         fair_buf=rep, key=rep, update=rep, hyper=rep)
 
     return Agent(init=init, update=update, policy_params=policy_params,

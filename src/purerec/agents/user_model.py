@@ -281,4 +281,4 @@ def step_model(key: jax.Array, state: E.EnvState, slate: jax.Array, mp: ModelPar
 
 step = E.auto_reset(step_model, lambda mp: mp.env)
 step.__doc__ = "``step_model`` with auto-reset (``purerec.sim.env.step``'s contract and info keys)."
-batch_step = E.batched(step)
+batch_step = E.batched(step, move_platform=False)  # imagined sessions move no platform

@@ -952,6 +952,91 @@ def planning_rows(trained: list[Run], frozen: list[Run], refs: dict[str, dict]) 
     return out
 
 
+# a platform with memory ("Worlds with memory": platform.loop = true)
+LOOP_METRICS = ("R_cum", "R_cum_true", "gini_pop", "label_flips", "turnover", "user_R_true", "return_rate",
+                "user_sessions")
+
+
+def _has_loop(r: Run) -> bool:
+    return bool(_get(r.config, "platform", "loop", default=False))
+
+
+def constraint_row(runs: list[Run]) -> dict | None:
+    """FCPO-style runs (a ``cost`` curve: popular items per slate on the labels the sessions saw):
+    the mean cost over the last fifth of the kept updates per seed against the limit alpha' K + 0.5."""
+    costs = []
+    for r in runs:
+        c = np.asarray(r.curves.get("cost") or [], dtype=np.float64)
+        kept = np.asarray(r.curves.get("kept") or [1.0] * len(c), dtype=bool)[:len(c)]
+        c = c[kept] if kept.any() else c
+        if len(c):
+            costs.append(float(np.mean(c[-max(1, len(c) // 5):])))
+    if not costs:
+        return None
+    alpha = _get(runs[0].config, "fcpo", "cost_limit")
+    k = _get(runs[0].config, "env", "slate_size")
+    limit = alpha * k + 0.5
+    return {"alpha": alpha, "labels": _get(runs[0].config, "platform", "cost_labels", default="current"),
+            "cost": np.asarray(costs), "limit": limit, "within": sum(c <= limit for c in costs), "n": len(costs)}
+
+
+def _paired(a: list[Run], b: list[Run], metric: str) -> np.ndarray:
+    """metric(a) - metric(b) per seed, over the seeds both have."""
+    da, db = _by_seed(a, metric), _by_seed(b, metric)
+    return np.asarray([da[s] - db[s] for s in sorted(set(da) & set(db))])
+
+
+def _loop_section(trained: list[Run], frozen: list[Run], order: dict[str, int], presets: list[str]) -> list[str]:
+    """The "Worlds with memory" tables: each row's long-term fairness and per-user figures, FCPO's
+    constraint on the loop, and the paired difference along a method's one two-valued grid field
+    (e.g. ``ppo.gamma`` 0.99 vs 0: does planning pay?)."""
+    lines = ["## Worlds with memory", "",
+             "Runs with `platform.loop = true` (`purerec.sim.platform`): at the end of the test protocol's "
+             "rollout, the Gini of the exposure mass (`gini_pop`; the logs' at the start), label flips and "
+             "popular-group turnover; with users who come back (`platform.persist = user`) the per-user total "
+             "true reward over `platform.horizon` sessions (`user_R_true`), the return rate and sessions per "
+             "user. Δ: trained − frozen twin per seed; intervals are 95% Student t over seeds, `*` where one "
+             "excludes 0.", ""]
+    twins = {f.twin_key(): f for f in frozen}
+    for p in presets:
+        tp = [r for r in trained if r.preset == p and _has_loop(r)]
+        if not tp:
+            continue
+        cols = [m for m in LOOP_METRICS if any(_metric(r, m) is not None for r in tp)]
+        gain_m = "user_R_true" if "user_R_true" in cols else "R_cum_true"
+        by = defaultdict(list)
+        for r in tp:
+            by[r.label_key()].append(r)
+        keys = sorted(by, key=_row_sort(order))
+        rows = [[_md_escape(by[k][0].label()), *[mean_std(_values(by[k], m)) for m in cols],
+                 fmt_interval(_gains(by[k], twins, gain_m))] for k in keys]
+        lines += [f"### World: {p}", ""] + _md_table(["method", *cols, f"Δ{gain_m}"], rows) + [""]
+        cons = [(by[k][0].label(), c) for k in keys if (c := constraint_row(by[k])) is not None]
+        if cons:
+            lines += ["Constrained cost on the loop: mean popular items per slate over the last fifth of training "
+                      "(on the labels the sessions saw: the platform's current ones), per seed, against "
+                      "alpha' K + 0.5.", ""]
+            lines += _md_table(["method", "alpha'", "cost labels", "cost (last fifth)", "limit", "seeds within"],
+                               [[_md_escape(n), _fmt(c["alpha"]), c["labels"], mean_std(c["cost"]), _fmt(c["limit"]),
+                                 f"{c['within']} / {c['n']}"] for n, c in cons]) + [""]
+        pairs = []
+        for kind in sorted({r.kind for r in tp}, key=lambda x: order.get(x, 99)):
+            mine = [r for r in tp if r.kind == kind]
+            varying = {k for r in mine for k, _ in r.fields}
+            for fld in sorted(varying):
+                vals = sorted({v for r in mine for k, v in r.fields if k == fld}, key=_sort_val)
+                if len(vals) != 2 or not all(isinstance(v, (int, float)) for v in vals):
+                    continue
+                lo = [r for r in mine if dict(r.fields).get(fld) == vals[0]]
+                hi = [r for r in mine if dict(r.fields).get(fld) == vals[1]]
+                pairs.append([_md_escape(kind), f"{fld} {_fmt_val(vals[1])} − {_fmt_val(vals[0])}",
+                              *[fmt_interval(_paired(hi, lo, m)) for m in (gain_m, "R_cum_true", "R_cum")]])
+        if pairs:
+            lines += ["Paired by seed along a method's two-valued grid field (e.g. a long horizon vs gamma 0):", ""]
+            lines += _md_table(["method", "difference", gain_m, "R_cum_true", "R_cum"], pairs) + [""]
+    return lines
+
+
 def _dynamics_section(trained: list[Run], frozen: list[Run], order: dict[str, int], presets: list[str],
                       reference: dict) -> list[str]:
     """The "Preferences that move" tables: each world's dynamics metrics per method, and whether
@@ -1127,6 +1212,8 @@ def write_report(sweep_dir: str) -> str:
 
         if any(_has_dynamics(r) for r in trained):
             lines += _dynamics_section(trained, frozen, order, presets, reference)
+        if any(_has_loop(r) for r in trained):
+            lines += _loop_section(trained, frozen, order, presets)
         lines += ["## Table 4: training wall time", ""] + _timing_table(trained, order, presets) + [""]
         lines += ["## Training budget", ""] + _budget_table(trained, order, presets) + [""]
 
@@ -1188,7 +1275,11 @@ if __name__ == "__main__":
 
 RUN_CURVES = (("Len", "Len"), ("AD", "AD"), ("R_cum", "R_cum"), ("w_fair", "manager w_fair"),
               ("tail_share", "long-tail share of slates"), ("worker_entropy", "worker policy entropy"),
-              ("manager_entropy", "manager policy entropy"))
+              ("manager_entropy", "manager policy entropy"),
+              # on a platform with memory (platform.loop): the long-term fairness course
+              ("gini_pop", "Gini of the exposure mass"), ("gini_window", "exposure Gini, last relabel window"),
+              ("label_flips", "popular labels flipped"), ("turnover", "popular-group turnover"),
+              ("constraint", "constrained cost - limit (FCPO)"))
 
 
 def plot_run_curves(run_dir: str) -> str | None:

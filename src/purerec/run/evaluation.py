@@ -28,7 +28,7 @@ from purerec.config import env_sections, EVAL_WORLD_SECTIONS, view, world_sectio
 
 from purerec.run.sections import EvalConfig
 
-from purerec.sim import env as E, metrics as M
+from purerec.sim import env as E, metrics as M, platform as PL
 from purerec.sim.rollout import rollout
 
 REPORT_METRICS = ("Len", "R_each", "R_cum", "AD")
@@ -42,9 +42,12 @@ def metrics_of(traj, popular, ad_form: str = "exposure"):
 
 
 def with_dynamics(out: dict, traj: dict, params: E.EnvParams) -> dict:
-    """``out`` plus the preference-dynamics metrics when the trajectory has them."""
+    """``out`` plus the preference-dynamics metrics and the platform's long-term fairness figures
+    (``purerec.sim.platform.end_stats`` over the rolled steps) when the trajectory has them."""
     if "dynamics" in traj:
         out = {**out, **M.dynamics_metrics(traj["dynamics"], traj["done"], params.harm_lambda)}
+    if "platform" in traj:
+        out = {**out, **PL.end_stats(traj["platform_end"], traj["platform"])}
     return out
 
 
@@ -56,7 +59,9 @@ def n_test_sessions(ev: EvalConfig, params: E.EnvParams) -> int:
 def test_metrics(policy: Callable, params: E.EnvParams, ev: EvalConfig, policy_params=None, carry=None):
     """Traceable test protocol: per-repeat metric arrays (leading axis ``repeats``).
 
-    ``carry`` (per session, leading axis n) is the initial carry of a policy that has one.
+    ``carry`` (per session, leading axis n) is the initial carry of a policy that has one. With
+    users who come back changed (``params.persist``) the same users are also followed over
+    ``params.horizon`` sessions each (``purerec.sim.metrics.horizon_metrics``).
     """
     n = n_test_sessions(ev, params)
 
@@ -65,8 +70,14 @@ def test_metrics(policy: Callable, params: E.EnvParams, ev: EvalConfig, policy_p
         k_users, k_run = jax.random.split(key)
         users = jax.random.permutation(k_users, params.world.n_users)[:n]
         traj = rollout(k_run, policy, params, n, params.max_len, policy_params, users, carry)
-        return with_dynamics(M.all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"],
-                                           traj["n_popular"], params.world.popular, ev.ad_form), traj, params)
+        out = with_dynamics(M.all_metrics(traj["reward"], traj["true_reward"], traj["done"], traj["slates"],
+                                          traj["n_popular"], params.world.popular, ev.ad_form), traj, params)
+        if params.persist:  # the same users followed over the horizon (their own random stream)
+            ph = params.replace(same_user=True)
+            tr_h = rollout(jax.random.fold_in(k_run, 1), policy, ph, n, params.horizon * params.max_len,
+                           policy_params, users, carry)
+            out.update(M.horizon_metrics(tr_h["true_reward"], tr_h["done"], tr_h["returns"], params.horizon))
+        return out
 
     return jax.lax.map(one, jnp.arange(ev.repeats))
 

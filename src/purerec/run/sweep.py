@@ -222,6 +222,7 @@ def _cfg_hash(cfg: Config) -> str:
     d["train"].pop("session_shards")
     d["env"] = env_identity(cfg)
     d.pop("attraction", None)  # inside env_identity
+    d.pop("platform", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

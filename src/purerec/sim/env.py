@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from purerec.core.fields import Sections
-from purerec.sim import abandonment, dynamics as DY
+from purerec.sim import abandonment, dynamics as DY, platform as PL
 from purerec.sim.feedback import contaminate
 from purerec.sim.world import true_response, World
 
@@ -46,6 +47,8 @@ class EnvParams:
     premium_c: jax.Array = 1.0
     harm_lambda: jax.Array = 0.0
     drift_scale: jax.Array = 1.0  # kappa of the taste block (block = "taste")
+    rho: jax.Array = 1.0  # the platform's exposure decay (read only when loop is on)
+    pop_mass: jax.Array = 0.0  # the logs' total exposure, sum item_pop (loop only)
     slate_size: int = struct.field(pytree_node=False, default=10)
     obs_window: int = struct.field(pytree_node=False, default=20)
     max_len: int = struct.field(pytree_node=False, default=30)
@@ -56,6 +59,14 @@ class EnvParams:
     drift_mode: str = struct.field(pytree_node=False, default="pick")
     drift_block: str = struct.field(pytree_node=False, default="full")
     harm_reward: str = struct.field(pytree_node=False, default="feedback")
+    loop: bool = struct.field(pytree_node=False, default=False)  # a platform state (purerec.sim.platform)
+    relabel_every: int = struct.field(pytree_node=False, default=1)
+    n_popular: int = struct.field(pytree_node=False, default=0)  # size of the popular group (loop only)
+    shard_axis: str | None = struct.field(pytree_node=False, default=None)  # session shards' axis (loop only)
+    persist: bool = struct.field(pytree_node=False, default=False)  # users come back changed (platform.persist)
+    same_user: bool = struct.field(pytree_node=False, default=False)  # a slot's next session is its user's
+    horizon: int = struct.field(pytree_node=False, default=1)  # sessions per user in the evaluation (persist)
+    start_pref: jax.Array | None = None  # f32[U, D] profiles new sessions start from (persist; None: true_user)
 
     @property
     def history_len(self) -> int:
@@ -75,6 +86,11 @@ def make_params(world: World, cfg: Sections) -> EnvParams:
                    premium_c=jnp.float32(c), harm_lambda=jnp.float32(a.harm_lambda),
                    drift_scale=jnp.float32(DY.taste_scale(world)), dynamics="attraction", drift_mode=a.mode,
                    drift_block=a.block, harm_reward=a.reward)
+    pf = getattr(cfg, "platform", None)
+    if pf is not None and pf.loop:
+        dyn.update(rho=jnp.float32(pf.rho), pop_mass=jnp.sum(world.item_pop.astype(jnp.float32)), loop=True,
+                   relabel_every=pf.relabel_every, n_popular=int(np.asarray(world.popular).sum()),
+                   persist=pf.persist == "user", horizon=pf.horizon)
     return EnvParams(
         world=world,
         conformity=jnp.float32(f.conformity),
@@ -147,9 +163,24 @@ def reset_user(user: jax.Array, params: EnvParams) -> tuple[Obs, EnvState]:
         n_shown=jnp.int32(0),
         n_popular=jnp.int32(0),
         ret=jnp.float32(0.0),
-        pref=params.world.true_user[user] if params.dynamics == "attraction" else None,
+        pref=start_profile(user, params) if params.dynamics == "attraction" else None,
     )
     return observe(state, params), state
+
+
+def start_profile(user: jax.Array, params: EnvParams) -> jax.Array:
+    """The profile a session starts from: the user's true preference, or with users who come back
+    changed (``platform.persist = user``) the profile their last session ended with."""
+    table = params.world.true_user if params.start_pref is None else params.start_pref
+    return table[user]
+
+
+def satisfaction(state: EnvState, params: EnvParams) -> jax.Array:
+    """The chance a user comes back after a session (``platform.persist = user``): the mean true
+    response to the items of the session's last ``obs_window`` slates' worth of shown items (how
+    the session felt at its end)."""
+    obs = true_observation(state, params)
+    return jnp.sum(obs.feedback) / jnp.maximum(obs.valid.sum(), 1)
 
 
 def _push(hist: jax.Array, new: jax.Array) -> jax.Array:
@@ -253,22 +284,68 @@ def auto_reset(step_fn, env_params=lambda p: p):
 
     def step_auto(key, state, slate, params):
         k_step, k_reset = jax.random.split(key)
+        ep = env_params(params)
         obs_st, state_st, reward, terminated, truncated, info = step_fn(k_step, state, slate, params)
-        obs_re, state_re = reset(k_reset, env_params(params))
+        obs_re, state_re = reset_user(state_st.user, ep) if ep.same_user else reset(k_reset, ep)
         done = terminated | truncated
         pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(done, x, y), a, b)
         info["last_obs"] = obs_st
+        if ep.persist:  # users come back changed: who ended, with which profile, and whether they return
+            info["last_user"], info["last_pref"] = state_st.user, state_st.pref
+            info["returns"] = done & (jax.random.uniform(jax.random.fold_in(k_reset, 7)) < satisfaction(state_st, ep))
         return pick(obs_re, obs_st), pick(state_re, state_st), reward, terminated, truncated, info
 
     return step_auto
 
 
-def batched(step_fn):
-    """``step_fn`` over a batch of sessions: one key split per session."""
+@struct.dataclass
+class LoopState:
+    """A batch of sessions on a platform with memory (``platform.loop``): the per-session states
+    and the one platform state they share (``purerec.sim.platform``)."""
 
-    def batch(key, state, slates, params):
+    sessions: EnvState  # [B] per-session states
+    platform: PL.Platform  # shared, not batched
+
+
+def sessions_of(state):
+    """The per-session states of a batch (what policies see: the platform state is the env's)."""
+    return state.sessions if isinstance(state, LoopState) else state
+
+
+def on_platform(sessions, params: EnvParams):
+    """A batch of fresh sessions as the env state: wrapped with the platform at the logs when
+    ``params.loop``, as is otherwise."""
+    return LoopState(sessions, PL.init(params.world, params.persist)) if params.loop else sessions
+
+
+def batched(step_fn, move_platform: bool = True):
+    """``step_fn`` over a batch of sessions: one key split per session. On a ``LoopState`` the
+    sessions step in the current world (``platform.current_world``) and their slates then move the
+    platform; without ``move_platform`` (a learned model env, whose params are its own and whose
+    imagined slates show nothing to anyone) the platform is carried through untouched."""
+
+    def vmapped(key, state, slates, params):
         return jax.vmap(step_fn, in_axes=(0, 0, 0, None))(jax.random.split(key, slates.shape[0]), state, slates,
                                                           params)
+
+    def batch(key, state, slates, params):
+        if not isinstance(state, LoopState):
+            return vmapped(key, state, slates, params)
+        plat = state.platform
+        now = params.replace(world=PL.current_world(params.world, plat)) if move_platform else params
+        if move_platform and params.persist:
+            now = now.replace(start_pref=plat.prefs)
+        obs, sessions, reward, term, trunc, info = vmapped(key, state.sessions, slates, now)
+        if move_platform:
+            total = (lambda x: jax.lax.psum(x, params.shard_axis)) if params.shard_axis else (lambda x: x)
+            if params.persist:
+                gather = (lambda x: jax.lax.all_gather(x, params.shard_axis, tiled=True)) if params.shard_axis \
+                    else (lambda x: x)
+                plat = plat.replace(prefs=PL.store_profiles(plat.prefs, gather(info["last_user"]),
+                                                            gather(info["last_pref"]), gather(term | trunc)))
+            plat, info["platform"] = PL.advance(plat, slates.astype(jnp.int32), params.rho, params.pop_mass,
+                                                params.n_popular, params.relabel_every, total)
+        return obs, LoopState(sessions, plat), reward, term, trunc, info
 
     return batch
 
@@ -278,7 +355,9 @@ step.__doc__ = "``step_env`` with auto-reset (``auto_reset``)."
 
 
 def batch_reset(key: jax.Array, params: EnvParams, n: int):
-    return jax.vmap(reset, in_axes=(0, None))(jax.random.split(key, n), params)
+    """``n`` fresh sessions (on the platform at the logs when ``params.loop``: a ``LoopState``)."""
+    obs, state = jax.vmap(reset, in_axes=(0, None))(jax.random.split(key, n), params)
+    return obs, on_platform(state, params)
 
 
 batch_step = batched(step)

@@ -136,3 +136,22 @@ def dynamics_metrics(dyn, done: jax.Array, harm_lambda) -> dict[str, jax.Array]:
             "harm_picks": per_session(dyn.harm_pick.astype(jnp.float32)),
             "J": per_session(dyn.p_clk - harm_lambda * dyn.p_h),
             "drift": jnp.sum(jnp.where(finished, last, 0.0)) / n}
+
+
+def horizon_metrics(true_reward: jax.Array, done: jax.Array, returns: jax.Array, horizon: int) -> dict[str, jax.Array]:
+    """Users followed over ``horizon`` sessions (``platform.persist = user``; each slot one user whose
+    next session starts when the last ends, if the user comes back: ``returns`` at the ended step).
+    Time-major [T, B]. A slot counts until its user does not come back or its ``horizon`` sessions
+    are done. ``user_R_true``: total true reward per user over the horizon; ``user_sessions``:
+    completed sessions per user; ``return_rate``: the share of sessions (before the last allowed)
+    after which the user came back; ``user_Len``: steps per user."""
+    before = jnp.cumsum(done, axis=0) - done  # sessions ended before this step
+    left = jnp.cumsum(done & ~returns, axis=0) - (done & ~returns)  # non-returns before this step
+    active = (before < horizon) & (left == 0)
+    ended = active & done
+    could_return = ended & (before < horizon - 1)
+    n = done.shape[1]
+    return {"user_R_true": jnp.sum(jnp.where(active, true_reward, 0.0)) / n,
+            "user_sessions": jnp.sum(ended) / n,
+            "return_rate": jnp.sum(could_return & returns) / jnp.maximum(jnp.sum(could_return), 1),
+            "user_Len": jnp.sum(active & (before < horizon)) / n}

@@ -19,7 +19,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purerec.sim import env as E
+from purerec.sim import env as E, platform as PL
 
 
 class Transition(NamedTuple):
@@ -37,6 +37,8 @@ class Transition(NamedTuple):
     ep_ret: jax.Array  # f32[T, B] the ended session's return (0 where not done)
     extras: Any  # the policy's per-step outputs
     dynamics: Any = ()  # purerec.sim.dynamics.StepInfo [T, B] under preference dynamics, () otherwise
+    platform: Any = ()  # purerec.sim.platform.Info [T] on a platform with memory, () otherwise
+    returns: Any = ()  # bool[T, B] the ended session's user comes back (platform.persist = user), () otherwise
 
 
 def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state: Any, carry: Any, n_steps: int,
@@ -44,19 +46,21 @@ def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state:
     """``n_steps`` batched steps from (obs, env_state, carry); returns ((obs, env_state, carry), Transition).
 
     ``step`` is the batched env step (``purerec.sim.env.batch_step``); a learned model with the same
-    signature and info keys (DORL's, ``purerec.agents.user_model``) is driven the same way."""
+    signature and info keys (DORL's, ``purerec.agents.user_model``) is driven the same way. On a
+    platform with memory ``env_state`` is a ``purerec.sim.env.LoopState``; the policy sees its sessions."""
 
     def body(loop, k):
         obs, state, c = loop
         k_act, k_env = jax.random.split(k)
-        slates, c, extras = policy(k_act, obs, state, c)
+        slates, c, extras = policy(k_act, obs, E.sessions_of(state), c)
         obs2, state2, reward, term, trunc, info = step(k_env, state, slates, params)
         done = term | trunc
         tr = Transition(obs=obs, slate=slates, reward=reward, feedback=info["feedback"],
                         true_reward=info["true_reward"], done=done, terminated=term, n_popular=info["n_popular"],
                         ep_len=jnp.where(done, info["episode_len"], 0),
                         ep_ret=jnp.where(done, info["episode_return"], 0.0), extras=extras,
-                        dynamics=info.get("dynamics", ()))
+                        dynamics=info.get("dynamics", ()), platform=info.get("platform", ()),
+                        returns=info.get("returns", ()))
         return (obs2, state2, c), tr
 
     return jax.lax.scan(body, (obs, env_state, carry), jax.random.split(key, n_steps))
@@ -65,7 +69,8 @@ def unroll(key: jax.Array, policy: Callable, params: Any, obs: E.Obs, env_state:
 def rollout_stats(tr: Transition, slate_size: int, n_sessions: int, total=lambda x: x) -> dict[str, jax.Array]:
     """The training curves of one rollout (identical for every agent): episodes ended, their mean
     Len and R_cum, R_each, AD (|2p - 1| of the batch's exposure per step, averaged over steps),
-    the long-tail share of the slates and Fair = the mean of -|2p - 1| / 2 per slate.
+    the long-tail share of the slates and Fair = the mean of -|2p - 1| / 2 per slate; on a platform
+    with memory also its long-term fairness curves (``purerec.sim.platform.stats``).
     ``total`` sums over session shards; ``n_sessions`` is the sessions of all shards."""
     steps = tr.reward.shape[0]
     episodes = total(tr.done.sum())
@@ -74,7 +79,9 @@ def rollout_stats(tr: Transition, slate_size: int, n_sessions: int, total=lambda
     p = n_pop_t / (n_sessions * slate_size)
     fair = -0.5 * jnp.abs(2.0 * tr.n_popular / slate_size - 1.0)
     cells = steps * n_sessions
+    out = {} if isinstance(tr.platform, tuple) else PL.stats(tr.platform)
     return {
+        **out,
         "episodes": episodes,
         "Len": total(tr.ep_len.sum()) / n_done,
         "R_cum": total(tr.ep_ret.sum()) / n_done,
@@ -119,9 +126,14 @@ def rollout(key: jax.Array, policy: Callable, params: E.EnvParams, n_sessions: i
         obs, state = E.batch_reset(k_reset, params, n_sessions)
     else:
         obs, state = jax.vmap(E.reset_user, in_axes=(0, None))(users, params)
-    _, tr = unroll(k_run, batched(act, params, policy_params), params, obs, state, carry, n_steps)
+        state = E.on_platform(state, params)
+    (_, state, _), tr = unroll(k_run, batched(act, params, policy_params), params, obs, state, carry, n_steps)
     out = {"reward": tr.reward, "true_reward": tr.true_reward, "done": tr.done, "terminated": tr.terminated,
            "slates": tr.slate, "n_popular": tr.n_popular}
     if tr.dynamics != ():
         out["dynamics"] = tr.dynamics
+    if not isinstance(tr.platform, tuple):
+        out["platform"], out["platform_end"] = tr.platform, state.platform
+    if not isinstance(tr.returns, tuple):
+        out["returns"] = tr.returns
     return out

@@ -166,3 +166,43 @@ class AttractionConfig:
         _check(self.block in DRIFT_BLOCKS, f"{p}.block", self.block, f"one of {DRIFT_BLOCKS}")
         _check(self.reward in HARM_REWARDS, f"{p}.reward", self.reward, f"one of {HARM_REWARDS}")
         _check(self.harm_seed >= 0, f"{p}.harm_seed", self.harm_seed, "an integer >= 0")
+
+
+COST_LABELS = ("current", "frozen")
+
+
+PERSIST = ("none", "user")
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """A platform state shared by all sessions (``purerec.sim.platform``; "Worlds with memory"):
+    item exposure mass fed by every session's slates and decayed by ``rho``, the popular labels
+    recomputed every ``relabel_every`` batched steps. With ``persist = user`` (and preferences that
+    move, ``env.dynamics = attraction``) the platform also keeps every user's profile as their last
+    session left it: a user's next session starts there, and after each session the user comes back
+    with probability ``purerec.sim.env.satisfaction`` (the mean true response to what the session
+    last showed); the evaluation then also follows each test user over ``horizon`` sessions.
+    Read only when ``loop`` is on; the default world never sees these fields (its run ids, caches
+    and numbers are those from before)."""
+
+    loop: bool = False
+    """Whether exposures feed back: a platform state shared by all sessions (off: fixed by the logs)."""
+    rho: float = traced(0.999)
+    """Decay of the exposure mass per batched step (1 = frozen at the logs; traced)."""
+    relabel_every: int = 100
+    """Batched steps between recomputations of the popular labels."""
+    cost_labels: str = "current"
+    """Labels a constrained agent's cost (FCPO) counts: current (the platform's) or frozen (the logs')."""
+    persist: str = "none"
+    """none (every session starts from the user's true preference) or user (from where their last one left it)."""
+    horizon: int = 5
+    """Sessions per user in the evaluation's horizon protocol (persist = user)."""
+
+    def validate(self, p: str = "platform") -> None:
+        _check(0.0 <= self.rho <= 1.0, f"{p}.rho", self.rho, "in [0, 1] (1 keeps the logs' popularity)")
+        _check(1 <= self.relabel_every <= 10**6, f"{p}.relabel_every", self.relabel_every,
+               "an integer in [1, 1000000] (batched steps)")
+        _check(self.cost_labels in COST_LABELS, f"{p}.cost_labels", self.cost_labels, f"one of {COST_LABELS}")
+        _check(self.persist in PERSIST, f"{p}.persist", self.persist, f"one of {PERSIST}")
+        _check(1 <= self.horizon <= 100, f"{p}.horizon", self.horizon, "an integer in [1, 100] (sessions per user)")
