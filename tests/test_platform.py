@@ -151,35 +151,37 @@ def test_the_loop_has_the_right_sign(worlds):
 
 
 def test_agent_runs_on_the_loop_and_logs_its_curves(tmp_path):
-    """An agent's update on a loop world: its logs carry the platform's curves, and at rho = 1
-    every other curve is bit-identical to the static world's."""
+    """An agent's updates on a loop world: its logs carry the platform's curves, and at rho = 1
+    every other curve is bit-identical to the static world's (rho is traced: one program)."""
     from test_trainer import train_config
 
+    from purerec.run.hyper import hyper_of
     from purerec.run.loop import make_train
-    base = train_config(total_updates=2, chunk_updates=1, seeds=(1,))
+    base = train_config(total_updates=2, chunk_updates=1, seeds=(1,), num_envs=32, rollout_len=16)
     base = dataclasses.replace(base, agent=dataclasses.replace(base.agent, kind="a2c"))
     train_w, _ = get_worlds(base)
-    logs = {}
-    for name, cfg in (("static", base), ("rho1", loop_config(base, rho=1.0, relabel_every=4)),
-                      ("loop", loop_config(base, rho=0.9, relabel_every=4))):
-        fns = make_train(cfg, E.make_params(train_w, cfg))
-        _, _, lg, _ = jax.jit(fns.train)(jax.random.PRNGKey(5))
-        logs[name] = jax.tree.map(np.asarray, lg)
-    for k, v in logs["static"].items():
+    run = lambda cfg, train: jax.tree.map(np.asarray, train(jax.random.PRNGKey(5), hyper_of(cfg))[2])
+    program = lambda cfg: jax.jit(make_train(cfg, E.make_params(train_w, cfg)).train)
+    static = run(base, program(base))
+    rho1 = loop_config(base, rho=1.0, relabel_every=4)
+    train = program(rho1)  # rho 1 and 0.9: one program
+    logs = {"rho1": run(rho1, train), "loop": run(loop_config(base, rho=0.9, relabel_every=4), train)}
+    for k, v in static.items():
         np.testing.assert_array_equal(v, logs["rho1"][k], err_msg=k)
     for k in ("gini_window", "gini_total", "gini_pop", "label_flips", "turnover"):
-        assert k in logs["loop"] and k not in logs["static"]
-    assert logs["loop"]["label_flips"].sum() > 0
-    assert not np.array_equal(logs["loop"]["R_cum"], logs["static"]["R_cum"])
+        assert k in logs["loop"] and k not in static
+    assert logs["rho1"]["label_flips"].sum() == 0 and logs["loop"]["label_flips"].sum() > 0
+    assert not np.array_equal(logs["loop"]["R_cum"], static["R_cum"])
 
 
+@pytest.mark.slow  # two FCPO programs (~25-45 s)
 def test_fcpo_cost_labels():
     """FCPO's cost counts the platform's current labels, or the logs' with cost_labels = frozen:
     the two differ once labels flip, and on the static world the option changes nothing."""
     from test_trainer import train_config
 
     from purerec.run.loop import make_train
-    base = train_config(total_updates=2, chunk_updates=1, seeds=(1,))
+    base = train_config(total_updates=2, chunk_updates=1, seeds=(1,), num_envs=32, rollout_len=16)
     base = dataclasses.replace(base, agent=dataclasses.replace(base.agent, kind="fcpo"))
     train_w, _ = get_worlds(base)
     out = {}
@@ -301,3 +303,30 @@ def test_gymnasium_adapter_refuses_a_loop_world(worlds):
 
     with pytest.raises(ConfigError, match=r"platform\.loop"):
         PurerecVectorEnv(E.make_params(worlds[1], loop_config()), num_envs=4)
+
+
+def test_session_shards_share_one_platform_in_a_run():
+    """HRL with two session shards (vmapped on one device, as a run with fewer devices than shards):
+    the platform counts every shard's slates (summed over the shards), so its exposures are all
+    the sessions' and its mass keeps the logs' total."""
+    from test_trainer import train_config
+
+    from purerec.run.experiment import _stage2_programs, seed_batcher, SESSIONS
+    from purerec.run.loop import make_train
+
+    cfg = loop_config(train_config(session_shards=2, seeds=(1,), total_updates=2, chunk_updates=1, num_envs=32,
+                                   rollout_len=8), rho=0.9, relabel_every=4)
+    train_w, _ = get_worlds(cfg)
+    params = E.make_params(train_w, cfg)
+    fns = make_train(cfg, params, axis_name=SESSIONS)
+    key = jax.random.PRNGKey(4)
+    frozen, _ = jax.jit(fns.stage1)(key)
+    keys, frozen1 = key[None], jax.tree.map(lambda x: x[None], frozen)
+    init_v, chunk_v, _, _ = _stage2_programs(fns, seed_batcher("map"), 2, n_devices=1)
+    state, logs = chunk_v(init_v(keys, frozen1), frozen1)
+    plat = state.env_state.platform
+    steps = cfg.train.rollout_len * cfg.train.chunk_updates
+    assert float(plat.total.sum()) == cfg.train.num_envs * cfg.env.slate_size * steps  # both shards' slates
+    assert int(plat.t[0]) == steps
+    np.testing.assert_allclose(float(plat.pop.sum()), float(params.pop_mass), rtol=1e-4)
+    assert float(np.asarray(logs["label_flips"]).sum()) > 0
