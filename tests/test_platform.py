@@ -150,6 +150,7 @@ def test_the_loop_has_the_right_sign(worlds):
     assert rnd.turnover.max() > 0 and mp.turnover.max() == 0
 
 
+@pytest.mark.slow  # three A2C programs (~40 s); the env-level bit-identity above stays in the fast tier
 def test_agent_runs_on_the_loop_and_logs_its_curves(tmp_path):
     """An agent's updates on a loop world: its logs carry the platform's curves, and at rho = 1
     every other curve is bit-identical to the static world's (rho is traced: one program)."""
