@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     from purerec.config import load_config
     from purerec.data.datasets import get_worlds
-    from purerec.sim import env as E
+    from purerec.sim import env as E, metrics as M
     from purerec.sim.policies import REFERENCE_POLICIES
     from purerec.sim.rollout import rollout
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     pf = cfg.platform
     print(f"{a.env}: train world {train.n_items} items, K {cfg.env.slate_size}, conformity {cfg.feedback.conformity:g}, "
           f"rho {pf.rho:g}, relabel every {pf.relabel_every} steps; {B} sessions x {T} batched steps per policy")
-    logs_gini = float(np.asarray(jax.jit(lambda w: E.PL.gini(w.item_pop))(train)))
+    logs_gini = float(np.asarray(jax.jit(lambda w: M.gini(w.item_pop))(train)))
     print(f"the logs' exposure Gini: {logs_gini:.4f}\n")
     print("| policy | Gini of the mass (end) | label flips | turnover per relabel | long-tail share of mass | "
           "reward / step (loop / static) | true reward / step (loop / static) | s |")
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         tr = jax.device_get(rollout(key, REFERENCE_POLICIES[name], p_loop, B, T))
         st = jax.device_get(rollout(key, REFERENCE_POLICIES[name], p_static, B, T))
         info, end = tr["platform"], tr["platform_end"]
-        g_end = float(E.PL.gini(end.pop))
+        g_end = float(M.gini(end.pop))
         rel = np.asarray(info.relabelled)
         courses[name] = info
         print(f"| {name} | {g_end:.4f} | {int(np.sum(info.flips))} | {float(np.sum(info.turnover) / max(rel.sum(), 1)):.4f} "

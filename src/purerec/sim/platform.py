@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from purerec.sim.metrics import gini
 from purerec.sim.world import World
 
 
@@ -45,8 +46,6 @@ class Platform:
     gini_window: jax.Array  # f32 exposure Gini of the last full relabel window
     gini_total: jax.Array  # f32 exposure Gini since the start, at the last relabel
     gini_pop: jax.Array  # f32 Gini of the exposure mass, at the last relabel (the logs' at the start)
-    flips: jax.Array  # i32 labels changed at the last relabel
-    turnover: jax.Array  # f32 share of the popular group that is new at the last relabel
     prefs: jax.Array | None = None  # f32[U, D] users' profiles as their last session left them (persist = user)
 
 
@@ -69,7 +68,7 @@ def init(world: World, persist: bool = False) -> Platform:
     return Platform(pop=world.item_pop.astype(jnp.float32), popular=world.popular, t=jnp.int32(0),
                     window=jnp.zeros((n,), jnp.float32), total=jnp.zeros((n,), jnp.float32),
                     gini_window=jnp.float32(0.0), gini_total=jnp.float32(0.0),
-                    gini_pop=gini(world.item_pop.astype(jnp.float32)), flips=jnp.int32(0), turnover=jnp.float32(0.0),
+                    gini_pop=gini(world.item_pop.astype(jnp.float32)),
                     prefs=world.true_user if persist else None)
 
 
@@ -99,14 +98,6 @@ def relabel(pop: jax.Array, n_popular: int) -> jax.Array:
     return jnp.zeros(pop.shape, bool).at[order[:n_popular]].set(True)
 
 
-def gini(x: jax.Array) -> jax.Array:
-    """Gini coefficient of a non-negative vector (0: equal; -> 1: concentrated)."""
-    x = jnp.sort(x)
-    n = x.shape[0]
-    i = jnp.arange(1, n + 1, dtype=jnp.float32)
-    return jnp.sum((2.0 * i - n - 1.0) * x) / (n * jnp.maximum(jnp.sum(x), 1e-12))
-
-
 def advance(platform: Platform, slates: jax.Array, rho: jax.Array, mass: jax.Array, n_popular: int,
             relabel_every: int, total=lambda x: x) -> tuple[Platform, Info]:
     """The platform after one batched step of ``slates`` (this shard's sessions; ``total`` sums
@@ -130,8 +121,7 @@ def advance(platform: Platform, slates: jax.Array, rho: jax.Array, mass: jax.Arr
     # the sorts run at relabel steps only (a cond: skipped on CPU between relabels)
     popular, flips, turnover, g_win, g_tot, g_pop, window = jax.lax.cond(due, do, keep, None)
     new = platform.replace(pop=pop, popular=popular, t=t, window=window, total=tot, gini_window=g_win, gini_total=g_tot,
-                   gini_pop=g_pop, flips=jnp.where(due, flips, platform.flips),
-                   turnover=jnp.where(due, turnover, platform.turnover))
+                   gini_pop=g_pop)
     info = Info(relabelled=due, flips=flips, turnover=turnover, gini_window=g_win, gini_total=g_tot, gini_pop=g_pop,
                 tail_share_pop=jnp.sum(jnp.where(popular, 0.0, pop)) / jnp.maximum(pop.sum(), 1e-12))
     return new, info
@@ -149,5 +139,4 @@ def stats(info: Info) -> dict[str, jax.Array]:
 def end_stats(platform: Platform, info: Info) -> dict[str, jax.Array]:
     """A rollout's platform figures at its end (the evaluation's): ``stats`` with the Gini values of
     the final state itself rather than of its last relabel."""
-    return {**stats(info), "gini_total": gini(platform.total), "gini_pop": gini(platform.pop),
-            "tail_share_pop": jnp.sum(jnp.where(platform.popular, 0.0, platform.pop)) / jnp.maximum(platform.pop.sum(), 1e-12)}
+    return {**stats(info), "gini_total": gini(platform.total), "gini_pop": gini(platform.pop)}
