@@ -128,8 +128,8 @@ def test_model_env_keeps_the_env_contract_and_its_reward(setup):
     shape = lambda t: jax.tree.map(lambda a: (a.shape, a.dtype), t)
     assert shape((o_m, s_m, tr_m)) == shape((o_r, s_r, tr_r))
     # One step: the same outputs, the same info keys.
-    out_r = E.step(jax.random.key(6), jax.tree.map(lambda a: a[0], st), tr_r.slate[0, 0], params)
-    out_m = U.step(jax.random.key(6), jax.tree.map(lambda a: a[0], st), tr_r.slate[0, 0], mp)
+    out_r = jax.jit(E.step)(jax.random.key(6), jax.tree.map(lambda a: a[0], st), tr_r.slate[0, 0], params)
+    out_m = jax.jit(U.step)(jax.random.key(6), jax.tree.map(lambda a: a[0], st), tr_r.slate[0, 0], mp)
     assert shape(out_m) == shape(out_r) and set(out_m[-1]) == set(out_r[-1])
     # Auto-reset: a session lasts at most max_len; after a done the next window is a new session's.
     done, t_next = np.asarray(tr_m.done), np.asarray(tr_m.obs.t)

@@ -63,6 +63,7 @@ def test_make_train_hands_every_agent_its_sections_only(kind, small_cfg, small_p
     assert "episodes" in logs
 
 
+@pytest.mark.slow  # a profiled run compiles slowly (~60 s); the watch's own check below stays fast
 def test_no_component_below_run_receives_the_whole_config(tmp_path):
     """A whole small run (worlds, Stage I, training, evaluation with the untrained twin, records)
     and the reference rows,
