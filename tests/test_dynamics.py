@@ -126,7 +126,8 @@ def test_mean_steps_reach_the_stationary_point_and_implicit_gradient(seed):
             return D.stationary_profile(j["u0"], j["V"], j["sets"], w, j["harmful"], j["c"], j["a_h"], j["a_nh"],
                                         j["beta"])
 
-        jac = np.asarray(jax.jacobian(f)(j["w"]))
+        f = jax.jit(f)  # one compile for the central differences below
+        jac = np.asarray(jax.jit(jax.jacobian(f))(j["w"]))
         eps = 1e-6
         for m in (0, 5, 30):
             e = np.zeros(len(t["w"]))

@@ -133,9 +133,9 @@ def test_attraction_config_is_validated():
 def test_penalised_reward_subtracts_lambda_per_harmful_pick(worlds):
     cfg = dyn_config(reward="penalised", harm_lambda=7.0)
     params = E.make_params(worlds[1], cfg)
-    _, st = jax.vmap(E.reset_user, in_axes=(0, None))(jnp.arange(64), params)
+    _, st = jax.jit(jax.vmap(E.reset_user, in_axes=(0, None)))(jnp.arange(64), params)
     slate = jnp.argsort(-worlds[1].harmful.astype(jnp.int32))[:cfg.env.slate_size]  # harmful items first
-    _, st2, reward, _, _, info = jax.vmap(E.step_env, in_axes=(0, 0, None, None))(
+    _, st2, reward, _, _, info = jax.jit(jax.vmap(E.step_env, in_axes=(0, 0, None, None)))(
         jax.random.split(jax.random.PRNGKey(2), 64), st, slate, params)
     harm = np.asarray(info["dynamics"].harm_pick)
     assert harm.any() and not harm.all()
