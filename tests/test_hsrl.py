@@ -158,6 +158,7 @@ def _tiny(kind="hsrl", **over):
         "replay.min_size": 64, "replay.batch_size": 32, "replay.grad_steps": 2, **over}).validate()
 
 
+@pytest.mark.slow  # a trained policy on a changed world (~25 s, CI time)
 def test_new_items_at_test_time_need_no_retraining(small_worlds):
     """10% of the test world's items replaced by unseen embeddings: the trained policy acts on it
     (the new items get codes from the train codebooks) and can recommend them."""
@@ -187,8 +188,8 @@ def test_new_items_at_test_time_need_no_retraining(small_worlds):
     assert np.isin(shown, new).any()  # sampled slates reach the unseen items
 
 
-@pytest.mark.parametrize("update, frozen", [("faithful", True), pytest.param("ppo", False, marks=pytest.mark.slow),
-                                            pytest.param("ppo", True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # learning margins (CI time): HSRL's updates run in the fast tier's contract and head tests
+@pytest.mark.parametrize("update, frozen", [("faithful", True), ("ppo", False), ("ppo", True)])
 def test_learning_finds_the_probe_worlds_best_items_and_a_frozen_learner_does_not(update, frozen):
     """The contract's probe world (4 liked items of 40): trained HSRL (the faithful update in the
     contract test, ppo here) reaches the best slate's reward; with its learning rates 0 it stays

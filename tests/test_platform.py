@@ -306,6 +306,7 @@ def test_gymnasium_adapter_refuses_a_loop_world(worlds):
         PurerecVectorEnv(E.make_params(worlds[1], loop_config()), num_envs=4)
 
 
+@pytest.mark.slow  # a whole HRL run with two shards (~25 s, CI time); the fast tier checks 1 vs 2 shards on the env
 def test_session_shards_share_one_platform_in_a_run():
     """HRL with two session shards (vmapped on one device, as a run with fewer devices than shards):
     the platform counts every shard's slates (summed over the shards), so its exposures are all

@@ -93,6 +93,7 @@ def test_resume_falls_back_past_damaged_and_uncommitted_checkpoints(done_run, tm
         assert a.read() == b.read()
 
 
+@pytest.mark.slow  # a whole rerun (~35 s, CI time); the fast tier's fallback test sets damaged checkpoints aside
 def test_resume_with_every_checkpoint_damaged_starts_over_to_the_same_numbers(done_run, tmp_path):
     cfg, d, ref = done_run
     d2 = _copy(d, tmp_path / "r")
