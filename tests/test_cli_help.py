@@ -20,6 +20,7 @@ CASES = [
     (["logs", "--out", "d", "--help"], "usage: train.py logs", ["--seed N"]),
     (["tune", "--help"], "usage: train.py tune", ["FILE", "--tuned DIR", "validation"]),
     (["stationary", "--help"], "usage: train.py stationary", ["--lambdas", "--users N", "grad"]),
+    (["claims", "--help"], "usage: train.py claims", ["--budget X", "--only N[,N]", "--out DIR", "claims.md"]),
 ]
 
 
@@ -60,7 +61,7 @@ def test_usage_errors_still_exit_2(capsys):
         assert f"see train.py {argv[0]} --help" in err[0]
 
 
-@pytest.mark.parametrize("cmd", ["", "sweep", "tune", "report", "logs", "stationary"])
+@pytest.mark.parametrize("cmd", ["", "sweep", "tune", "report", "logs", "stationary", "claims"])
 def test_each_option_is_documented_by_its_field_docstring(cmd, capsys):
     """The help of every option is the docstring written under its dataclass field (tyro reads them;
     ``purerec.core.fields.field_docs`` reads them the same way for ``--help-config``)."""

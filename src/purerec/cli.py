@@ -250,7 +250,7 @@ class Launching(Common):
 class TrainArgs(Launching):
     """Train an agent (default DSRM-HRL; --agent KIND for any registered one: dsrm_hrl, hrl, flat, a2c,
     td3, bcq, mofir, dorl, dnair, sac4ir, fcpo, hsrl, hsrl_flat, hrl_tce, hrl_rce, hrl_bod) and evaluate it on the test
-    world. Sub-commands: sweep, tune, report, logs, stationary (each answers --help). Any config field
+    world. Sub-commands: sweep, tune, report, logs, stationary, claims (each answers --help). Any config field
     is an option too: --section.field VALUE, or --field VALUE when the name is unique (dashes or
     underscores; tuple fields take several values: --seeds 11 15 19); --help-config lists them all."""
 
@@ -356,8 +356,32 @@ class StationaryArgs(Common):
     """also write the summary (and every user's J) as JSON"""
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClaimsArgs(Common):
+    """Test the paper's nine claims in purerec (purerec.run.claims): run the sweeps they read (resumable:
+    finished runs are kept and reused), the Stage-I fidelity probes and the world cards, then write
+    DIR/claims.md (a verdict per claim, the paper's figure beside ours with a 95% interval over seeds)
+    and its figures. --budget below 1 is a quick look (a reduced plan, verdicts marked). Config fields
+    as options (--field VALUE) apply to every run."""
+
+    budget: Annotated[float, tyro.conf.arg(metavar="X")] = 1.0
+    """scale each run's training budget by X in (0, 10]; below 1 a quick look (about 40 min at 0.1)"""
+    out: Annotated[Optional[str], _DIR] = None
+    """output directory (None: runs/claims, or runs/claims-budget<X> below budget 1)"""
+    only: Annotated[str, tyro.conf.arg(metavar="N[,N]")] = "1,2,3,4,5,6,7,8,9"
+    """the claims to test (numbers 1..9)"""
+    envs: Annotated[str, tyro.conf.arg(metavar="FILE[,FILE]")] = ""
+    """replace every part's worlds with these env files ('': each part's own)"""
+    agents: Annotated[str, tyro.conf.arg(metavar="KIND[,KIND]")] = ""
+    """keep only these agents in the sweeps (a smaller check; '': all)"""
+    reuse: Annotated[str, tyro.conf.arg(metavar="DIR[,DIR]")] = ""
+    """also copy finished runs with the same run id from these sweep directories"""
+    dry_run: bool = False
+    """print the plan and run nothing"""
+
+
 COMMANDS = {"sweep": SweepArgs, "tune": TuneArgs, "report": ReportArgs, "logs": LogsArgs,
-            "stationary": StationaryArgs}
+            "stationary": StationaryArgs, "claims": ClaimsArgs}
 
 
 class Helped(Exception):
@@ -456,6 +480,41 @@ def sweep_main(cmd: str, argv: list[str]) -> int:
         if failed:
             print(f"{len(failed)} run(s) failed; see their records in {out}/runs", file=sys.stderr)
             return 1
+    return 0
+
+
+def claims_main(argv: list[str]) -> int:
+    """``train.py claims ...`` (``ClaimsArgs``)."""
+    args, overrides, pos = parse(ClaimsArgs, argv, "train.py claims")
+    if pos:
+        raise UsageError(f"train.py claims: unexpected {' '.join(pos)} (options only; see train.py claims --help)")
+    try:
+        only = tuple(int(x) for x in args.only.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError("--only", args.only, "claim numbers from 1 to 9, comma-separated, e.g. 1,3,5") from None
+    envs = tuple(e for e in args.envs.split(",") if e)
+    for e in envs:
+        if not os.path.isfile(e):
+            raise ConfigError("--envs", e, "existing environment TOML files (see envs/)")
+    reuse = tuple(d for d in args.reuse.split(",") if d)
+    for d in reuse:
+        if not os.path.isdir(os.path.join(d, "runs")):
+            raise ConfigError("--reuse", d, "sweep directories (holding runs/) written by `train.py sweep`")
+    from purerec.state.sections import AGENTS
+
+    agents = tuple(a for a in args.agents.split(",") if a)
+    for a in agents:
+        if a not in AGENTS:
+            raise ConfigError("--agents", a, f"agent kinds from {list(AGENTS)}")
+    if not 0 < args.budget <= 10:
+        raise ConfigError("--budget", args.budget, "a number in (0, 10], e.g. 0.1 for the quick look")
+    out = args.out or os.path.join("runs", "claims" if args.budget == 1.0 else f"claims-budget{args.budget:g}")
+    from purerec.run.claims import run_claims
+
+    path = run_claims(out, budget=args.budget, only=only, envs=envs, agents=agents, overrides=overrides, reuse=reuse,
+                      dry_run=args.dry_run, command="python train.py claims " + shlex.join(argv))
+    if path:
+        print(f"claims written to {path}")
     return 0
 
 
@@ -629,7 +688,7 @@ def train_main(argv: list[str]) -> int:
 
 def _then(argv: list[str]) -> str:
     """What to do after a file-system error or an interrupt, for this command."""
-    if argv and argv[0] in ("sweep", "tune"):
+    if argv and argv[0] in ("sweep", "tune", "claims"):
         return "run the same command again (finished runs are kept): python train.py " + shlex.join(argv)
     if argv and argv[0] in ("report", "logs") or "--reference" in argv:
         return "run the command again"
@@ -644,7 +703,7 @@ def _interrupted(e: BaseException, argv: list[str]) -> str:
         return f"interrupted ({name}); the run had finished: its results are in {run_dir}/results.json"
     if run_dir:
         return f"interrupted ({name}); continue with: python train.py --resume {run_dir}"
-    if argv and argv[0] in ("sweep", "tune"):
+    if argv and argv[0] in ("sweep", "tune", "claims"):
         return f"interrupted ({name}); continue with: python train.py {shlex.join(argv)} (finished runs are kept)"
     if argv and argv[0] in ("report", "logs") or "--reference" in argv or "--resume" in argv:
         return f"interrupted ({name})"
@@ -673,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
                 code = logs_main(argv[1:])
             elif argv and argv[0] == "stationary":
                 code = stationary_main(argv[1:])
+            elif argv and argv[0] == "claims":
+                code = claims_main(argv[1:])
             else:
                 code = train_main(argv)
             if interrupts.pending() is not None:  # a signal after the last safe point: the work is done
