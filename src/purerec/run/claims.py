@@ -120,9 +120,13 @@ def parts(quick: bool, envs: tuple[str, ...] | None = None, agents: tuple[str, .
 
 
 def _git_commit() -> str:
+    """The checkout's commit, marked when tracked files differ from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return head + (" with uncommitted changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
