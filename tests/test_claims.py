@@ -169,11 +169,12 @@ def test_diffusion_steps_claim_finds_the_peak_and_draws_it(tmp_path):
     assert c.verdict == C.FAILS and "peak at K = 500" in c.ours  # monotone: the best K is outside 10..30
 
 
-def test_stability_claim_uses_the_variance_ratio():
+def test_stability_claim_uses_the_variance_ratio(tmp_path):
     sixteen = [rec("hrl", s, {"R_cum": 15 + 0.01 * ((i % 4) - 1.5)}, purifier="dsrm", slate_head="grouped",
                    tail="learned") for i, s in enumerate(range(100, 116))]
     noisy_a2c = [rec("a2c", s, {"R_cum": 8.0 + (-3, 0, 3)[i]}) for i, s in enumerate(SEEDS)]
-    assert C.claim_stability(runs(*sixteen), runs(*noisy_a2c)).verdict == C.HOLDS
+    c = C.claim_stability(runs(*sixteen), runs(*noisy_a2c), str(tmp_path))
+    assert c.verdict == C.HOLDS and (tmp_path / c.figure).exists()
     steady_a2c = [rec("a2c", s, {"R_cum": 8.0 + (-1e-4, 0, 1e-4)[i]}) for i, s in enumerate(SEEDS)]
     assert C.claim_stability(runs(*sixteen), runs(*steady_a2c)).verdict == C.FAILS
 
@@ -314,7 +315,7 @@ def test_all_nine_sections_on_a_tiny_world(tmp_path):
     text = (tmp_path / "claims" / "claims.md").read_text()
     v = _verdicts(text)
     assert sorted(v) == list(range(1, 10)) and all(x in C.VERDICTS for x in v.values())
-    for fig in ("claims_diffusion_steps.png", "claims_pareto.png", "claims_dose_response.png"):
+    for fig in ("claims_diffusion_steps.png", "claims_stability.png", "claims_pareto.png", "claims_dose_response.png"):
         assert (tmp_path / "claims" / fig).exists()
 
 

@@ -467,7 +467,7 @@ def variance_ratio_interval(a: list[float], b: list[float]) -> tuple[float, floa
     return float(r), float(lo), float(hi)
 
 
-def claim_stability(seeds: list[Run], table2: list[Run]) -> Claim:
+def claim_stability(seeds: list[Run], table2: list[Run], out_dir: str | None = None) -> Claim:
     title = "Fig. 7: DSRM-HRL is the most stable across seeds"
     sentence = "DSRM-HRL's results vary less across seeds than every baseline's."
     paper = "the smallest across-seed spread of R_cum among the methods (Fig. 7)"
@@ -477,9 +477,12 @@ def claim_stability(seeds: list[Run], table2: list[Run]) -> Claim:
     rows, parts = [], []
     preset = mine[0].preset
     d = list(by_seed(mine, "R_cum").values())
+    spread = {f"DSRM-HRL ({len(d)} seeds)": d}
     for block, sel in _blocks(table2):
         for o in BASELINES:
             b = list(by_seed(select(table2, o, preset, max_len=30, **sel), "R_cum").values())
+            if b:
+                spread[f"{NAMES.get(o, o)} ({block})"] = b
             iv = variance_ratio_interval(d, b)
             if iv is None:
                 continue
@@ -494,8 +497,10 @@ def claim_stability(seeds: list[Run], table2: list[Run]) -> Claim:
     body += ["", f"DSRM-HRL: {len(d)} seeds (`sweeps/seeds.toml`'s seeds, its default head), "
              f"{WORLD_NAMES.get(preset, preset)}; each baseline its Table 2 seeds. The rule: the F interval of the "
              "variance ratio above 1 → holds, below 1 → does not hold."]
+    name = _plot_spread(spread, os.path.join(out_dir, "claims_stability.png")) if out_dir else None
     return Claim(6, title, sentence, paper, f"DSRM-HRL R_cum std {np.std(d, ddof=1):.4g} over {len(d)} seeds",
-                 combine(parts), "per baseline, the 95% F interval of var(baseline) / var(DSRM-HRL) > 1", body)
+                 combine(parts), "per baseline, the 95% F interval of var(baseline) / var(DSRM-HRL) > 1", body,
+                 figure=name)
 
 
 # 7 ------------------------------------------------------------------------------------------
@@ -694,6 +699,24 @@ def _plot_front(front: dict, points: dict, path: str) -> str | None:
     ax.set_xlabel("AD (lower is fairer)")
     ax.set_ylabel("R_cum (test)")
     ax.legend(fontsize=5, ncol=2)
+    save(fig, path)
+    return os.path.basename(path)
+
+
+def _plot_spread(spread: dict, path: str) -> str | None:
+    """Each method's per-seed R_cum minus its own mean (a strip per method): the spread Fig. 7 compares."""
+    if len(spread) < 2:
+        return None
+    new, save = _plt()
+    fig, axes = new(1, 1, max(6.0, 0.45 * len(spread)), 4.0)
+    ax = axes[0, 0]
+    for i, (name, v) in enumerate(spread.items()):
+        v = np.asarray(v, np.float64)
+        ax.scatter(np.full(v.size, i) + np.linspace(-0.15, 0.15, v.size), v - v.mean(), s=10, color=f"C{i % 10}")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_xticks(range(len(spread)))
+    ax.set_xticklabels(list(spread), rotation=70, ha="right", fontsize=6)
+    ax.set_ylabel("R_cum − the method's mean, per seed")
     save(fig, path)
     return os.path.basename(path)
 

@@ -270,7 +270,7 @@ def run_claims(out_dir: str, budget: float = 1.0, only: tuple[int, ...] = CLAIMS
             3: lambda: C.claim_table2(runs["table2"]),
             4: lambda: C.claim_table3(runs["table2"], runs["ablation"]),
             5: lambda: C.claim_diffusion_steps(runs["diffusion_steps"], figs),
-            6: lambda: C.claim_stability(runs["seeds"], runs["table2"]),
+            6: lambda: C.claim_stability(runs["seeds"], runs["table2"], figs),
             7: lambda: C.claim_pareto(runs["pareto"], runs["table2"], figs),
             8: lambda: C.claim_dose_response(runs["dose_response"], figs),
             9: lambda: C.claim_protocol(runs["table2"])}
