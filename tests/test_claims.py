@@ -19,6 +19,7 @@ from purerec.report import claims as C  # noqa: E402
 from purerec.report.tables import _to_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_sweep import TINY_ENV  # noqa: E402  the sweep tests' tiny world
 SEEDS = (11, 15, 19)
 
 
@@ -246,17 +247,6 @@ def test_claims_md_has_a_summary_row_and_a_section_per_claim(tmp_path):
 # --------------------------------------------------------------------------------------------
 # the command on a tiny world
 
-TINY_ENV = """
-[world]
-n_users = 300
-n_items = 400
-n_test_users = 120
-n_test_items = 150
-n_tags = 12
-true_dim = 8
-emb_dim = 8
-log_density = 0.2
-"""
 TINY = ["--train.total-updates", "2", "--train.chunk-updates", "1", "--train.num-envs", "16",
         "--train.rollout-len", "32", "--train.stage1-sessions", "32", "--encoder.train-steps", "20",
         "--dsrm.train-steps", "20", "--dsrm.steps", "3", "--eval.n-sessions", "64", "--eval.report-updates", "1"]
@@ -363,3 +353,18 @@ def test_the_predictor_policy_is_the_grouped_top_of_predicted_feedback(tmp_path)
         tail = np.where(~popular)[0][np.argsort(-score[~popular], kind="stable")][:n_tail]
         assert list(np.asarray(slate)) == list(pop) + list(tail), which
         assert float(carry) == 7.0
+
+
+def test_dose_response_axes_hold_the_other_feedback_field_at_its_default(tmp_path):
+    """The noise axis reads only runs at the default conformity (0.8), the conformity axis only
+    runs at the default noise (0.05): a conformity-0 run at the default noise never enters it."""
+    out = []
+    for conf, noise, gap in ((0.8, 0.05, 0.0), (0.8, 0.5, 1.0), (0.0, 0.05, 10.0)):
+        for i, s in enumerate(SEEDS):
+            out.append(rec("hrl", s, {"R_cum": 10.0 + i}, conformity=conf, noise=noise))
+            out.append(rec("hrl", s, {"R_cum": 10.0 + i + gap + 0.01 * i}, purifier="dsrm", conformity=conf,
+                           noise=noise))
+    c = C.claim_dose_response(runs(*out), str(tmp_path))
+    rows = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in c.body if ln.startswith("| ")}
+    assert rows["noise_std: gap at 0.5 − gap at 0.05 (dsrm.target = paper)"].startswith("1 ")
+    assert rows["conformity: gap at 0.8 − gap at 0 (dsrm.target = paper)"].startswith("-10 ")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -51,7 +50,7 @@ WORLD_NAMES = {"kuairec": "KuaiRec-like", "kuairand": "KuaiRand-like"}
 
 
 def _t(df: int) -> float:
-    return T975.get(df, 1.96 if df > 30 else _t_quantile(df))
+    return T975[df] if df in T975 else _t_quantile(df)
 
 
 def _t_quantile(df: float) -> float:
@@ -438,13 +437,14 @@ def claim_diffusion_steps(runs: list[Run], out_dir: str) -> Claim:
                 if m == "R_cum":
                     parts.append(v)
                 rows.append([f"{w}, {m}: best K in the band ({k_in}) − best K outside ({k_out})", iv, v])
-            ours.append(f"{w} {m}: peak at K = {best} (bootstrap 95% set {sorted(band)})") if m == "R_cum" else None
+            if m == "R_cum":
+                ours.append(f"{w} {m}: peak at K = {best} (bootstrap 95% set {sorted(band)})")
     body = _pair_rows(rows)
     body += ["", "Peak: the K with the highest mean over seeds; its 95% set: the most frequent bootstrap peaks "
              "(each K's seeds resampled, 2,000 draws) until they cover 95%. The verdict reads R_cum; Len is shown "
              "for reference."]
     name = _plot_k(fig, os.path.join(out_dir, "claims_diffusion_steps.png"))
-    return Claim(5, title, sentence, paper, "; ".join(o for o in ours if o), combine(parts),
+    return Claim(5, title, sentence, paper, "; ".join(ours), combine(parts),
                  f"R_cum at the best K in {PAPER_K_BAND[0]}..{PAPER_K_BAND[1]} − at the best K outside it > 0",
                  body, figure=name)
 
@@ -557,14 +557,14 @@ def claim_dose_response(runs: list[Run], out_dir: str) -> Claim:
     mine = [r for r in runs if ident(r) == "dsrm_hrl" and not r.frozen]
     if not hrl or not mine:
         return _missing(8, title, sentence, paper, "no dose-response runs")
-    default_noise = 0.05
+    from purerec.sim.sections import FeedbackConfig
+
     rows, parts, fig = [], [], {}
-    for axis, field_, fixed in (("conformity", "conformity", ("noise_std", default_noise)), ("noise_std", "noise_std", None)):
-        levels = sorted({_cfg(r, "feedback", field_) for r in mine})
-        if fixed is not None:
-            keep = lambda r: _cfg(r, "feedback", fixed[0]) == fixed[1]
-        else:
-            keep = lambda r: True
+    # Each axis holds the other feedback field at its default (the grids cross only at the defaults).
+    for axis, other in (("conformity", "noise_std"), ("noise_std", "conformity")):
+        field_ = axis
+        keep = lambda r, o=other: _cfg(r, "feedback", o) == getattr(FeedbackConfig, o)
+        levels = sorted({_cfg(r, "feedback", field_) for r in mine if keep(r)})
         if len(levels) < 2:
             continue
         for target in sorted({_cfg(r, "dsrm", "target") for r in mine}):
@@ -771,10 +771,3 @@ def write(out_dir: str, claims: list[Claim], header: list[str], quick: bool) -> 
     path = os.path.join(out_dir, "claims.md")
     _atomic_write(path, render(claims, header, quick).encode())
     return path
-
-
-def verdict_counts(claims: list[Claim]) -> dict:
-    out = defaultdict(list)
-    for c in claims:
-        out[c.verdict].append(c.number)
-    return dict(out)
