@@ -78,9 +78,10 @@ for w in worlds:
     for h in heads:
         if not any(ww == w and hh == h for (ww, a, hh) in rows):
             continue
-        none_ = [x["method"] for (ww, a, hh), x in sorted(rows.items(), key=lambda t: ORDER.index(t[0][1])) if ww == w and hh == h and x["dL"] and min(x["dL"]) <= 0 <= max(x["dL"])]
-        hurt = [f"{x['method']} {m(x['dL']):+.2f}" for (ww, a, hh), x in sorted(rows.items(), key=lambda t: ORDER.index(t[0][1])) if ww == w and hh == h and x["dL"] and max(x["dL"]) < 0]
-        helps = [f"{x['method']} {m(x['dL']):+.2f}" for (ww, a, hh), x in sorted(rows.items(), key=lambda t: ORDER.index(t[0][1])) if ww == w and hh == h and x["dL"] and min(x["dL"]) > 0]
+        block = [x for (ww, a, hh), x in sorted(rows.items(), key=lambda t: ORDER.index(t[0][1])) if ww == w and hh == h and x["dL"]]
+        none_ = [x["method"] for x in block if min(x["dL"]) <= 0 <= max(x["dL"])]
+        hurt = [f"{x['method']} {m(x['dL']):+.2f}" for x in block if max(x["dL"]) < 0]
+        helps = [f"{x['method']} {m(x['dL']):+.2f}" for x in block if min(x["dL"]) > 0]
         F.append(f"- {W}, {h}, trained − frozen on Len: every seed positive for {', '.join(helps) or 'none'}; every seed negative (learning hurts) for "
                  f"{', '.join(hurt) or 'none'}; the seeds' range holds 0 (nothing measurable) for {', '.join(none_) or 'none'}.")
     a, b = rows.get((w, "dsrm_hrl", "grouped, fixed")), rows.get((w, "hrl", "grouped, fixed"))
