@@ -45,7 +45,8 @@ def main(sweep_dir: str) -> None:
     for r in runs:
         p = r["point"]
         cells.setdefault((float(p["fcpo.cost_limit"]), p["platform.cost_labels"]), []).append(r)
-    print(f"{len(runs)} trained FCPO runs from {sweep_dir}; slate size 10, limit = alpha' x 10 + 0.5\n")
+    k = runs[0]["config"]["env"]["slate_size"]
+    print(f"{len(runs)} trained FCPO runs from {sweep_dir}; slate size {k}, limit = alpha' x {k} + 0.5\n")
     print("| alpha' | cost labels | seeds | infeasible updates | accepted step | cost, 1st update | cost, last fifth"
           " | long-tail share (current labels), last fifth |")
     print("|---|---|---|---|---|---|---|---|")
